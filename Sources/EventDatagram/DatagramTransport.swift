@@ -1,0 +1,195 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import EventInterface
+import Synchronization
+
+/// Largest payload udp and unix send (OpenSIPS's documented maximum, kept on purpose):
+/// a larger event fails with "payload too large" instead of being truncated.
+public let maximumDatagramPayload = 65_457
+
+/// `udp:HOST:PORT`: one datagram per event, from a connected socket per subscriber.
+///
+/// Plain POSIX calls rather than SwiftNIO: each delivery is one non-blocking `send` made by the
+/// subscriber's own delivery task, so its result (including a refusal the kernel learnt from an
+/// ICMP "port unreachable" after the previous send) is known at once and drives the virtual
+/// policies without a hop to an event loop. Measured here (../shared/notes/measurements.md),
+/// a POSIX `send` per datagram runs at the speed of NIO's connected channel for one receiver.
+public struct UDPTransport: EventTransport {
+    public init() {}
+    public var scheme: String { "udp" }
+
+    public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError) -> any EventSocket {
+        let text = "udp:" + address
+        let hostPort = try HostPort.parse(address, scheme: "udp", socket: text)
+        let resolved = try await hostPort.resolve(socketType: Int32(SOCK_DGRAM.rawValue), socket: text)
+        return UDPSocket(hostPort: hostPort, address: resolved)
+    }
+}
+
+public struct UDPSocket: DeliverySocket, Hashable {
+    public let hostPort: HostPort
+    /// Resolved at subscribe time.
+    public let address: ResolvedAddress
+
+    public var scheme: String { "udp" }
+    public var description: String { "udp:\(hostPort)" }
+
+    public func matches(_ other: any EventSocket) -> Bool {
+        (other as? UDPSocket)?.hostPort == hostPort
+    }
+
+    public func makeDeliverer(context: DelivererContext) -> any EventDeliverer {
+        DatagramDeliverer(target: .connected(address), socket: description)
+    }
+}
+
+/// `unix:/ABSOLUTE/PATH`: one datagram per event to a Unix datagram socket.
+public struct UnixTransport: EventTransport {
+    public init() {}
+    public var scheme: String { "unix" }
+
+    public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError) -> any EventSocket {
+        let text = "unix:" + address
+        guard !address.isEmpty else { throw SocketError("unix socket needs a path: \(text)") }
+        guard address.hasPrefix("/") else { throw SocketError("unix socket path must be absolute: \(text)") }
+        guard !address.contains(where: { $0.isWhitespace || $0 == "\0" }) else {
+            throw SocketError("unix socket path contains whitespace: \(text)")
+        }
+        let capacity = MemoryLayout.size(ofValue: sockaddr_un().sun_path)
+        guard address.utf8.count < capacity else {
+            throw SocketError("unix socket path longer than \(capacity - 1) bytes: \(text)")
+        }
+        return UnixSocket(path: address)
+    }
+}
+
+public struct UnixSocket: DeliverySocket, Hashable {
+    public let path: String
+
+    public var scheme: String { "unix" }
+    public var description: String { "unix:\(path)" }
+
+    public func matches(_ other: any EventSocket) -> Bool {
+        (other as? UnixSocket)?.path == path
+    }
+
+    public func makeDeliverer(context: DelivererContext) -> any EventDeliverer {
+        DatagramDeliverer(target: .unix(path), socket: description)
+    }
+}
+
+/// Sends JSON-RPC notifications as datagrams. Its descriptor is opened on first use and kept.
+final class DatagramDeliverer: EventDeliverer {
+    enum Target: Sendable {
+        /// A UDP peer: the socket is connected, so the kernel reports refusals on later sends.
+        case connected(ResolvedAddress)
+        /// A Unix path: sent with `sendto` each time, so a receiver that rebinds is found again.
+        case unix(String)
+    }
+
+    private let target: Target
+    private let socket: String
+    private let descriptor = Mutex<Int32>(-1)
+    private let unixAddress: [UInt8]
+
+    init(target: Target, socket: String) {
+        self.target = target
+        self.socket = socket
+        if case .unix(let path) = target {
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                for (index, byte) in path.utf8.enumerated() where index < raw.count - 1 { raw[index] = byte }
+            }
+            unixAddress = withUnsafeBytes(of: &address) { Array($0) }
+        } else {
+            unixAddress = []
+        }
+    }
+
+    deinit {
+        let fd = descriptor.withLock { $0 }
+        if fd >= 0 { _ = Glibc.close(fd) }
+    }
+
+    func deliver(_ event: RaisedEvent) async -> DeliveryOutcome {
+        send(event.jsonRPC)
+    }
+
+    func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] {
+        events.map { send($0.jsonRPC) }
+    }
+
+    func close() async {
+        let fd = descriptor.withLock { fd -> Int32 in
+            defer { fd = -1 }
+            return fd
+        }
+        if fd >= 0 { _ = Glibc.close(fd) }
+    }
+
+    private func openDescriptor() -> Result<Int32, DeliveryFailure> {
+        descriptor.withLock { fd -> Result<Int32, DeliveryFailure> in
+            if fd >= 0 { return .success(fd) }
+            let flags = Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+            switch target {
+            case .connected(let address):
+                let created = Glibc.socket(address.family, flags, 0)
+                guard created >= 0 else { return .failure(Self.failure(errno, socket: socket)) }
+                let status = address.withSockAddr { Glibc.connect(created, $0, $1) }
+                guard status == 0 else {
+                    let code = errno
+                    _ = Glibc.close(created)
+                    return .failure(Self.failure(code, socket: socket))
+                }
+                fd = created
+            case .unix:
+                let created = Glibc.socket(AF_UNIX, flags, 0)
+                guard created >= 0 else { return .failure(Self.failure(errno, socket: socket)) }
+                fd = created
+            }
+            return .success(fd)
+        }
+    }
+
+    private func send(_ payload: [UInt8]) -> DeliveryOutcome {
+        guard payload.count <= maximumDatagramPayload else { return .failed(.payloadTooLarge) }
+        let fd: Int32
+        switch openDescriptor() {
+        case .success(let opened): fd = opened
+        case .failure(let failure): return .failed(failure)
+        }
+        let sent: Int = payload.withUnsafeBytes { bytes in
+            switch target {
+            case .connected:
+                return Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL))
+            case .unix:
+                return unixAddress.withUnsafeBytes { address in
+                    Glibc.sendto(
+                        fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL),
+                        address.baseAddress?.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count))
+                }
+            }
+        }
+        if sent == payload.count { return .delivered }
+        if sent >= 0 { return .failed(DeliveryFailure(.subscriberFailed, "short datagram write")) }
+        return .failed(Self.failure(errno, socket: socket))
+    }
+
+    static func failure(_ code: Int32, socket: String) -> DeliveryFailure {
+        switch code {
+        case EMSGSIZE: return .payloadTooLarge
+        case ECONNREFUSED: return DeliveryFailure(.subscriberFailed, "connection refused")
+        case ENOENT: return DeliveryFailure(.subscriberFailed, "no such socket file")
+        case EAGAIN, EWOULDBLOCK, ENOBUFS: return DeliveryFailure(.subscriberFailed, "receiver buffer full")
+        default:
+            let text = strerror(code).map { String(cString: $0) } ?? "error \(code)"
+            return DeliveryFailure(.subscriberFailed, text.lowercased())
+        }
+    }
+}

@@ -1,0 +1,363 @@
+import Logging
+import Synchronization
+
+/// How long a subscription lasts.
+public enum Expiry: Sendable, Hashable {
+    /// Seconds from now; `0` removes the subscription.
+    case seconds(Int)
+    /// Never expires (subscriptions from the configuration file made without an expire).
+    case never
+
+    /// The default of `evi:subscribe`: one hour.
+    public static let `default` = Expiry.seconds(3600)
+}
+
+/// Errors of the library API; each says what was wrong.
+public enum EventInterfaceError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// Raising or subscribing an event nobody published.
+    case eventNotPublished(String)
+    case invalidEventName(String)
+    case badSocket(SocketError)
+    case negativeExpire(Int)
+
+    public var description: String {
+        switch self {
+        case .eventNotPublished(let name): "event not published: \(name)"
+        case .invalidEventName(let name): "invalid event name '\(name)' (non-empty, no whitespace)"
+        case .badSocket(let error): error.message
+        case .negativeExpire(let value): "negative expire value: \(value)"
+        }
+    }
+}
+
+/// What `subscribe` did.
+public enum SubscribeResult: Sendable, Hashable {
+    case subscribed
+    /// A matching subscription existed; its expire was renewed in place.
+    case refreshed
+    /// Expire 0: the matching subscription, if there was one, was removed.
+    case unsubscribed(found: Bool)
+}
+
+/// What `raise` did: the event, and how many live subscribers it was handed to.
+public struct RaiseResult: Sendable, Hashable {
+    public var event: Event
+    public var subscribers: Int
+}
+
+/// One subscription as listings show it.
+public struct SubscriberInfo: Sendable, Hashable {
+    public var socket: String
+    public var expiry: Expiry
+    /// Whole seconds left, `nil` for a never-expiring subscription.
+    public var ttl: Int?
+    /// Member health for a virtual subscriber.
+    public var members: [MemberStatus]?
+}
+
+/// The event interface (OpenSIPS' EVI): published events, their subscriptions and the raise path.
+///
+/// Everything is `Sendable` and safe to call from any task. `raise` never waits for delivery.
+public final class EventHub: Sendable {
+    public struct Configuration: Sendable {
+        /// Bound of each subscriber's (and member's) queue.
+        public var queueSize: Int = 10_000
+        public init(queueSize: Int = 10_000) {
+            self.queueSize = queueSize
+        }
+    }
+
+    struct Subscription: Sendable {
+        let socket: any EventSocket
+        let subscriber: any EventSubscriber
+        var expiry: Expiry
+        /// Clock time at which it expires; `nil` for never.
+        var expiresAt: Double?
+    }
+
+    struct EventRecord: Sendable {
+        let event: Event
+        let counters: EventCounters
+        /// In subscription order, oldest first.
+        var subscriptions: [Subscription] = []
+        /// The live subscribers handed each raise, kept ready so raising allocates nothing.
+        var subscribers: [any EventSubscriber] = []
+        /// Earliest expiry among the subscriptions, so raise checks one number.
+        var nextExpiry = Double.infinity
+
+        mutating func rebuild() {
+            subscribers = subscriptions.map(\.subscriber)
+            nextExpiry = subscriptions.compactMap(\.expiresAt).min() ?? .infinity
+        }
+
+        /// Drops what has expired at `now`; returns the dropped subscribers.
+        mutating func removeExpired(now: Double) -> [any EventSubscriber] {
+            guard now >= nextExpiry else { return [] }
+            var expired: [any EventSubscriber] = []
+            subscriptions.removeAll { subscription in
+                guard let expiresAt = subscription.expiresAt, expiresAt <= now else { return false }
+                expired.append(subscription.subscriber)
+                return true
+            }
+            rebuild()
+            return expired
+        }
+    }
+
+    struct State: Sendable {
+        var events: [EventRecord] = []
+        var idsByName: [String: Int] = [:]
+    }
+
+    public let registry: TransportRegistry
+    public let statistics = Statistics()
+    public let clock: any EventClock
+    public let configuration: Configuration
+    public let logger: Logger
+    private let state = Mutex(State())
+
+    /// Creates an interface with `transports` registered and the events they raise published.
+    public init(
+        transports: [any EventTransport] = [],
+        configuration: Configuration = Configuration(),
+        clock: any EventClock = SystemEventClock(),
+        logger: Logger = Logger(label: "evi")
+    ) {
+        self.registry = TransportRegistry()
+        self.configuration = configuration
+        self.clock = clock
+        self.logger = logger
+        for transport in transports { register(transport) }
+    }
+
+    /// Registers a transport and publishes the events it raises. Returns `false` when its scheme
+    /// is already taken.
+    @discardableResult
+    public func register(_ transport: any EventTransport) -> Bool {
+        guard registry.register(transport) else { return false }
+        for name in transport.publishedEvents { _ = try? publish(name) }
+        return true
+    }
+
+    // MARK: Events
+
+    /// Publishes an event; publishing an existing name returns it unchanged.
+    @discardableResult
+    public func publish(_ name: String) throws(EventInterfaceError) -> Event {
+        guard Event.isValidName(name) else { throw .invalidEventName(name) }
+        return state.withLock { state in
+            if let id = state.idsByName[name] { return state.events[id].event }
+            let event = Event(name: name, id: state.events.count)
+            state.events.append(EventRecord(event: event, counters: statistics.event(name)))
+            state.idsByName[name] = event.id
+            return event
+        }
+    }
+
+    /// Every published event, in id order.
+    public var events: [Event] { state.withLock { $0.events.map(\.event) } }
+
+    public func event(named name: String) -> Event? {
+        state.withLock { state in state.idsByName[name].map { state.events[$0].event } }
+    }
+
+    // MARK: Raising
+
+    /// Hands the event to every live subscriber and returns at once.
+    ///
+    /// Throws only when the event was never published; no live subscriber is a result with
+    /// `subscribers == 0`.
+    @discardableResult
+    public func raise(_ name: String, _ params: EventParams = .none) throws(EventInterfaceError) -> RaiseResult {
+        let now = clock.now()
+        let found = state.withLock { state -> (Event, EventCounters, [any EventSubscriber], [any EventSubscriber])? in
+            guard let id = state.idsByName[name] else { return nil }
+            let expired = state.events[id].removeExpired(now: now)
+            let record = state.events[id]
+            return (record.event, record.counters, record.subscribers, expired)
+        }
+        guard let (event, counters, subscribers, expired) = found else { throw .eventNotPublished(name) }
+        counters.raised.add(1, ordering: .relaxed)
+        closeInBackground(expired)
+        if !subscribers.isEmpty {
+            let raised = RaisedEvent(event: event, params: params, raisedAt: now)
+            for subscriber in subscribers { subscriber.dispatch(raised) }
+        }
+        return RaiseResult(event: event, subscribers: subscribers.count)
+    }
+
+    // MARK: Subscriptions
+
+    /// Subscribes `socket` to `event`, refreshes a matching subscription, or with expire 0
+    /// removes it. The socket is parsed and validated first; nothing changes when it is bad.
+    @discardableResult
+    public func subscribe(
+        event name: String, socket text: String, expiry: Expiry = .default
+    ) async throws(EventInterfaceError) -> SubscribeResult {
+        if case .seconds(let seconds) = expiry, seconds < 0 { throw .negativeExpire(seconds) }
+        guard self.event(named: name) != nil else { throw .eventNotPublished(name) }
+        let socket: any EventSocket
+        do { socket = try await registry.parseSocket(text) } catch { throw .badSocket(error) }
+        if case .seconds(0) = expiry {
+            return .unsubscribed(found: await unsubscribe(event: name, parsed: socket))
+        }
+        let now = clock.now()
+        let expiresAt: Double? = if case .seconds(let seconds) = expiry { now + Double(seconds) } else { nil }
+        let outcome = state.withLock { state -> Result<(SubscribeResult, [any EventSubscriber]), EventInterfaceError> in
+            guard let id = state.idsByName[name] else { return .failure(.eventNotPublished(name)) }
+            let expired = state.events[id].removeExpired(now: now)
+            if let index = state.events[id].subscriptions.firstIndex(where: { $0.socket.matches(socket) }) {
+                state.events[id].subscriptions[index].expiry = expiry
+                state.events[id].subscriptions[index].expiresAt = expiresAt
+                state.events[id].rebuild()
+                return .success((.refreshed, expired))
+            }
+            let context = SubscriberContext(
+                event: state.events[id].event, socket: socket.description, hub: self)
+            let subscription = Subscription(
+                socket: socket, subscriber: socket.makeSubscriber(context: context), expiry: expiry,
+                expiresAt: expiresAt)
+            state.events[id].subscriptions.append(subscription)
+            state.events[id].rebuild()
+            return .success((.subscribed, expired))
+        }
+        let (result, expired) = try outcome.get()
+        closeInBackground(expired)
+        if result == .subscribed {
+            logger.info("subscribed", metadata: ["event": "\(name)", "socket": "\(socket)"])
+        }
+        return result
+    }
+
+    /// Removes the subscription of `event` matching `socket`. Returns whether one was found.
+    public func unsubscribe(event name: String, socket text: String) async throws(EventInterfaceError) -> Bool {
+        guard self.event(named: name) != nil else { throw .eventNotPublished(name) }
+        let socket: any EventSocket
+        do { socket = try await registry.parseSocket(text) } catch { throw .badSocket(error) }
+        return await unsubscribe(event: name, parsed: socket)
+    }
+
+    private func unsubscribe(event name: String, parsed socket: any EventSocket) async -> Bool {
+        let now = clock.now()
+        let removed = state.withLock { state -> [any EventSubscriber]? in
+            guard let id = state.idsByName[name] else { return nil }
+            var removed = state.events[id].removeExpired(now: now)
+            guard let index = state.events[id].subscriptions.firstIndex(where: { $0.socket.matches(socket) }) else {
+                closeInBackground(removed)
+                return nil
+            }
+            removed.append(state.events[id].subscriptions.remove(at: index).subscriber)
+            state.events[id].rebuild()
+            return removed
+        }
+        guard let removed else { return false }
+        closeInBackground(removed)
+        logger.info("unsubscribed", metadata: ["event": "\(name)", "socket": "\(socket)"])
+        return true
+    }
+
+    /// The live subscriptions of `event`, newest first.
+    public func subscribers(of name: String) throws(EventInterfaceError) -> [SubscriberInfo] {
+        let now = clock.now()
+        let found = state.withLock { state -> ([Subscription], [any EventSubscriber])? in
+            guard let id = state.idsByName[name] else { return nil }
+            let expired = state.events[id].removeExpired(now: now)
+            return (state.events[id].subscriptions, expired)
+        }
+        guard let (subscriptions, expired) = found else { throw .eventNotPublished(name) }
+        closeInBackground(expired)
+        return subscriptions.reversed().map { info(of: $0, now: now) }
+    }
+
+    /// The live subscription of `event` whose socket matches `socket`, if any.
+    public func subscriber(of name: String, matching text: String) async throws(EventInterfaceError) -> SubscriberInfo? {
+        guard self.event(named: name) != nil else { throw .eventNotPublished(name) }
+        let socket: any EventSocket
+        do { socket = try await registry.parseSocket(text) } catch { throw .badSocket(error) }
+        let now = clock.now()
+        let subscription = state.withLock { state -> Subscription? in
+            guard let id = state.idsByName[name] else { return nil }
+            return state.events[id].subscriptions.last {
+                $0.socket.matches(socket) && ($0.expiresAt.map { $0 > now } ?? true)
+            }
+        }
+        return subscription.map { info(of: $0, now: now) }
+    }
+
+    private func info(of subscription: Subscription, now: Double) -> SubscriberInfo {
+        let ttl = subscription.expiresAt.map { max(0, Int(($0 - now).rounded(.up))) }
+        return SubscriberInfo(
+            socket: subscription.socket.description, expiry: subscription.expiry, ttl: ttl,
+            members: subscription.subscriber.memberStatus())
+    }
+
+    /// Stops every subscriber: queued events get up to `grace` to be delivered, then connections
+    /// and files are closed. Subscriptions are forgotten.
+    public func shutdown(grace: Duration = .seconds(5)) async {
+        let subscribers = state.withLock { state -> [any EventSubscriber] in
+            var all: [any EventSubscriber] = []
+            for index in state.events.indices {
+                all += state.events[index].subscriptions.map(\.subscriber)
+                state.events[index].subscriptions = []
+                state.events[index].rebuild()
+            }
+            return all
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for subscriber in subscribers { group.addTask { await subscriber.close(grace: grace) } }
+        }
+    }
+
+    /// Expired and removed subscribers still deliver what they had queued, then close.
+    private func closeInBackground(_ subscribers: [any EventSubscriber]) {
+        guard !subscribers.isEmpty else { return }
+        Task {
+            for subscriber in subscribers { await subscriber.close(grace: .seconds(1)) }
+        }
+    }
+}
+
+/// What a subscriber is built with: the subscription it serves and the interface's services.
+public struct SubscriberContext: Sendable {
+    public let event: Event
+    /// The whole socket, printed form.
+    public let socket: String
+    private let hub: WeakHub
+
+    init(event: Event, socket: String, hub: EventHub) {
+        self.event = event
+        self.socket = socket
+        self.hub = WeakHub(hub)
+    }
+
+    public var logger: Logger { hub.hub?.logger ?? Logger(label: "evi") }
+    public var clock: any EventClock { hub.hub?.clock ?? SystemEventClock() }
+    public var queueCapacity: Int { hub.hub?.configuration.queueSize ?? 10_000 }
+    public var statistics: Statistics { hub.hub?.statistics ?? Statistics() }
+
+    /// Counters of the subscribed event (virtual subscribers count undelivered events there).
+    public var eventCounters: EventCounters { statistics.event(event.name) }
+
+    /// A queue and delivery task for one delivering socket: the plain subscriber's own, or one
+    /// member's of a virtual subscriber.
+    public func makeQueue(for member: any DeliverySocket) -> DeliveryQueue {
+        let logger = self.logger
+        let deliverer = member.makeDeliverer(
+            context: DelivererContext(event: event, socket: member.description, logger: logger, clock: clock))
+        return DeliveryQueue(
+            deliverer: deliverer, socket: member.description, capacity: queueCapacity,
+            counters: statistics.transport(member.scheme), logger: logger)
+    }
+
+    /// Raises one of the interface's own events (`E_VIRTUAL_MEMBER_DOWN`, …); failures to raise
+    /// (nobody subscribed, not published) are ignored.
+    public func raise(_ name: String, _ params: EventParams) {
+        _ = try? hub.hub?.raise(name, params)
+    }
+}
+
+/// Subscribers point back at their interface without keeping it alive.
+final class WeakHub: Sendable {
+    weak let hub: EventHub?
+    init(_ hub: EventHub) { self.hub = hub }
+}

@@ -1,0 +1,132 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import Dispatch
+import Synchronization
+
+/// `HOST:PORT` as the network transports write it: an IPv4 address, `[IPv6]`, or a host name.
+public struct HostPort: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var isIPv6: Bool { host.contains(":") }
+
+    /// Printed as given, IPv6 in brackets.
+    public var description: String { isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// Parses `HOST:PORT`; `socket` is the whole socket string, quoted in errors.
+    public static func parse(_ text: String, scheme: String, socket: String) throws(SocketError) -> HostPort {
+        let host: Substring
+        let rest: Substring
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else {
+                throw SocketError("unterminated '[' in IPv6 address: \(socket)")
+            }
+            host = text[text.index(after: text.startIndex)..<close]
+            rest = text[text.index(after: close)...]
+            guard isIPv6Literal(String(host)) else { throw SocketError("bad IPv6 address '\(host)' in \(socket)") }
+        } else {
+            if let colon = text.firstIndex(of: ":") {
+                host = text[..<colon]
+                rest = text[colon...]
+            } else {
+                host = Substring(text)
+                rest = ""
+            }
+        }
+        guard !host.isEmpty else { throw SocketError("\(scheme) socket needs a host: \(socket)") }
+        guard !host.contains(where: { $0.isWhitespace }) else {
+            throw SocketError("whitespace in host of \(socket)")
+        }
+        guard rest.hasPrefix(":"), rest.count > 1 else { throw SocketError("\(scheme) socket needs a port: \(socket)") }
+        let portText = rest.dropFirst()
+        guard portText.allSatisfy(\.isASCII), let port = Int(portText), (1...65535).contains(port) else {
+            throw SocketError("bad port '\(portText)' in \(socket) (expected 1-65535)")
+        }
+        return HostPort(host: String(host), port: port)
+    }
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    static func isIPv6Literal(_ text: String) -> Bool {
+        var address = in6_addr()
+        return inet_pton(AF_INET6, text, &address) == 1
+    }
+
+    static func isIPv4Literal(_ text: String) -> Bool {
+        var address = in_addr()
+        return inet_pton(AF_INET, text, &address) == 1
+    }
+}
+
+/// A resolved socket address, ready for `connect` or `sendto`.
+public struct ResolvedAddress: Sendable, Hashable {
+    public var family: Int32
+    /// The raw `sockaddr_in` / `sockaddr_in6` bytes.
+    public var storage: [UInt8]
+
+    /// Calls `body` with the address as a `sockaddr` pointer and its length.
+    public func withSockAddr<T>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
+        storage.withUnsafeBytes { raw in
+            body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
+        }
+    }
+}
+
+extension HostPort {
+    /// Longest a host name lookup may take at subscribe time (concepts.md).
+    public static let resolutionTimeout: Duration = .seconds(2)
+
+    /// Resolves the host for datagram or stream use. Literals resolve without a lookup; names
+    /// are looked up off the caller's thread and given up after `timeout`.
+    public func resolve(
+        socketType: Int32, socket: String, timeout: Duration = HostPort.resolutionTimeout
+    ) async throws(SocketError) -> ResolvedAddress {
+        let host = self.host
+        let port = self.port
+        let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<ResolvedAddress?, Never>) in
+            let once = Mutex(false)
+            let finish: @Sendable (ResolvedAddress?) -> Void = { result in
+                let first = once.withLock { done -> Bool in
+                    defer { done = true }
+                    return !done
+                }
+                if first { continuation.resume(returning: result) }
+            }
+            DispatchQueue.global().async { finish(Self.lookup(host: host, port: port, socketType: socketType)) }
+            let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+            DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) { finish(nil) }
+        }
+        guard let outcome else { throw SocketError("cannot resolve host '\(host)' in \(socket)") }
+        return outcome
+    }
+
+    private static func lookup(host: String, port: Int, socketType: Int32) -> ResolvedAddress? {
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = socketType
+        hints.ai_flags = AI_NUMERICSERV
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, String(port), &hints, &list) == 0, let first = list else { return nil }
+        defer { freeaddrinfo(list) }
+        // Prefer IPv4 when a name has both, as loopback receivers usually bind 127.0.0.1.
+        var chosen: UnsafeMutablePointer<addrinfo>? = first
+        var cursor: UnsafeMutablePointer<addrinfo>? = first
+        while let entry = cursor {
+            if entry.pointee.ai_family == AF_INET {
+                chosen = entry
+                break
+            }
+            cursor = entry.pointee.ai_next
+        }
+        guard let entry = chosen, let address = entry.pointee.ai_addr else { return nil }
+        let bytes = UnsafeRawBufferPointer(start: address, count: Int(entry.pointee.ai_addrlen))
+        return ResolvedAddress(family: entry.pointee.ai_family, storage: Array(bytes))
+    }
+}

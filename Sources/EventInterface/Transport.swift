@@ -1,0 +1,174 @@
+import Logging
+
+/// Why a socket string was refused; `message` names the problem and the offending text
+/// (`udp socket needs a port: udp:127.0.0.1`), and is what MI replies carry as `data`.
+public struct SocketError: Error, Sendable, Hashable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Why one delivery failed, and what the failure says about the subscriber.
+public struct DeliveryFailure: Error, Sendable, Hashable, CustomStringConvertible {
+    public enum Kind: Sendable, Hashable {
+        /// The subscriber is unreachable, refused, timed out or answered with an error:
+        /// a virtual socket marks the member failed.
+        case subscriberFailed
+        /// The event itself cannot go there ("payload too large"): it moves on, nobody is marked.
+        case eventRejected
+        /// The subscriber's queue was full: slow is not dead, nobody is marked.
+        case queueFull
+    }
+
+    public var kind: Kind
+    public var reason: String
+
+    public init(_ kind: Kind, _ reason: String) {
+        self.kind = kind
+        self.reason = reason
+    }
+
+    public static let queueFull = DeliveryFailure(.queueFull, "queue full")
+    public static let payloadTooLarge = DeliveryFailure(.eventRejected, "payload too large")
+    public static let shuttingDown = DeliveryFailure(.subscriberFailed, "shutting down")
+
+    public var description: String { reason }
+}
+
+/// How one delivery ended.
+public enum DeliveryOutcome: Sendable, Hashable {
+    case delivered
+    case failed(DeliveryFailure)
+
+    public var isDelivered: Bool { self == .delivered }
+}
+
+/// A transport knows one scheme (`udp`, `tcp`, `virtual`, …): it turns socket strings of that
+/// scheme into sockets. Register one with ``TransportRegistry``, built-in or third-party alike.
+public protocol EventTransport: Sendable {
+    /// The scheme, lower case, without the colon.
+    var scheme: String { get }
+    /// Events this transport raises itself, published when it is registered.
+    var publishedEvents: [String] { get }
+    /// Parses and validates what follows `scheme:`. Never connects to the subscriber; may
+    /// resolve host names (bounded). Throws a ``SocketError`` that names the problem.
+    func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError) -> any EventSocket
+}
+
+extension EventTransport {
+    public var publishedEvents: [String] { [] }
+}
+
+/// What a transport may use while parsing: the registry, to parse members of composite sockets.
+public struct SocketParsingContext: Sendable {
+    public let registry: TransportRegistry
+
+    /// Parses a whole socket string (`scheme:address`) with whichever transport owns the scheme.
+    public func parseSocket(_ text: String) async throws(SocketError) -> any EventSocket {
+        try await registry.parseSocket(text)
+    }
+}
+
+/// A parsed, validated subscriber address.
+public protocol EventSocket: Sendable, CustomStringConvertible {
+    var scheme: String { get }
+    /// Whether `other` addresses the same subscriber, so that subscribing it again refreshes the
+    /// existing subscription instead of adding one.
+    func matches(_ other: any EventSocket) -> Bool
+    /// Builds what a subscription holds: it receives every raise of the subscribed event.
+    func makeSubscriber(context: SubscriberContext) -> any EventSubscriber
+}
+
+/// A socket that delivers events itself (every transport but `virtual`): it gets a queue and
+/// a delivery task of its own, as a plain subscriber or as one member of a virtual subscriber.
+public protocol DeliverySocket: EventSocket {
+    func makeDeliverer(context: DelivererContext) -> any EventDeliverer
+}
+
+extension DeliverySocket {
+    public func makeSubscriber(context: SubscriberContext) -> any EventSubscriber {
+        QueuedSubscriber(queue: context.makeQueue(for: self))
+    }
+}
+
+/// What a deliverer may use: who it delivers for, a logger and the clock.
+public struct DelivererContext: Sendable {
+    public let event: Event
+    public let socket: String
+    public let logger: Logger
+    public let clock: any EventClock
+}
+
+/// The per-subscriber (or per-member) delivery state: a connected socket, a TCP connection…
+///
+/// Called from one delivery task at a time, events in raise order.
+public protocol EventDeliverer: Sendable {
+    /// Delivers one event.
+    func deliver(_ event: RaisedEvent) async -> DeliveryOutcome
+    /// Delivers several events, in order; a transport that can pipeline or batch overrides it.
+    func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome]
+    /// Releases what the deliverer holds; no delivery follows.
+    func close() async
+}
+
+extension EventDeliverer {
+    public func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] {
+        var outcomes: [DeliveryOutcome] = []
+        outcomes.reserveCapacity(events.count)
+        for event in events { outcomes.append(await deliver(event)) }
+        return outcomes
+    }
+    public func close() async {}
+}
+
+/// What a subscription holds: it is handed every raise of its event.
+public protocol EventSubscriber: Sendable {
+    /// Hands one event over. Never blocks and never waits for delivery.
+    func dispatch(_ event: RaisedEvent)
+    /// For a composite subscriber (virtual), the state of each member; `nil` otherwise.
+    func memberStatus() -> [MemberStatus]?
+    /// Stops taking events, delivers what is queued for at most `grace`, releases resources.
+    func close(grace: Duration) async
+}
+
+extension EventSubscriber {
+    public func memberStatus() -> [MemberStatus]? { nil }
+}
+
+/// The health of one member of a virtual subscriber, as `evi:subscribers` shows it.
+public struct MemberStatus: Sendable, Hashable {
+    public enum State: String, Sendable, Hashable {
+        case up
+        case failed
+    }
+
+    public var socket: String
+    public var state: State
+    /// Whole seconds until a failed mark runs out (0 once it has: the next event tries it).
+    public var retryIn: Int?
+    public var delivered: Int
+    public var failed: Int
+
+    public init(socket: String, state: State, retryIn: Int?, delivered: Int, failed: Int) {
+        self.socket = socket
+        self.state = state
+        self.retryIn = retryIn
+        self.delivered = delivered
+        self.failed = failed
+    }
+}
+
+/// A plain subscriber: one queue and one delivery task.
+public struct QueuedSubscriber: EventSubscriber {
+    public let queue: DeliveryQueue
+
+    public init(queue: DeliveryQueue) { self.queue = queue }
+
+    public func dispatch(_ event: RaisedEvent) {
+        _ = queue.enqueue(event)
+    }
+
+    public func close(grace: Duration) async {
+        await queue.close(grace: grace)
+    }
+}
