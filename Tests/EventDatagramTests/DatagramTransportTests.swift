@@ -1,0 +1,152 @@
+import EventDatagram
+import EventInterface
+import EventInterfaceTestKit
+import Testing
+
+/// udp and unix over real loopback sockets.
+@Suite struct DatagramTransportTests {
+    func makeHub() throws -> EventHub {
+        let hub = EventHub(transports: [UDPTransport(), UnixTransport()])
+        try hub.publish("E_MY_EVENT")
+        return hub
+    }
+
+    @Test func udpDeliversTheExactNotificationBytes() async throws {
+        let hub = try makeHub()
+        let receiver = try DatagramReceiver()
+        try await hub.subscribe(event: "E_MY_EVENT", socket: receiver.socket)
+        let result = try hub.raise("E_MY_EVENT", ["name": "alice", "count": 7])
+        #expect(result.subscribers == 1)
+        let got = await receiver.waitFor(count: 1)
+        #expect(got == [#"{"jsonrpc":"2.0","method":"E_MY_EVENT","params":{"name":"alice","count":7}}"#])
+        await receiver.close()
+        await hub.shutdown()
+    }
+
+    @Test func udpKeepsOrderPerSubscriber() async throws {
+        let hub = try makeHub()
+        let receiver = try DatagramReceiver()
+        try await hub.subscribe(event: "E_MY_EVENT", socket: receiver.socket)
+        for index in 0..<500 { try hub.raise("E_MY_EVENT", ["n": .int(Int64(index))]) }
+        let got = await receiver.waitFor(count: 500)
+        #expect(got.count == 500)
+        #expect(got == (0..<500).map { #"{"jsonrpc":"2.0","method":"E_MY_EVENT","params":{"n":\#($0)}}"# })
+        await receiver.close()
+        await hub.shutdown()
+    }
+
+    @Test func hostNamesAreResolvedAtSubscribeTimeAndPrintedAsGiven() async throws {
+        let hub = try makeHub()
+        let receiver = try DatagramReceiver()
+        let socket = "udp:localhost:\(receiver.port)"
+        try await hub.subscribe(event: "E_MY_EVENT", socket: socket)
+        #expect(try hub.subscribers(of: "E_MY_EVENT").map(\.socket) == [socket])
+        try hub.raise("E_MY_EVENT", ["via": "name"])
+        #expect(await receiver.waitFor(count: 1).count == 1)
+        await receiver.close()
+        await hub.shutdown()
+    }
+
+    @Test func ipv6LiteralsInBrackets() async throws {
+        let hub = try makeHub()
+        try await hub.subscribe(event: "E_MY_EVENT", socket: "udp:[::1]:9000")
+        #expect(try hub.subscribers(of: "E_MY_EVENT").map(\.socket) == ["udp:[::1]:9000"])
+        await hub.shutdown()
+    }
+
+    @Test func unixDatagramDelivers() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let hub = try makeHub()
+        let receiver = try DatagramReceiver(unixPath: directory.file("ev.sock"))
+        try await hub.subscribe(event: "E_MY_EVENT", socket: receiver.socket)
+        try hub.raise("E_MY_EVENT", ["alice", 7])
+        #expect(await receiver.waitFor(count: 1) == [#"{"jsonrpc":"2.0","method":"E_MY_EVENT","params":["alice",7]}"#])
+        await receiver.close()
+        await hub.shutdown()
+    }
+
+    @Test func unixPathWithoutListenerFailsEachDelivery() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let hub = try makeHub()
+        try await hub.subscribe(event: "E_MY_EVENT", socket: "unix:" + directory.file("nobody.sock"))
+        for _ in 0..<3 { try hub.raise("E_MY_EVENT") }
+        #expect(await eventually { hub.statistics.snapshot().transports["unix"]?.failed == 3 })
+        #expect(hub.statistics.snapshot().transports["unix"]?.delivered == 0)
+        await hub.shutdown()
+    }
+
+    @Test func refusedUDPPortFailsTheNextDelivery() async throws {
+        let hub = try makeHub()
+        // A port that was just free: bind, note it, close.
+        let probe = try DatagramReceiver()
+        let port = probe.port
+        await probe.close()
+        try await hub.subscribe(event: "E_MY_EVENT", socket: "udp:127.0.0.1:\(port)")
+        try hub.raise("E_MY_EVENT", ["n": 1])
+        #expect(await eventually { hub.statistics.snapshot().transports["udp"]?.delivered == 1 })
+        try await Task.sleep(for: .milliseconds(50))  // the ICMP port-unreachable comes back
+        try hub.raise("E_MY_EVENT", ["n": 2])
+        #expect(await eventually { hub.statistics.snapshot().transports["udp"]?.failed == 1 })
+        await hub.shutdown()
+    }
+
+    @Test func oversizedPayloadFailsAndIsNotTruncated() async throws {
+        let hub = try makeHub()
+        let receiver = try DatagramReceiver()
+        try await hub.subscribe(event: "E_MY_EVENT", socket: receiver.socket)
+        // 65,457 bytes is the limit; this payload is just over it.
+        let overhead = JSONRPCNotification.encode(method: "E_MY_EVENT", params: ["s": ""]).count
+        try hub.raise("E_MY_EVENT", ["s": .string(String(repeating: "x", count: maximumDatagramPayload - overhead + 1))])
+        let fits = String(repeating: "y", count: maximumDatagramPayload - overhead)
+        try hub.raise("E_MY_EVENT", ["s": .string(fits)])
+        let got = await receiver.waitFor(count: 1)
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(receiver.count == 1)
+        #expect(got.first?.utf8.count == maximumDatagramPayload)
+        #expect(hub.statistics.snapshot().transports["udp"]?.failed == 1)
+        await receiver.close()
+        await hub.shutdown()
+    }
+
+    static let badSockets: [(String, String)] = [
+        ("udp:127.0.0.1", "udp socket needs a port: udp:127.0.0.1"),
+        ("udp:127.0.0.1:", "udp socket needs a port: udp:127.0.0.1:"),
+        ("udp:127.0.0.1:abc", "bad port 'abc' in udp:127.0.0.1:abc (expected 1-65535)"),
+        ("udp:127.0.0.1:0", "bad port '0' in udp:127.0.0.1:0 (expected 1-65535)"),
+        ("udp:127.0.0.1:70000", "bad port '70000' in udp:127.0.0.1:70000 (expected 1-65535)"),
+        ("udp::9000", "udp socket needs a host: udp::9000"),
+        ("udp:[::1:9000", "unterminated '[' in IPv6 address: udp:[::1:9000"),
+        ("udp:[zz]:9000", "bad IPv6 address 'zz' in udp:[zz]:9000"),
+        ("udp:nonexistent.invalid:9000", "cannot resolve host 'nonexistent.invalid' in udp:nonexistent.invalid:9000"),
+        ("unix:relative/path.sock", "unix socket path must be absolute: unix:relative/path.sock"),
+        ("unix:", "unix socket needs a path: unix:"),
+        ("unix:/tmp/a b", "unix socket path contains whitespace: unix:/tmp/a b"),
+        ("foo:1.2.3.4:5", "unknown transport 'foo' in socket foo:1.2.3.4:5 (known: udp, unix)"),
+        ("127.0.0.1", "socket has no transport: 127.0.0.1 (expected SCHEME:ADDRESS, e.g. udp:127.0.0.1:9000)"),
+        ("", "empty socket"),
+    ]
+
+    @Test func badSocketsAreRejectedWithTheirReasonAndNothingIsStored() async throws {
+        let hub = try makeHub()
+        for (socket, reason) in Self.badSockets {
+            await #expect(throws: EventInterfaceError.badSocket(SocketError(reason)), "\(socket)") {
+                try await hub.subscribe(event: "E_MY_EVENT", socket: socket)
+            }
+        }
+        #expect(try hub.subscribers(of: "E_MY_EVENT").isEmpty)
+    }
+
+    @Test func matchingIsSameHostAndPortAsGiven() async throws {
+        let hub = try makeHub()
+        try await hub.subscribe(event: "E_MY_EVENT", socket: "udp:127.0.0.1:9001", expiry: .seconds(60))
+        #expect(try await hub.subscribe(event: "E_MY_EVENT", socket: "udp:127.0.0.1:9001") == .refreshed)
+        #expect(try await hub.subscribe(event: "E_MY_EVENT", socket: "udp:127.0.0.1:9002") == .subscribed)
+        #expect(try await hub.subscribe(event: "E_MY_EVENT", socket: "udp:localhost:9001") == .subscribed)
+        #expect(try await hub.subscribe(event: "E_MY_EVENT", socket: "unix:/tmp/x.sock") == .subscribed)
+        #expect(try await hub.subscribe(event: "E_MY_EVENT", socket: "unix:/tmp/x.sock") == .refreshed)
+        #expect(try hub.subscribers(of: "E_MY_EVENT").count == 4)
+        await hub.shutdown()
+    }
+}
