@@ -20,7 +20,6 @@ public final class DeliveryQueue: Sendable {
         var inFlight = 0
         var waiter: CheckedContinuation<Void, Never>?
         var closing = false
-        var abandoned = false
     }
 
     /// Largest chunk handed to the deliverer at once, so completions (and virtual re-routing)
@@ -34,6 +33,8 @@ public final class DeliveryQueue: Sendable {
     private let counters: TransportCounters
     private let logger: Logger
     private let finished = CompletionSignal()
+    /// Set when the grace ran out: what is left fails instead of being delivered.
+    private let abandoned = Atomic<Bool>(false)
 
     public init(
         deliverer: any EventDeliverer, socket: String, capacity: Int, counters: TransportCounters, logger: Logger
@@ -76,8 +77,9 @@ public final class DeliveryQueue: Sendable {
         }
     }
 
-    /// Stops taking events, lets the queue drain for at most `grace`, fails what is left, then
-    /// closes the deliverer.
+    /// Stops taking events and lets the queue drain for at most `grace`; what is still queued
+    /// then fails with "shutting down". Returns at the latest one second after `grace` even if
+    /// a delivery is stuck: the delivery task closes the deliverer itself once it ends.
     public func close(grace: Duration) async {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
             state.closing = true
@@ -86,10 +88,9 @@ public final class DeliveryQueue: Sendable {
         }
         waiter?.resume()
         if await !finished.wait(timeout: grace) {
-            state.withLock { $0.abandoned = true }
-            _ = await finished.wait(timeout: .seconds(3600))
+            abandoned.store(true, ordering: .relaxed)
+            _ = await finished.wait(timeout: .seconds(1))
         }
-        await deliverer.close()
     }
 
     private enum Step {
@@ -133,7 +134,7 @@ public final class DeliveryQueue: Sendable {
                 let chunk = items[start..<min(start + Self.chunkSize, items.count)]
                 start = chunk.endIndex
                 let outcomes: [DeliveryOutcome]
-                if state.withLock({ $0.abandoned }) {
+                if abandoned.load(ordering: .relaxed) {
                     outcomes = Array(repeating: .failed(.shuttingDown), count: chunk.count)
                 } else {
                     outcomes = await deliverer.deliver(batch: chunk.map(\.event))
@@ -160,6 +161,7 @@ public final class DeliveryQueue: Sendable {
                 }
             }
         }
+        await deliverer.close()
         finished.signal()
     }
 }

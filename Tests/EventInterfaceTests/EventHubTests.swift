@@ -1,0 +1,222 @@
+import EventInterface
+import EventInterfaceTestKit
+import Synchronization
+import Testing
+
+/// A third-party transport, registered exactly as the built-in ones are: `memory:NAME` records
+/// what it is handed; `memory:NAME` deliveries wait while its gate is closed.
+final class MemoryTransport: EventTransport {
+    let scheme = "memory"
+    let delivered = Mutex<[String: [String]]>([:])
+    let gateOpen = Atomic<Bool>(true)
+
+    func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError) -> any EventSocket {
+        guard !address.isEmpty else { throw SocketError("memory socket needs a name") }
+        return MemorySocket(name: address, transport: self)
+    }
+
+    func messages(_ name: String) -> [String] { delivered.withLock { $0[name] ?? [] } }
+
+    struct MemorySocket: DeliverySocket {
+        let name: String
+        let transport: MemoryTransport
+        var scheme: String { "memory" }
+        var description: String { "memory:\(name)" }
+        func matches(_ other: any EventSocket) -> Bool { (other as? MemorySocket)?.name == name }
+        func makeDeliverer(context: DelivererContext) -> any EventDeliverer { Deliverer(name: name, transport: transport) }
+    }
+
+    struct Deliverer: EventDeliverer {
+        let name: String
+        let transport: MemoryTransport
+        func deliver(_ event: RaisedEvent) async -> DeliveryOutcome {
+            while !transport.gateOpen.load(ordering: .relaxed) { try? await Task.sleep(for: .milliseconds(2)) }
+            let text = String(decoding: event.jsonRPC, as: UTF8.self)
+            transport.delivered.withLock { $0[name, default: []].append(text) }
+            return .delivered
+        }
+    }
+}
+
+@Suite struct EventHubTests {
+    let clock = ManualClock()
+    let memory = MemoryTransport()
+
+    func makeHub(queueSize: Int = 10_000) -> EventHub {
+        EventHub(transports: [memory], configuration: .init(queueSize: queueSize), clock: clock)
+    }
+
+    @Test func publishAssignsIdsInOrderFromZero() throws {
+        let hub = makeHub()
+        #expect(try hub.publish("E_A") == Event(name: "E_A", id: 0))
+        #expect(try hub.publish("E_B") == Event(name: "E_B", id: 1))
+        #expect(try hub.publish("E_A") == Event(name: "E_A", id: 0))
+        #expect(hub.events.map(\.name) == ["E_A", "E_B"])
+        #expect(throws: EventInterfaceError.invalidEventName("E X")) { try hub.publish("E X") }
+        #expect(throws: EventInterfaceError.invalidEventName("")) { try hub.publish("") }
+        #expect(hub.events.count == 2)
+    }
+
+    @Test func transportEventsArePublishedOnRegistration() {
+        struct Announcing: EventTransport {
+            let scheme = "announcing"
+            let publishedEvents = ["E_ANNOUNCED"]
+            func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError) -> any EventSocket {
+                throw SocketError("never")
+            }
+        }
+        let hub = makeHub()
+        #expect(hub.register(Announcing()))
+        #expect(!hub.register(Announcing()))
+        #expect(hub.event(named: "E_ANNOUNCED") != nil)
+        #expect(hub.registry.schemes == ["announcing", "memory"])
+    }
+
+    @Test func raisingAnUnpublishedEventIsAnErrorAndNoSubscriberIsAResult() throws {
+        let hub = makeHub()
+        #expect(throws: EventInterfaceError.eventNotPublished("E_NOPE")) { try hub.raise("E_NOPE") }
+        try hub.publish("E_A")
+        #expect(try hub.raise("E_A").subscribers == 0)
+        #expect(hub.statistics.snapshot().events["E_A"]?.raised == 1)
+    }
+
+    @Test func subscribeRaiseDeliversToEveryLiveSubscriber() async throws {
+        let hub = makeHub()
+        try hub.publish("E_A")
+        try await hub.subscribe(event: "E_A", socket: "memory:one")
+        try await hub.subscribe(event: "E_A", socket: "memory:two")
+        #expect(try hub.raise("E_A", ["k": "v"]).subscribers == 2)
+        #expect(await eventually { memory.messages("one").count == 1 && memory.messages("two").count == 1 })
+        #expect(memory.messages("one") == [#"{"jsonrpc":"2.0","method":"E_A","params":{"k":"v"}}"#])
+        await hub.shutdown()
+    }
+
+    @Test func subscribingAnUnknownEventOrNegativeExpireChangesNothing() async throws {
+        let hub = makeHub()
+        try hub.publish("E_A")
+        await #expect(throws: EventInterfaceError.eventNotPublished("E_NOPE")) {
+            try await hub.subscribe(event: "E_NOPE", socket: "memory:one")
+        }
+        await #expect(throws: EventInterfaceError.negativeExpire(-5)) {
+            try await hub.subscribe(event: "E_A", socket: "memory:one", expiry: .seconds(-5))
+        }
+        #expect(try hub.subscribers(of: "E_A").isEmpty)
+    }
+
+    @Test func defaultExpireIsAnHourAndListingsShowNewestFirst() async throws {
+        let hub = makeHub()
+        try hub.publish("E_A")
+        try await hub.subscribe(event: "E_A", socket: "memory:one")
+        try await hub.subscribe(event: "E_A", socket: "memory:two", expiry: .seconds(120))
+        try await hub.subscribe(event: "E_A", socket: "memory:three", expiry: .never)
+        let listed = try hub.subscribers(of: "E_A")
+        #expect(listed.map(\.socket) == ["memory:three", "memory:two", "memory:one"])
+        #expect(listed.map(\.expiry) == [.never, .seconds(120), .seconds(3600)])
+        #expect(listed.map(\.ttl) == [nil, 120, 3600])
+        clock.advance(by: 10)
+        #expect(try hub.subscribers(of: "E_A").map(\.ttl) == [nil, 110, 3590])
+        await hub.shutdown()
+    }
+
+    @Test func resubscribingAMatchingSocketRefreshesInPlace() async throws {
+        let hub = makeHub()
+        try hub.publish("E_A")
+        try await hub.subscribe(event: "E_A", socket: "memory:one", expiry: .seconds(60))
+        try await hub.subscribe(event: "E_A", socket: "memory:two", expiry: .seconds(60))
+        clock.advance(by: 50)
+        #expect(try await hub.subscribe(event: "E_A", socket: "memory:one", expiry: .seconds(100)) == .refreshed)
+        let listed = try hub.subscribers(of: "E_A")
+        #expect(listed.map(\.socket) == ["memory:two", "memory:one"])
+        #expect(listed.map(\.ttl) == [10, 100])
+        clock.advance(by: 20)
+        #expect(try hub.subscribers(of: "E_A").map(\.socket) == ["memory:one"])
+        await hub.shutdown()
+    }
+
+    @Test func expiredSubscriptionsDeliverNothingAndVanish() async throws {
+        let hub = makeHub()
+        try hub.publish("E_A")
+        try await hub.subscribe(event: "E_A", socket: "memory:short", expiry: .seconds(10))
+        try await hub.subscribe(event: "E_A", socket: "memory:forever", expiry: .never)
+        try hub.raise("E_A", ["n": 1])
+        clock.advance(by: 10)
+        #expect(try hub.raise("E_A", ["n": 2]).subscribers == 1)
+        #expect(await eventually { memory.messages("forever").count == 2 })
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(memory.messages("short").count == 1)
+        #expect(try hub.subscribers(of: "E_A").map(\.socket) == ["memory:forever"])
+        clock.advance(by: 1_000_000)
+        #expect(try hub.raise("E_A").subscribers == 1)
+        await hub.shutdown()
+    }
+
+    @Test func expireZeroAndUnsubscribeRemove() async throws {
+        let hub = makeHub()
+        try hub.publish("E_A")
+        try await hub.subscribe(event: "E_A", socket: "memory:one")
+        try await hub.subscribe(event: "E_A", socket: "memory:two")
+        #expect(try await hub.subscribe(event: "E_A", socket: "memory:one", expiry: .seconds(0)) == .unsubscribed(found: true))
+        #expect(try await hub.subscribe(event: "E_A", socket: "memory:one", expiry: .seconds(0)) == .unsubscribed(found: false))
+        #expect(try await hub.unsubscribe(event: "E_A", socket: "memory:two"))
+        #expect(try await !hub.unsubscribe(event: "E_A", socket: "memory:two"))
+        #expect(try hub.subscribers(of: "E_A").isEmpty)
+        #expect(try hub.raise("E_A").subscribers == 0)
+    }
+
+    @Test func findsTheSubscriberMatchingASocket() async throws {
+        let hub = makeHub()
+        try hub.publish("E_A")
+        try await hub.subscribe(event: "E_A", socket: "memory:one", expiry: .seconds(30))
+        #expect(try await hub.subscriber(of: "E_A", matching: "memory:one")?.ttl == 30)
+        #expect(try await hub.subscriber(of: "E_A", matching: "memory:other") == nil)
+        await #expect(throws: EventInterfaceError.eventNotPublished("E_B")) {
+            try await hub.subscriber(of: "E_B", matching: "memory:one")
+        }
+        await hub.shutdown()
+    }
+
+    @Test func aFullQueueFailsAtOnceIsCountedAndNeverBlocksTheProducer() async throws {
+        let hub = makeHub(queueSize: 4)
+        try hub.publish("E_A")
+        try await hub.subscribe(event: "E_A", socket: "memory:slow")
+        try await hub.subscribe(event: "E_A", socket: "memory:other")
+        memory.gateOpen.store(false, ordering: .relaxed)
+        let started = ContinuousClock.now
+        for index in 0..<100 { try hub.raise("E_A", ["n": .int(Int64(index))]) }
+        #expect(ContinuousClock.now - started < .seconds(1))
+        let dropped = hub.statistics.snapshot().transports["memory"]?.dropped ?? 0
+        // Two subscribers, each holds at most 4 queued (+ what its task took before the gate).
+        #expect(dropped >= 2 * (100 - 4 - 4))
+        memory.gateOpen.store(true, ordering: .relaxed)
+        #expect(
+            await eventually {
+                let snapshot = hub.statistics.snapshot().transports["memory"]
+                return snapshot.map { $0.delivered + $0.dropped } == 200
+            })
+        // Order is kept for what was delivered.
+        let delivered = memory.messages("slow")
+        #expect(delivered == delivered.sorted { $0.count < $1.count || ($0.count == $1.count && $0 < $1) })
+        await hub.shutdown()
+    }
+
+    @Test func shutdownDrainsQueuedEventsWithinGrace() async throws {
+        let hub = makeHub()
+        try hub.publish("E_A")
+        try await hub.subscribe(event: "E_A", socket: "memory:drain")
+        for index in 0..<1000 { try hub.raise("E_A", ["n": .int(Int64(index))]) }
+        await hub.shutdown(grace: .seconds(5))
+        #expect(memory.messages("drain").count == 1000)
+    }
+
+    @Test func shutdownDoesNotHangOnAStuckSubscriber() async throws {
+        let hub = makeHub()
+        try hub.publish("E_A")
+        try await hub.subscribe(event: "E_A", socket: "memory:stuck")
+        memory.gateOpen.store(false, ordering: .relaxed)
+        for _ in 0..<10 { try hub.raise("E_A") }
+        let started = ContinuousClock.now
+        await hub.shutdown(grace: .milliseconds(200))
+        #expect(ContinuousClock.now - started < .seconds(2))
+        memory.gateOpen.store(true, ordering: .relaxed)
+    }
+}
