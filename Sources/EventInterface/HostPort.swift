@@ -5,7 +5,6 @@
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import Dispatch
 import Synchronization
 
 /// `HOST:PORT` as the network transports write it: an IPv4 address, `[IPv6]`, or a host name.
@@ -90,6 +89,11 @@ extension HostPort {
     ) async throws(SocketError) -> ResolvedAddress {
         let host = self.host
         let port = self.port
+        if Self.isIPv4Literal(host) || Self.isIPv6Literal(host) {
+            // No lookup: getaddrinfo answers a numeric host at once.
+            if let address = Self.lookup(host: host, port: port, socketType: socketType) { return address }
+            throw SocketError("bad address '\(host)' in \(socket)")
+        }
         let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<ResolvedAddress?, Never>) in
             let once = Mutex(false)
             let finish: @Sendable (ResolvedAddress?) -> Void = { result in
@@ -99,9 +103,11 @@ extension HostPort {
                 }
                 if first { continuation.resume(returning: result) }
             }
-            DispatchQueue.global().async { finish(Self.lookup(host: host, port: port, socketType: socketType)) }
-            let nanoseconds = timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
-            DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) { finish(nil) }
+            detachThread { finish(Self.lookup(host: host, port: port, socketType: socketType)) }
+            Task {
+                try? await Task.sleep(for: timeout)
+                finish(nil)
+            }
         }
         guard let outcome else { throw SocketError("cannot resolve host '\(host)' in \(socket)") }
         return outcome

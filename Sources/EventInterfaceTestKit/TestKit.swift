@@ -3,7 +3,6 @@
 #elseif canImport(Musl)
     import Musl
 #endif
-import Dispatch
 import EventInterface
 import Synchronization
 
@@ -118,7 +117,7 @@ public final class DatagramReceiver: Sendable {
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var size: Int32 = 4 << 20
         setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        DispatchQueue.global().async { [self] in readLoop() }
+        detachThread { [self] in readLoop() }
     }
 
     private func readLoop() {

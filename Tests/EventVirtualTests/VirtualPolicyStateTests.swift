@@ -1,0 +1,124 @@
+import EventInterface
+import EventVirtual
+import Testing
+
+/// The pure decisions of virtual.md, with time given as numbers: no sockets, no sleeping.
+@Suite struct MemberHealthTests {
+    let refused = DeliveryFailure(.subscriberFailed, "connection refused")
+
+    @Test func failureMarksForTheTimeoutAndSuccessClears() {
+        var health = MemberHealth()
+        #expect(health.recordFailure(refused, now: 100, failoverTimeout: 30) == .down(reason: "connection refused"))
+        #expect(health.isMarked(now: 100))
+        #expect(health.isMarked(now: 129.9))
+        #expect(!health.isMarked(now: 130))
+        #expect(health.retryIn(now: 100) == 30)
+        #expect(health.retryIn(now: 129.5) == 1)
+        #expect(health.retryIn(now: 140) == 0)
+        #expect(health.recordSuccess() == .up)
+        #expect(health.state == .up)
+        #expect(health.retryIn(now: 140) == nil)
+        #expect(health.delivered == 1 && health.failed == 1)
+    }
+
+    @Test func aSecondFailureRenewsTheMarkWithoutANewTransition() {
+        var health = MemberHealth()
+        _ = health.recordFailure(refused, now: 100, failoverTimeout: 30)
+        #expect(health.recordFailure(refused, now: 120, failoverTimeout: 30) == nil)
+        #expect(health.isMarked(now: 140))
+        #expect(health.recordSuccess() == .up)
+        #expect(health.recordSuccess() == nil)
+    }
+
+    @Test func slowIsNotDeadAndABadEventIsNotTheMembersFault() {
+        var health = MemberHealth()
+        #expect(health.recordFailure(.queueFull, now: 0, failoverTimeout: 30) == nil)
+        #expect(health.recordFailure(.payloadTooLarge, now: 0, failoverTimeout: 30) == nil)
+        #expect(health.state == .up)
+        #expect(health.failed == 2)
+    }
+}
+
+@Suite struct VirtualPolicyStateTests {
+    let refused = DeliveryOutcome.failed(DeliveryFailure(.subscriberFailed, "connection refused"))
+
+    @Test func parallelTargetsEveryMemberAndNeverReroutes() {
+        var state = VirtualPolicyState(policy: .parallel, memberCount: 3, failoverTimeout: 30)
+        _ = state.record(refused, member: 0, now: 0)
+        #expect(state.dispatchTargets(now: 1) == [0, 1, 2])
+        #expect(state.reroute(tried: MemberSet(0), after: 0, now: 1) == nil)
+    }
+
+    @Test func roundRobinTakesTurns() {
+        var state = VirtualPolicyState(policy: .roundRobin, memberCount: 3, failoverTimeout: 30)
+        let order = (0..<7).flatMap { _ in state.dispatchTargets(now: 0) }
+        #expect(order == [0, 1, 2, 0, 1, 2, 0])
+    }
+
+    @Test func roundRobinSkipsAMarkedMemberUntilItsMarkRunsOut() {
+        var state = VirtualPolicyState(policy: .roundRobin, memberCount: 3, failoverTimeout: 30)
+        #expect(state.record(refused, member: 1, now: 0) == .down(reason: "connection refused"))
+        let skipping = (0..<4).flatMap { _ in state.dispatchTargets(now: 10) }
+        #expect(skipping == [0, 2, 0, 2])
+        let back = (0..<3).flatMap { _ in state.dispatchTargets(now: 30) }
+        #expect(back == [0, 1, 2])
+    }
+
+    @Test func roundRobinReroutesToTheNextUnmarkedThenToMarkedOnesWithoutMovingTheTurn() {
+        var state = VirtualPolicyState(policy: .roundRobin, memberCount: 4, failoverTimeout: 30)
+        _ = state.record(refused, member: 3, now: 0)
+        #expect(state.dispatchTargets(now: 1) == [0])
+        #expect(state.dispatchTargets(now: 1) == [1])
+        _ = state.record(refused, member: 1, now: 1)
+        // 1 failed: next unmarked after it is 2; 3 is marked, 0 unmarked.
+        var tried = MemberSet(1)
+        #expect(state.reroute(tried: tried, after: 1, now: 1) == 2)
+        tried.insert(2)
+        _ = state.record(refused, member: 2, now: 1)
+        #expect(state.reroute(tried: tried, after: 2, now: 1) == 0)
+        tried.insert(0)
+        _ = state.record(refused, member: 0, now: 1)
+        #expect(state.reroute(tried: tried, after: 0, now: 1) == 3)  // marked: the last try
+        tried.insert(3)
+        #expect(state.reroute(tried: tried, after: 3, now: 1) == nil)
+        #expect(state.turn == 2)
+    }
+
+    @Test func roundRobinWithEveryMemberMarkedStillTriesTheTurnsMember() {
+        var state = VirtualPolicyState(policy: .roundRobin, memberCount: 2, failoverTimeout: 30)
+        _ = state.record(refused, member: 0, now: 0)
+        _ = state.record(refused, member: 1, now: 0)
+        #expect(state.dispatchTargets(now: 1) == [0])
+        #expect(state.dispatchTargets(now: 1) == [1])
+    }
+
+    @Test func failoverPrefersTheFirstHealthyMemberAndFallsBackToMarkedOnes() {
+        var state = VirtualPolicyState(policy: .failover, memberCount: 3, failoverTimeout: 5)
+        #expect(state.dispatchTargets(now: 0) == [0])
+        _ = state.record(refused, member: 0, now: 0)
+        #expect(state.reroute(tried: MemberSet(0), after: 0, now: 0) == 1)
+        #expect(state.dispatchTargets(now: 1) == [1])
+        _ = state.record(refused, member: 1, now: 1)
+        #expect(state.dispatchTargets(now: 2) == [2])
+        _ = state.record(refused, member: 2, now: 2)
+        // Everything marked: the marked members are tried once, in order.
+        #expect(state.dispatchTargets(now: 3) == [0])
+        var tried = MemberSet(0)
+        #expect(state.reroute(tried: tried, after: 0, now: 3) == 1)
+        tried.insert(1)
+        #expect(state.reroute(tried: tried, after: 1, now: 3) == 2)
+        tried.insert(2)
+        #expect(state.reroute(tried: tried, after: 2, now: 3) == nil)
+        // Member 0's mark ran out at 5: the first event after that tries it again.
+        #expect(state.dispatchTargets(now: 5) == [0])
+        #expect(state.record(.delivered, member: 0, now: 5) == .up)
+        #expect(state.dispatchTargets(now: 5) == [0])
+    }
+
+    @Test func memberSetHoldsSixtyFourMembers() {
+        var set = MemberSet()
+        for member in [0, 1, 63] { set.insert(member) }
+        #expect(set.contains(0) && set.contains(1) && set.contains(63))
+        #expect(!set.contains(2) && !set.contains(62))
+    }
+}
