@@ -1,3 +1,6 @@
+import EventInterface
+import Synchronization
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -5,8 +8,6 @@
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import EventInterface
-import Synchronization
 
 /// Largest payload udp and unix send (OpenSIPS's documented maximum, kept on purpose):
 /// a larger event fails with "payload too large" instead of being truncated.
@@ -23,7 +24,9 @@ public struct UDPTransport: EventTransport {
     public init() {}
     public var scheme: String { "udp" }
 
-    public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError) -> any EventSocket {
+    public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError)
+        -> any EventSocket
+    {
         let text = "udp:" + address
         let hostPort = try HostPort.parse(address, scheme: "udp", socket: text)
         let resolved = try await hostPort.resolve(socketType: Int32(SOCK_DGRAM.rawValue), socket: text)
@@ -53,7 +56,9 @@ public struct UnixTransport: EventTransport {
     public init() {}
     public var scheme: String { "unix" }
 
-    public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError) -> any EventSocket {
+    public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError)
+        -> any EventSocket
+    {
         let text = "unix:" + address
         guard !address.isEmpty else { throw SocketError("unix socket needs a path: \(text)") }
         guard address.hasPrefix("/") else { throw SocketError("unix socket path must be absolute: \(text)") }

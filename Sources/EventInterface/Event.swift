@@ -12,7 +12,8 @@ public struct Event: Sendable, Hashable {
 
     /// Whether `name` can name an event: non-empty, no whitespace or control characters.
     public static func isValidName(_ name: String) -> Bool {
-        !name.isEmpty && !name.unicodeScalars.contains { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F }
+        !name.isEmpty
+            && !name.unicodeScalars.contains { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F }
     }
 }
 

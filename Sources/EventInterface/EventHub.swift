@@ -270,7 +270,8 @@ public final class EventHub: Sendable {
     }
 
     /// The live subscription of `event` whose socket matches `socket`, if any.
-    public func subscriber(of name: String, matching text: String) async throws(EventInterfaceError) -> SubscriberInfo? {
+    public func subscriber(of name: String, matching text: String) async throws(EventInterfaceError) -> SubscriberInfo?
+    {
         guard self.event(named: name) != nil else { throw .eventNotPublished(name) }
         let socket: any EventSocket
         do { socket = try await registry.parseSocket(text) } catch { throw .badSocket(error) }

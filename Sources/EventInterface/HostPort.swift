@@ -1,3 +1,5 @@
+import Synchronization
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
@@ -5,7 +7,6 @@
 #elseif canImport(Darwin)
     import Darwin
 #endif
-import Synchronization
 
 /// `HOST:PORT` as the network transports write it: an IPv4 address, `[IPv6]`, or a host name.
 public struct HostPort: Sendable, Hashable, CustomStringConvertible {

@@ -1,10 +1,11 @@
+import EventInterface
+import Synchronization
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
     import Musl
 #endif
-import EventInterface
-import Synchronization
 
 /// A clock that moves only when told, for testing expiry and member health without sleeping.
 public final class ManualClock: EventClock {

@@ -32,7 +32,8 @@ public struct MemberHealth: Sendable, Hashable {
         return .up
     }
 
-    public mutating func recordFailure(_ failure: DeliveryFailure, now: Double, failoverTimeout: Double) -> Transition? {
+    public mutating func recordFailure(_ failure: DeliveryFailure, now: Double, failoverTimeout: Double) -> Transition?
+    {
         failed += 1
         guard failure.kind == .subscriberFailed else { return nil }
         let wasUp = state == .up

@@ -86,7 +86,8 @@ final class VirtualSubscriber: EventSubscriber {
         switch transition {
         case .down(let reason):
             logger.warning(
-                "virtual member down", metadata: ["socket": "\(socket)", "member": "\(memberSocket)", "reason": "\(reason)"])
+                "virtual member down",
+                metadata: ["socket": "\(socket)", "member": "\(memberSocket)", "reason": "\(reason)"])
             params.append(EventField("reason", .string(reason)))
             if notify { context.raise(VirtualTransport.memberDownEvent, .named(params)) }
         case .up:

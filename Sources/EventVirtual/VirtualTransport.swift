@@ -18,7 +18,9 @@ public struct VirtualTransport: EventTransport {
     public var scheme: String { "virtual" }
     public var publishedEvents: [String] { [Self.memberDownEvent, Self.memberUpEvent] }
 
-    public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError) -> any EventSocket {
+    public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError)
+        -> any EventSocket
+    {
         let text = "virtual:" + address
         let words = address.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
         guard let policyWord = words.first else {
@@ -30,7 +32,8 @@ public struct VirtualTransport: EventTransport {
                     "virtual policy \(glued.rawValue) must be followed by whitespace before the first member: \(text)")
             }
             throw SocketError(
-                "unknown virtual policy '\(policyWord)' in \(text) (expected PARALLEL, FAILOVER or ROUND-ROBIN, upper case)")
+                "unknown virtual policy '\(policyWord)' in \(text) (expected PARALLEL, FAILOVER or ROUND-ROBIN, upper case)"
+            )
         }
         let memberWords = words.dropFirst()
         guard !memberWords.isEmpty else { throw SocketError("virtual socket has no members: \(text)") }

@@ -98,7 +98,8 @@ import Testing
         try await hub.subscribe(event: "E_MY_EVENT", socket: receiver.socket)
         // 65,457 bytes is the limit; this payload is just over it.
         let overhead = JSONRPCNotification.encode(method: "E_MY_EVENT", params: ["s": ""]).count
-        try hub.raise("E_MY_EVENT", ["s": .string(String(repeating: "x", count: maximumDatagramPayload - overhead + 1))])
+        try hub.raise(
+            "E_MY_EVENT", ["s": .string(String(repeating: "x", count: maximumDatagramPayload - overhead + 1))])
         let fits = String(repeating: "y", count: maximumDatagramPayload - overhead)
         try hub.raise("E_MY_EVENT", ["s": .string(fits)])
         let got = await receiver.waitFor(count: 1)

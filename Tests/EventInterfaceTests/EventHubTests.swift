@@ -23,7 +23,9 @@ final class MemoryTransport: EventTransport {
         var scheme: String { "memory" }
         var description: String { "memory:\(name)" }
         func matches(_ other: any EventSocket) -> Bool { (other as? MemorySocket)?.name == name }
-        func makeDeliverer(context: DelivererContext) -> any EventDeliverer { Deliverer(name: name, transport: transport) }
+        func makeDeliverer(context: DelivererContext) -> any EventDeliverer {
+            Deliverer(name: name, transport: transport)
+        }
     }
 
     struct Deliverer: EventDeliverer {
@@ -61,7 +63,9 @@ final class MemoryTransport: EventTransport {
         struct Announcing: EventTransport {
             let scheme = "announcing"
             let publishedEvents = ["E_ANNOUNCED"]
-            func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError) -> any EventSocket {
+            func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError)
+                -> any EventSocket
+            {
                 throw SocketError("never")
             }
         }
@@ -155,8 +159,12 @@ final class MemoryTransport: EventTransport {
         try hub.publish("E_A")
         try await hub.subscribe(event: "E_A", socket: "memory:one")
         try await hub.subscribe(event: "E_A", socket: "memory:two")
-        #expect(try await hub.subscribe(event: "E_A", socket: "memory:one", expiry: .seconds(0)) == .unsubscribed(found: true))
-        #expect(try await hub.subscribe(event: "E_A", socket: "memory:one", expiry: .seconds(0)) == .unsubscribed(found: false))
+        #expect(
+            try await hub.subscribe(event: "E_A", socket: "memory:one", expiry: .seconds(0))
+                == .unsubscribed(found: true))
+        #expect(
+            try await hub.subscribe(event: "E_A", socket: "memory:one", expiry: .seconds(0))
+                == .unsubscribed(found: false))
         #expect(try await hub.unsubscribe(event: "E_A", socket: "memory:two"))
         #expect(try await !hub.unsubscribe(event: "E_A", socket: "memory:two"))
         #expect(try hub.subscribers(of: "E_A").isEmpty)

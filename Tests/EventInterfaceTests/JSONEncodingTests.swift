@@ -20,7 +20,8 @@ import Testing
             notification("E_MY_EVENT", ["name": "alice", "count": 7])
                 == #"{"jsonrpc":"2.0","method":"E_MY_EVENT","params":{"name":"alice","count":7}}"#)
         #expect(
-            notification("E_MY_EVENT", ["alice", 7]) == #"{"jsonrpc":"2.0","method":"E_MY_EVENT","params":["alice",7]}"#)
+            notification("E_MY_EVENT", ["alice", 7]) == #"{"jsonrpc":"2.0","method":"E_MY_EVENT","params":["alice",7]}"#
+        )
         #expect(notification("E_MY_EVENT", .none) == #"{"jsonrpc":"2.0","method":"E_MY_EVENT"}"#)
     }
 
@@ -32,7 +33,8 @@ import Testing
     @Test func eventParamGoesFirst() {
         let named = JSONRPCNotification.encode(
             method: "M", params: ["a": 1], eventParam: (name: "event", eventName: "E_X"))
-        #expect(String(decoding: named, as: UTF8.self) == #"{"jsonrpc":"2.0","method":"M","params":{"event":"E_X","a":1}}"#)
+        #expect(
+            String(decoding: named, as: UTF8.self) == #"{"jsonrpc":"2.0","method":"M","params":{"event":"E_X","a":1}}"#)
         let positional = JSONRPCNotification.encode(
             method: "M", params: [1], eventParam: (name: "event", eventName: "E_X"))
         #expect(String(decoding: positional, as: UTF8.self) == #"{"jsonrpc":"2.0","method":"M","params":["E_X",1]}"#)
@@ -108,8 +110,10 @@ import Testing
 
     /// The `params` string of a recorded `raise_event` request, parsed by evi.
     func recordedParams(_ file: String) throws -> (event: String, params: EventParams) {
-        let request = try EventValue(json: String(contentsOf: Self.vectors.appendingPathComponent("mi/\(file)"), encoding: .utf8))
-        guard case .object(let top) = request, case .object(let arguments)? = top.first(where: { $0.name == "params" })?.value,
+        let request = try EventValue(
+            json: String(contentsOf: Self.vectors.appendingPathComponent("mi/\(file)"), encoding: .utf8))
+        guard case .object(let top) = request,
+            case .object(let arguments)? = top.first(where: { $0.name == "params" })?.value,
             case .string(let event)? = arguments.first(where: { $0.name == "event" })?.value,
             let raw = arguments.first(where: { $0.name == "params" })?.value
         else { throw VectorError() }
@@ -121,12 +125,17 @@ import Testing
     struct VectorError: Error {}
 
     @Test func udpVectorBytesAreKept() throws {
-        let recorded = try EventValue(json: String(contentsOf: Self.vectors.appendingPathComponent("transport_udp.json"), encoding: .utf8))
-        guard case .object(let fields) = recorded, case .array(let log)? = fields.first(where: { $0.name == "receiver_log" })?.value,
-            case .object(let entry)? = log.first, case .string(let data)? = entry.first(where: { $0.name == "data" })?.value
+        let recorded = try EventValue(
+            json: String(contentsOf: Self.vectors.appendingPathComponent("transport_udp.json"), encoding: .utf8))
+        guard case .object(let fields) = recorded,
+            case .array(let log)? = fields.first(where: { $0.name == "receiver_log" })?.value,
+            case .object(let entry)? = log.first,
+            case .string(let data)? = entry.first(where: { $0.name == "data" })?.value
         else { throw VectorError() }
         #expect(
-            String(decoding: JSONRPCNotification.encode(method: "E_MY_EVENT2", params: ["name": "alice", "count": 7]), as: UTF8.self)
+            String(
+                decoding: JSONRPCNotification.encode(method: "E_MY_EVENT2", params: ["name": "alice", "count": 7]),
+                as: UTF8.self)
                 == data)
     }
 

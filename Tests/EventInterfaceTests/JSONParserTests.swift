@@ -3,7 +3,8 @@ import Testing
 
 @Suite struct JSONParserTests {
     @Test func keepsOrderAndTypes() throws {
-        let value = try EventValue(json: #" {"z":1,"a":1.0,"m":true,"n":null,"big":9223372036854775807,"s":"\u00e9\ud83d\ude00"} "#)
+        let value = try EventValue(
+            json: #" {"z":1,"a":1.0,"m":true,"n":null,"big":9223372036854775807,"s":"\u00e9\ud83d\ude00"} "#)
         #expect(
             value
                 == .object([

@@ -12,7 +12,8 @@ import Testing
 
     func makeHub(failoverTimeout: Double = 30) throws -> EventHub {
         let hub = EventHub(
-            transports: [UDPTransport(), UnixTransport(), VirtualTransport(failoverTimeout: failoverTimeout)], clock: clock)
+            transports: [UDPTransport(), UnixTransport(), VirtualTransport(failoverTimeout: failoverTimeout)],
+            clock: clock)
         try hub.publish("E_MY_EVENT")
         return hub
     }
@@ -39,7 +40,8 @@ import Testing
     @Test func parallelGivesEveryMemberEveryEvent() async throws {
         let hub = try makeHub()
         let receivers = try (0..<3).map { _ in try DatagramReceiver() }
-        try await hub.subscribe(event: "E_MY_EVENT", socket: "virtual:PARALLEL " + receivers.map(\.socket).joined(separator: " "))
+        try await hub.subscribe(
+            event: "E_MY_EVENT", socket: "virtual:PARALLEL " + receivers.map(\.socket).joined(separator: " "))
         try raise(hub, 1...5)
         for receiver in receivers { #expect(numbers(await receiver.waitFor(count: 5)) == [1, 2, 3, 4, 5]) }
         #expect(try members(hub).map(\.delivered) == [5, 5, 5])
@@ -93,7 +95,8 @@ import Testing
         let first = try DatagramReceiver()
         let third = try DatagramReceiver()
         let dead = "unix:" + directory.file("nobody.sock")
-        try await hub.subscribe(event: "E_MY_EVENT", socket: "virtual:ROUND-ROBIN \(first.socket) \(dead) \(third.socket)")
+        try await hub.subscribe(
+            event: "E_MY_EVENT", socket: "virtual:ROUND-ROBIN \(first.socket) \(dead) \(third.socket)")
         // Raised faster than the dead member can fail: those events are re-routed.
         try raise(hub, 1...30)
         #expect(await eventually { (try? members(hub)[1].state) == .failed })
@@ -178,13 +181,16 @@ import Testing
     @Test func aVirtualSubscriptionIsListedWithItsMembersAndFoundByMatching() async throws {
         let hub = try makeHub()
         try await hub.subscribe(
-            event: "E_MY_EVENT", socket: "virtual:PARALLEL  udp:127.0.0.1:9001\tudp:127.0.0.1:9002 ", expiry: .seconds(60))
-        let found = try await hub.subscriber(of: "E_MY_EVENT", matching: "virtual:PARALLEL udp:127.0.0.1:9002 udp:127.0.0.1:9001")
+            event: "E_MY_EVENT", socket: "virtual:PARALLEL  udp:127.0.0.1:9001\tudp:127.0.0.1:9002 ",
+            expiry: .seconds(60))
+        let found = try await hub.subscriber(
+            of: "E_MY_EVENT", matching: "virtual:PARALLEL udp:127.0.0.1:9002 udp:127.0.0.1:9001")
         #expect(found?.socket == "virtual:PARALLEL udp:127.0.0.1:9001 udp:127.0.0.1:9002")
         #expect(found?.ttl == 60)
         #expect(found?.members?.map(\.socket) == ["udp:127.0.0.1:9001", "udp:127.0.0.1:9002"])
         #expect(
-            try await hub.subscribe(event: "E_MY_EVENT", socket: "virtual:PARALLEL udp:127.0.0.1:9002 udp:127.0.0.1:9001")
+            try await hub.subscribe(
+                event: "E_MY_EVENT", socket: "virtual:PARALLEL udp:127.0.0.1:9002 udp:127.0.0.1:9001")
                 == .refreshed)
         #expect(try hub.subscribers(of: "E_MY_EVENT").count == 1)
         await hub.shutdown()

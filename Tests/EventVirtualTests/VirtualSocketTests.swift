@@ -76,7 +76,8 @@ import Testing
     }
 
     @Test func theSameMemberMayAppearTwice() async throws {
-        let socket = try #require(try await parse("virtual:ROUND-ROBIN udp:127.0.0.1:9001 udp:127.0.0.1:9001") as? VirtualSocket)
+        let socket = try #require(
+            try await parse("virtual:ROUND-ROBIN udp:127.0.0.1:9001 udp:127.0.0.1:9001") as? VirtualSocket)
         #expect(socket.members.count == 2)
     }
 
