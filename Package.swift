@@ -5,21 +5,57 @@ let package = Package(
     name: "evi",
     platforms: [.macOS(.v15)],
     products: [
+        .executable(name: "evi", targets: ["evi"]),
         .library(name: "EventInterface", targets: ["EventInterface"]),
         .library(name: "EventVirtual", targets: ["EventVirtual"]),
         .library(name: "EventDatagram", targets: ["EventDatagram"]),
+        .library(name: "ManagementInterface", targets: ["ManagementInterface"]),
         .library(name: "EventInterfaceTestKit", targets: ["EventInterfaceTestKit"]),
     ],
     dependencies: [
-        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0")
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.0"),
     ],
     targets: [
         .target(
             name: "EventInterface",
-            dependencies: [.product(name: "Logging", package: "swift-log")]
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
         ),
         .target(name: "EventVirtual", dependencies: ["EventInterface"]),
         .target(name: "EventDatagram", dependencies: ["EventInterface"]),
+        .target(
+            name: "ManagementInterface",
+            dependencies: [
+                "EventInterface",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "evi",
+            dependencies: [
+                "EventInterface", "EventVirtual", "EventDatagram", "ManagementInterface",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .target(name: "EventInterfaceTestKit", dependencies: ["EventInterface"]),
         .testTarget(
             name: "EventInterfaceTests",
@@ -32,6 +68,14 @@ let package = Package(
         .testTarget(
             name: "EventDatagramTests",
             dependencies: ["EventDatagram", "EventInterface", "EventInterfaceTestKit"]
+        ),
+        .testTarget(
+            name: "ManagementInterfaceTests",
+            dependencies: ["ManagementInterface", "EventInterface", "EventInterfaceTestKit", "EventDatagram", "EventVirtual"]
+        ),
+        .testTarget(
+            name: "EviIntegrationTests",
+            dependencies: ["EventInterface", "EventInterfaceTestKit"]
         ),
     ]
 )

@@ -68,7 +68,7 @@ public final class DeliveryQueue: Sendable {
             waiter?.resume()
             return true
         case .full:
-            counters.dropped.add(1, ordering: .relaxed)
+            counters.recordDropped()
             completion?(.failed(.queueFull))
             return false
         case .closed:
@@ -137,20 +137,22 @@ public final class DeliveryQueue: Sendable {
                 if abandoned.load(ordering: .relaxed) {
                     outcomes = Array(repeating: .failed(.shuttingDown), count: chunk.count)
                 } else {
+                    let started = monotonicNanoseconds()
                     outcomes = await deliverer.deliver(batch: chunk.map(\.event))
+                    counters.recordDeliveryTime(nanoseconds: monotonicNanoseconds() &- started, count: chunk.count)
                 }
+                var delivered = 0
                 state.withLock { $0.inFlight -= chunk.count }
                 counters.queued.subtract(chunk.count, ordering: .relaxed)
                 for (item, outcome) in zip(chunk, outcomes) {
                     switch outcome {
                     case .delivered:
-                        counters.delivered.add(1, ordering: .relaxed)
+                        delivered += 1
                         if failing {
                             failing = false
                             logger.info("subscriber delivers again", metadata: ["socket": "\(socket)"])
                         }
                     case .failed(let failure):
-                        counters.failed.add(1, ordering: .relaxed)
                         if !failing && failure.kind == .subscriberFailed {
                             failing = true
                             logger.warning(
@@ -159,6 +161,8 @@ public final class DeliveryQueue: Sendable {
                     }
                     item.completion?(outcome)
                 }
+                counters.recordDelivered(count: delivered)
+                counters.recordFailed(count: chunk.count - delivered)
             }
         }
         await deliverer.close()

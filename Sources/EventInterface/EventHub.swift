@@ -177,7 +177,7 @@ public final class EventHub: Sendable {
             return (record.event, record.counters, record.subscribers, expired)
         }
         guard let (event, counters, subscribers, expired) = found else { throw .eventNotPublished(name) }
-        counters.raised.add(1, ordering: .relaxed)
+        counters.recordRaised()
         closeInBackground(expired)
         if !subscribers.isEmpty {
             let raised = RaisedEvent(event: event, params: params, raisedAt: now)

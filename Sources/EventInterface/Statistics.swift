@@ -1,7 +1,9 @@
+import Metrics
 import Synchronization
 
-/// Counters of one transport, shared by all its subscribers; atomics so that delivery tasks
-/// never contend on a lock to count.
+/// Counters of one transport, shared by all its subscribers: atomics that the library API reads
+/// (so delivery tasks never contend on a lock to count), mirrored to swift-metrics under the
+/// names of daemon.md for whichever metrics backend the program bootstraps.
 public final class TransportCounters: Sendable {
     public let delivered = Atomic<Int>(0)
     public let failed = Atomic<Int>(0)
@@ -10,7 +12,39 @@ public final class TransportCounters: Sendable {
     /// Events waiting in this transport's queues right now.
     public let queued = Atomic<Int>(0)
 
-    init() {}
+    private let deliveredMetric: Counter
+    private let failedMetric: Counter
+    private let droppedMetric: Counter
+    private let deliveryTimer: Metrics.Timer
+
+    init(scheme: String) {
+        deliveredMetric = Counter(label: "evi_deliveries_total", dimensions: [("transport", scheme), ("result", "success")])
+        failedMetric = Counter(label: "evi_deliveries_total", dimensions: [("transport", scheme), ("result", "failure")])
+        droppedMetric = Counter(label: "evi_dropped_total", dimensions: [("transport", scheme)])
+        deliveryTimer = Metrics.Timer(label: "evi_delivery_seconds", dimensions: [("transport", scheme)])
+    }
+
+    func recordDelivered(count: Int) {
+        delivered.add(count, ordering: .relaxed)
+        deliveredMetric.increment(by: count)
+    }
+
+    func recordFailed(count: Int) {
+        failed.add(count, ordering: .relaxed)
+        failedMetric.increment(by: count)
+    }
+
+    func recordDropped() {
+        dropped.add(1, ordering: .relaxed)
+        droppedMetric.increment()
+    }
+
+    /// One observation per delivery of a chunk that took `nanoseconds` in all.
+    func recordDeliveryTime(nanoseconds: UInt64, count: Int) {
+        guard count > 0 else { return }
+        let each = Int64(nanoseconds / UInt64(count))
+        for _ in 0..<count { deliveryTimer.recordNanoseconds(each) }
+    }
 }
 
 /// Counters of one event.
@@ -20,7 +54,23 @@ public final class EventCounters: Sendable {
     /// Events a virtual subscriber could hand to none of its members.
     public let undelivered = Atomic<Int>(0)
 
-    init() {}
+    private let raisedMetric: Counter
+    private let undeliveredMetric: Counter
+
+    init(name: String) {
+        raisedMetric = Counter(label: "evi_events_raised_total", dimensions: [("event", name)])
+        undeliveredMetric = Counter(label: "evi_undelivered_total", dimensions: [("event", name)])
+    }
+
+    func recordRaised() {
+        raised.add(1, ordering: .relaxed)
+        raisedMetric.increment()
+    }
+
+    public func recordUndelivered() {
+        undelivered.add(1, ordering: .relaxed)
+        undeliveredMetric.increment()
+    }
 }
 
 /// A copy of the counters at one moment.
@@ -50,7 +100,7 @@ public final class Statistics: Sendable {
     public func transport(_ scheme: String) -> TransportCounters {
         transports.withLock { table in
             if let counters = table[scheme] { return counters }
-            let counters = TransportCounters()
+            let counters = TransportCounters(scheme: scheme)
             table[scheme] = counters
             return counters
         }
@@ -60,7 +110,7 @@ public final class Statistics: Sendable {
     public func event(_ name: String) -> EventCounters {
         events.withLock { table in
             if let counters = table[name] { return counters }
-            let counters = EventCounters()
+            let counters = EventCounters(name: name)
             table[name] = counters
             return counters
         }

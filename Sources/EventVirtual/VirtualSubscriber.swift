@@ -69,7 +69,7 @@ final class VirtualSubscriber: EventSubscriber {
             tried.insert(next)
             send(event, to: next, tried: tried)
         } else {
-            undelivered.undelivered.add(1, ordering: .relaxed)
+            undelivered.recordUndelivered()
             logger.error(
                 "no member of the virtual socket took the event",
                 metadata: ["event": "\(event.name)", "socket": "\(socket)", "last_reason": "\(failure.reason)"])

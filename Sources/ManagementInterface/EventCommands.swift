@@ -1,0 +1,274 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+import EventInterface
+
+/// What the daemon tells the core commands about itself.
+public struct MIServerInfo: Sendable {
+    public var version: String
+    /// Unix time the daemon started.
+    public var startedAt: Double
+    /// The running tasks `core:ps` lists (listeners, delivery tasks…).
+    public var processes: @Sendable () -> [String]
+    /// Called after a subscription change made over MI, before the reply is sent (durable state).
+    public var subscriptionChanged: @Sendable (_ event: String, _ socket: String, _ expiry: Expiry) async -> Void
+    /// Refuses a socket before it is subscribed over MI (a destination policy); `nil` allows it.
+    public var admitSocket: @Sendable (_ socket: String) -> String?
+
+    public init(
+        version: String,
+        startedAt: Double = unixTime(),
+        processes: @escaping @Sendable () -> [String] = { [] },
+        subscriptionChanged: @escaping @Sendable (String, String, Expiry) async -> Void = { _, _, _ in },
+        admitSocket: @escaping @Sendable (String) -> String? = { _ in nil }
+    ) {
+        self.version = version
+        self.startedAt = startedAt
+        self.processes = processes
+        self.subscriptionChanged = subscriptionChanged
+        self.admitSocket = admitSocket
+    }
+}
+
+extension ManagementInterface {
+    /// Registers the event commands of mi.md for `hub`, and `which` / `core:*`.
+    public func registerEventCommands(hub: EventHub, server: MIServerInfo) {
+        register(
+            MICommand(
+                names: ["evi:subscribe", "event_subscribe"],
+                parameterSets: [["event", "socket"], ["event", "socket", "expire"]],
+                handler: .deferred { params throws(MIError) in
+                    let event = try params.string("event")
+                    let socket = try params.string("socket")
+                    let expire = params.has("expire") ? try params.integer("expire") : 3600
+                    guard expire >= 0 else { throw .invalidParams("Negative expire value") }
+                    if expire > 0, let refusal = server.admitSocket(socket) { throw .badParameter(refusal) }
+                    do throws(EventInterfaceError) {
+                        try await hub.subscribe(event: event, socket: socket, expiry: .seconds(expire))
+                    } catch {
+                        throw Self.miError(error)
+                    }
+                    await server.subscriptionChanged(event, socket, .seconds(expire))
+                    return "OK"
+                }))
+        register(
+            MICommand(
+                names: ["evi:unsubscribe"],
+                parameterSets: [["event", "socket"]],
+                handler: .deferred { params throws(MIError) in
+                    let event = try params.string("event")
+                    let socket = try params.string("socket")
+                    let found: Bool
+                    do throws(EventInterfaceError) {
+                        found = try await hub.unsubscribe(event: event, socket: socket)
+                    } catch {
+                        throw Self.miError(error)
+                    }
+                    guard found else { throw .notFound("Subscriber does not exist") }
+                    await server.subscriptionChanged(event, socket, .seconds(0))
+                    return "OK"
+                }))
+        register(
+            MICommand(
+                names: ["evi:publish"],
+                parameterSets: [["event"]],
+                handler: .immediate { params throws(MIError) in
+                    let name = try params.string("event")
+                    do throws(EventInterfaceError) {
+                        let event = try hub.publish(name)
+                        return ["name": .string(event.name), "id": .int(Int64(event.id))]
+                    } catch {
+                        throw Self.miError(error)
+                    }
+                }))
+        register(
+            MICommand(
+                names: ["evi:list", "events_list"],
+                parameterSets: [[]],
+                handler: .immediate { _ in
+                    ["Events": .array(hub.events.map(Self.eventValue))]
+                }))
+        register(
+            MICommand(
+                names: ["evi:subscribers", "subscribers_list"],
+                parameterSets: [[], ["event"], ["event", "socket"]],
+                handler: .deferred { params throws(MIError) in
+                    try await Self.subscribers(hub: hub, params: params)
+                }))
+        register(
+            MICommand(
+                names: ["evi:raise", "raise_event"],
+                parameterSets: [["event"], ["event", "params"]],
+                handler: .immediate { params throws(MIError) in
+                    let name = try params.string("event")
+                    let eventParams = try Self.raiseParams(params.values["params"])
+                    let result: RaiseResult
+                    do {
+                        result = try hub.raise(name, eventParams)
+                    } catch {
+                        throw .notFound("Event not registered", "unknown event: \(name)")
+                    }
+                    guard result.subscribers > 0 else {
+                        throw MIError(code: 480, message: "Temporarily Unavailable", data: "no subscriber for \(name)")
+                    }
+                    return "OK"
+                }))
+        registerCoreCommands(server: server)
+    }
+
+    private func registerCoreCommands(server: MIServerInfo) {
+        register(
+            MICommand(
+                names: ["core:which", "which"],
+                parameterSets: [[], ["command"]],
+                handler: .immediate { [self] params throws(MIError) in
+                    guard params.has("command") else { return .array(commandNames.map(EventValue.string)) }
+                    let name = try params.string("command")
+                    guard let command = command(named: name) else { throw .badParameter("unknown command: \(name)") }
+                    return .array(command.parameterSets.map { .array($0.map(EventValue.string)) })
+                }))
+        register(
+            MICommand(
+                names: ["core:version", "version"],
+                parameterSets: [[]],
+                handler: .immediate { _ in ["Server": .string("evi \(server.version)")] }))
+        register(
+            MICommand(
+                names: ["core:uptime", "uptime"],
+                parameterSets: [[]],
+                handler: .immediate { _ in
+                    let now = unixTime()
+                    return [
+                        "Now": .string(Self.ctime(now)), "Up since": .string(Self.ctime(server.startedAt)),
+                        "Up time": .string("\(Int(now - server.startedAt)) [sec]"),
+                    ]
+                }))
+        register(
+            MICommand(
+                names: ["core:ps", "ps"],
+                parameterSets: [[]],
+                handler: .immediate { _ in
+                    let pid = Int64(getpid())
+                    let entries = server.processes().enumerated().map { index, type -> EventValue in
+                        ["ID": .int(Int64(index)), "PID": .int(pid), "Type": .string(type)]
+                    }
+                    return ["Processes": .array(entries)]
+                }))
+    }
+
+    // MARK: Helpers
+
+    static func eventValue(_ event: Event) -> EventValue {
+        ["name": .string(event.name), "id": .int(Int64(event.id))]
+    }
+
+    static func subscriberValue(_ info: SubscriberInfo) -> EventValue {
+        var fields = [EventField("socket", .string(info.socket))]
+        switch info.expiry {
+        case .never: fields.append(EventField("expire", "never"))
+        case .seconds(let seconds):
+            fields.append(EventField("expire", .int(Int64(seconds))))
+            fields.append(EventField("ttl", .int(Int64(info.ttl ?? 0))))
+        }
+        if let members = info.members {
+            fields.append(
+                EventField(
+                    "members",
+                    .array(
+                        members.map { member in
+                            var memberFields = [
+                                EventField("socket", .string(member.socket)),
+                                EventField("state", .string(member.state.rawValue)),
+                            ]
+                            if member.state == .failed, let retry = member.retryIn {
+                                memberFields.append(EventField("retry_in", .int(Int64(retry))))
+                            }
+                            memberFields.append(EventField("delivered", .int(Int64(member.delivered))))
+                            memberFields.append(EventField("failed", .int(Int64(member.failed))))
+                            return .object(memberFields)
+                        })))
+        }
+        return .object(fields)
+    }
+
+    static func subscribers(hub: EventHub, params: MIParams) async throws(MIError) -> EventValue {
+        guard params.has("event") else {
+            let events = hub.events.compactMap { event -> EventValue? in
+                guard let subscribers = try? hub.subscribers(of: event.name), !subscribers.isEmpty else { return nil }
+                return .object([
+                    EventField("name", .string(event.name)), EventField("id", .int(Int64(event.id))),
+                    EventField("Subscribers", .array(subscribers.map(subscriberValue))),
+                ])
+            }
+            return ["Events": .array(events)]
+        }
+        let name = try params.string("event")
+        guard let event = hub.event(named: name) else { throw .notFound("Event not published", "unknown event: \(name)") }
+        if params.has("socket") {
+            let socket = try params.string("socket")
+            let found: SubscriberInfo?
+            do throws(EventInterfaceError) {
+                found = try await hub.subscriber(of: name, matching: socket)
+            } catch {
+                throw miError(error)
+            }
+            guard let found else { throw .notFound("Subscriber does not exist") }
+            return [
+                "Event": .object([
+                    EventField("name", .string(event.name)), EventField("id", .int(Int64(event.id))),
+                    EventField("Subscriber", subscriberValue(found)),
+                ])
+            ]
+        }
+        let subscribers = (try? hub.subscribers(of: name)) ?? []
+        guard !subscribers.isEmpty else { return ["Event": .object([])] }
+        return [
+            "Event": .object([
+                EventField("name", .string(event.name)), EventField("id", .int(Int64(event.id))),
+                EventField("Subscribers", .array(subscribers.map(subscriberValue))),
+            ])
+        ]
+    }
+
+    /// `params` of a raise: an object, an array, or a string holding a JSON object (`"{}"`: none).
+    static func raiseParams(_ value: EventValue?) throws(MIError) -> EventParams {
+        let badParams = MIError(code: 400, message: "Bad Params")
+        switch value {
+        case nil: return .none
+        case .object?, .array?:
+            guard let value, let params = EventParams(json: value) else { throw badParams }
+            return params
+        case .string(let text)?:
+            guard let parsed = try? EventValue(json: text) else {
+                throw MIError(code: 400, message: "Bad Params", data: "params string is not valid JSON")
+            }
+            guard case .object = parsed, let params = EventParams(json: parsed) else {
+                throw MIError(code: 400, message: "Bad Params", data: "params string must hold a JSON object")
+            }
+            return params
+        default:
+            throw MIError(code: 400, message: "Bad Params", data: "params must be an object, an array or a JSON string")
+        }
+    }
+
+    static func miError(_ error: EventInterfaceError) -> MIError {
+        switch error {
+        case .eventNotPublished(let name): .badParameter("unknown event: \(name)")
+        case .invalidEventName(let name): .badParameter("invalid event name: '\(name)'")
+        case .badSocket(let socketError): .badParameter(socketError.message)
+        case .negativeExpire: .invalidParams("Negative expire value")
+        }
+    }
+
+    /// `Thu Nov 26 17:13:57 2026`, as OpenSIPS prints times.
+    static func ctime(_ time: Double) -> String {
+        var seconds = time_t(time)
+        var parts = tm()
+        localtime_r(&seconds, &parts)
+        var buffer = [CChar](repeating: 0, count: 64)
+        let length = strftime(&buffer, buffer.count, "%a %b %e %H:%M:%S %Y", &parts)
+        return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}

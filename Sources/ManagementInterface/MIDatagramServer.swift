@@ -1,0 +1,79 @@
+import Logging
+import NIOCore
+import NIOPosix
+
+/// MI over UDP: one JSON-RPC request per datagram, the reply sent back to the sender.
+public final class MIDatagramServer: Sendable {
+    public let channel: any Channel
+    public var localPort: Int { channel.localAddress?.port ?? 0 }
+
+    private init(channel: any Channel) { self.channel = channel }
+
+    public static func bind(
+        host: String, port: Int, group: any EventLoopGroup, mi: ManagementInterface, logger: Logger
+    ) async throws -> MIDatagramServer {
+        let channel = try await DatagramBootstrap(group: group)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(MIDatagramHandler(mi: mi, logger: logger))
+                }
+            }
+            .bind(host: host, port: port).get()
+        return MIDatagramServer(channel: channel)
+    }
+
+    /// Waits until the listener is closed; cancelling the waiting task closes it.
+    public func run() async throws {
+        try await withTaskCancellationHandler {
+            try await channel.closeFuture.get()
+        } onCancel: {
+            channel.close(promise: nil)
+        }
+    }
+
+    public func close() async {
+        try? await channel.close()
+    }
+}
+
+final class MIDatagramHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+
+    private let mi: ManagementInterface
+    private let logger: Logger
+
+    init(mi: ManagementInterface, logger: Logger) {
+        self.mi = mi
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        let sender = envelope.remoteAddress
+        switch mi.process(Array(envelope.data.readableBytesView), origin: .datagram) {
+        case .done(let reply):
+            if let reply { send(context, reply, to: sender) }
+        case .pending(let work):
+            let promise = context.eventLoop.makePromise(of: [UInt8]?.self)
+            promise.completeWithTask { await work() }
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            promise.futureResult.whenSuccess { reply in
+                guard let reply else { return }
+                let (handler, context) = bound.value
+                handler.send(context, reply, to: sender)
+            }
+        }
+    }
+
+    private func send(_ context: ChannelHandlerContext, _ reply: [UInt8], to address: SocketAddress) {
+        let buffer = context.channel.allocator.buffer(bytes: reply)
+        context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: address, data: buffer)), promise: nil)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A send to a sender that went away (ICMP refusal) must not close the listener.
+        logger.debug("MI datagram error", metadata: ["error": "\(error)"])
+    }
+}

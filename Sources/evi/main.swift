@@ -1,0 +1,5 @@
+import ArgumentParser
+import Prometheus
+import ServiceLifecycle
+import Yams
+print("evi")
