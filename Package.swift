@@ -56,7 +56,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
-        .target(name: "EventInterfaceTestKit", dependencies: ["EventInterface"]),
+        .target(name: "EventInterfaceTestKit", dependencies: ["EventInterface", "EventDatagram"]),
         .testTarget(
             name: "EventInterfaceTests",
             dependencies: ["EventInterface", "EventInterfaceTestKit", "EventDatagram", "EventVirtual"]

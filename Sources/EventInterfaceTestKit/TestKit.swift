@@ -1,3 +1,4 @@
+import EventDatagram
 import EventInterface
 import Synchronization
 
@@ -53,92 +54,42 @@ public struct TemporaryDirectory: Sendable {
 }
 
 /// A real datagram receiver on loopback (UDP on 127.0.0.1 or a Unix datagram path) that records
-/// every datagram it gets, read by a thread of its own.
+/// every datagram it gets.
 public final class DatagramReceiver: Sendable {
+    private final class Inbox: Sendable {
+        let datagrams = Mutex<[[UInt8]]>([])
+    }
+    private let listener: DatagramListener
+    private let inbox = Inbox()
+
     /// The socket string to subscribe (`udp:127.0.0.1:PORT` or `unix:/path`).
-    public let socket: String
-    public let port: Int
-    private let descriptor: Int32
-    private let received = Mutex<[[UInt8]]>([])
-    private let stopped = Atomic<Bool>(false)
-    private let finished = CompletionSignal()
+    public var socket: String { listener.socket }
+    public var port: Int { listener.port }
 
     /// A UDP receiver on 127.0.0.1; port 0 picks a free one.
     public convenience init(udpPort: Int = 0) throws {
-        let fd = Glibc.socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        guard fd >= 0 else { throw ReceiverError("socket: errno \(errno)") }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(udpPort).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard bound == 0 else {
-            Glibc.close(fd)
-            throw ReceiverError("bind udp \(udpPort): errno \(errno)")
-        }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        let port = Int(UInt16(bigEndian: address.sin_port))
-        self.init(descriptor: fd, socket: "udp:127.0.0.1:\(port)", port: port)
+        try self.init(socket: "udp:127.0.0.1:\(udpPort)")
     }
 
     /// A Unix datagram receiver bound at `path` (an existing file there is replaced).
     public convenience init(unixPath path: String) throws {
-        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
-        guard fd >= 0 else { throw ReceiverError("socket: errno \(errno)") }
-        unlink(path)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (index, byte) in path.utf8.enumerated() where index < raw.count - 1 { raw[index] = byte }
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard bound == 0 else {
-            Glibc.close(fd)
-            throw ReceiverError("bind \(path): errno \(errno)")
-        }
-        self.init(descriptor: fd, socket: "unix:\(path)", port: 0)
+        try self.init(socket: "unix:" + path)
     }
 
-    private init(descriptor: Int32, socket: String, port: Int) {
-        self.descriptor = descriptor
-        self.socket = socket
-        self.port = port
-        var timeout = timeval(tv_sec: 0, tv_usec: 20_000)
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var size: Int32 = 4 << 20
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        detachThread { [self] in readLoop() }
-    }
-
-    private func readLoop() {
-        var buffer = [UInt8](repeating: 0, count: 70_000)
-        while !stopped.load(ordering: .relaxed) {
-            let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
-            if count >= 0 {
-                let datagram = Array(buffer[0..<count])
-                received.withLock { $0.append(datagram) }
-            }
+    private init(socket: String) throws {
+        let inbox = self.inbox
+        do {
+            listener = try DatagramListener(socket: socket) { datagram in inbox.datagrams.withLock { $0.append(datagram) } }
+        } catch {
+            throw ReceiverError(error.message)
         }
-        Glibc.close(descriptor)
-        finished.signal()
     }
 
     /// Everything received so far, in arrival order.
-    public var datagrams: [[UInt8]] { received.withLock { $0 } }
+    public var datagrams: [[UInt8]] { inbox.datagrams.withLock { $0 } }
     /// Everything received so far, as text.
     public var messages: [String] { datagrams.map { String(decoding: $0, as: UTF8.self) } }
-    public var count: Int { received.withLock { $0.count } }
+    public var count: Int { inbox.datagrams.withLock { $0.count } }
 
     /// Waits until at least `count` datagrams arrived or `timeout` passed; returns what arrived.
     @discardableResult
@@ -152,8 +103,7 @@ public final class DatagramReceiver: Sendable {
 
     /// Stops reading and closes the socket (a Unix path is left behind with nobody bound).
     public func close() async {
-        stopped.store(true, ordering: .relaxed)
-        _ = await finished.wait(timeout: .seconds(2))
+        await listener.close()
     }
 }
 

@@ -1,0 +1,132 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#endif
+import EventInterface
+import Synchronization
+
+/// The receiving side of udp and unix: binds a datagram socket and hands every datagram to a
+/// callback, from a thread of its own. Used by `evi listen`, `evi demo` and the tests.
+public final class DatagramListener: Sendable {
+    /// The socket string subscribers use to reach it (`udp:127.0.0.1:PORT`, `unix:/path`).
+    public let socket: String
+    /// The bound UDP port (0 for unix).
+    public let port: Int
+    private let descriptor: Int32
+    private let stopped = Atomic<Bool>(false)
+    private let finished = CompletionSignal()
+
+    /// Binds `udp:HOST:PORT` (port 0 picks a free one) or `unix:/PATH` (an existing file there is
+    /// replaced) and starts calling `onDatagram`.
+    public convenience init(socket text: String, onDatagram: @escaping @Sendable ([UInt8]) -> Void) throws(SocketError) {
+        if text.hasPrefix("unix:") {
+            let path = String(text.dropFirst(5))
+            guard path.hasPrefix("/") else { throw SocketError("unix socket path must be absolute: \(text)") }
+            let fd = Glibc.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw SocketError("cannot create a socket: \(Self.errorText())") }
+            unlink(path)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            let capacity = MemoryLayout.size(ofValue: address.sun_path)
+            guard path.utf8.count < capacity else {
+                Glibc.close(fd)
+                throw SocketError("unix socket path longer than \(capacity - 1) bytes: \(text)")
+            }
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
+            }
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+            guard bound == 0 else {
+                let reason = Self.errorText()
+                Glibc.close(fd)
+                throw SocketError("cannot bind \(text): \(reason)")
+            }
+            self.init(descriptor: fd, socket: text, port: 0, onDatagram: onDatagram)
+        } else if text.hasPrefix("udp:") {
+            let hostPort: HostPort
+            if text.hasSuffix(":0") {
+                hostPort = HostPort(host: String(text.dropFirst(4).dropLast(2)).trimmingBrackets(), port: 0)
+            } else {
+                hostPort = try HostPort.parse(String(text.dropFirst(4)), scheme: "udp", socket: text)
+            }
+            var hints = addrinfo()
+            hints.ai_family = AF_UNSPEC
+            hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+            hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
+            var list: UnsafeMutablePointer<addrinfo>?
+            guard getaddrinfo(hostPort.host, String(hostPort.port), &hints, &list) == 0, let entry = list else {
+                throw SocketError("cannot resolve host '\(hostPort.host)' in \(text)")
+            }
+            defer { freeaddrinfo(list) }
+            let fd = Glibc.socket(entry.pointee.ai_family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard fd >= 0 else { throw SocketError("cannot create a socket: \(Self.errorText())") }
+            guard bind(fd, entry.pointee.ai_addr, entry.pointee.ai_addrlen) == 0 else {
+                let reason = Self.errorText()
+                Glibc.close(fd)
+                throw SocketError("cannot bind \(text): \(reason)")
+            }
+            var storage = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            _ = withUnsafeMutablePointer(to: &storage) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+            }
+            let family = storage.ss_family
+            let port: Int = withUnsafePointer(to: &storage) { pointer in
+                if family == sa_family_t(AF_INET6) {
+                    return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
+                        Int(UInt16(bigEndian: $0.pointee.sin6_port))
+                    }
+                }
+                return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                    Int(UInt16(bigEndian: $0.pointee.sin_port))
+                }
+            }
+            let printed = "udp:" + HostPort(host: hostPort.host, port: port).description
+            self.init(descriptor: fd, socket: printed, port: port, onDatagram: onDatagram)
+        } else {
+            throw SocketError("can only listen on udp:HOST:PORT or unix:/PATH, not \(text)")
+        }
+    }
+
+    private init(descriptor: Int32, socket: String, port: Int, onDatagram: @escaping @Sendable ([UInt8]) -> Void) {
+        self.descriptor = descriptor
+        self.socket = socket
+        self.port = port
+        var timeout = timeval(tv_sec: 0, tv_usec: 20_000)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var size: Int32 = 4 << 20
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        detachThread { [self] in readLoop(onDatagram) }
+    }
+
+    private func readLoop(_ onDatagram: @Sendable ([UInt8]) -> Void) {
+        var buffer = [UInt8](repeating: 0, count: 70_000)
+        while !stopped.load(ordering: .relaxed) {
+            let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+            if count >= 0 { onDatagram(Array(buffer[0..<count])) }
+        }
+        Glibc.close(descriptor)
+        finished.signal()
+    }
+
+    /// Stops reading and closes the socket (a unix path is left behind with nobody bound).
+    public func close() async {
+        stopped.store(true, ordering: .relaxed)
+        _ = await finished.wait(timeout: .seconds(2))
+    }
+
+    private static func errorText() -> String {
+        strerror(errno).map { String(cString: $0) } ?? "error \(errno)"
+    }
+}
+
+extension String {
+    fileprivate func trimmingBrackets() -> String {
+        hasPrefix("[") && hasSuffix("]") ? String(dropFirst().dropLast()) : self
+    }
+}

@@ -1,0 +1,127 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+import ArgumentParser
+import EventInterface
+
+/// Options every MI client command shares.
+struct MIOptions: ParsableArguments {
+    @Option(name: .long, help: "MI endpoint: http://HOST:PORT/mi or udp://HOST:PORT.")
+    var mi = "http://127.0.0.1:8888/mi"
+
+    @Option(name: .long, help: "MI token (default: $EVI_MI_TOKEN).")
+    var token: String?
+
+    /// Calls the command, prints its JSON result; on an error reply prints it and exits 1.
+    func call(_ method: String, _ params: [EventField]) throws {
+        do {
+            let client = try MIClient(
+                url: mi, token: token ?? ProcessEnvironment.value("EVI_MI_TOKEN"))
+            print(try client.call(method, params).jsonText)
+        } catch {
+            printError("evi: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+enum ProcessEnvironment {
+    static func value(_ name: String) -> String? {
+        guard let pointer = getenv(name) else { return nil }
+        return String(cString: pointer)
+    }
+}
+
+struct Subscribe: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Subscribe a socket to an event (evi:subscribe).")
+    @OptionGroup var options: MIOptions
+    @Argument var event: String
+    @Argument var socket: String
+    @Argument(help: "Seconds (default 3600; 0 unsubscribes).") var expire: Int?
+
+    func run() throws {
+        var params = [EventField("event", .string(event)), EventField("socket", .string(socket))]
+        if let expire { params.append(EventField("expire", .int(Int64(expire)))) }
+        try options.call("evi:subscribe", params)
+    }
+}
+
+struct Unsubscribe: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Remove a subscription (evi:unsubscribe).")
+    @OptionGroup var options: MIOptions
+    @Argument var event: String
+    @Argument var socket: String
+
+    func run() throws {
+        try options.call("evi:unsubscribe", [EventField("event", .string(event)), EventField("socket", .string(socket))])
+    }
+}
+
+struct Publish: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Publish an event at run time (evi:publish).")
+    @OptionGroup var options: MIOptions
+    @Argument var event: String
+
+    func run() throws {
+        try options.call("evi:publish", [EventField("event", .string(event))])
+    }
+}
+
+struct Raise: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Raise an event (evi:raise).",
+        discussion: """
+            Parameters are one JSON object or array ('{"ip":"10.0.0.1"}'), or NAME=VALUE pairs where \
+            VALUE is read as JSON when it is JSON (42, true, null, [1,2]) and as a string otherwise.
+            """)
+    @OptionGroup var options: MIOptions
+    @Argument var event: String
+    @Argument(help: "JSON, or NAME=VALUE …") var params: [String] = []
+
+    func run() throws {
+        var fields = [EventField("event", .string(event))]
+        if let value = try Self.params(params) { fields.append(EventField("params", value)) }
+        try options.call("evi:raise", fields)
+    }
+
+    static func params(_ arguments: [String]) throws -> EventValue? {
+        if arguments.isEmpty { return nil }
+        if arguments.count == 1, let value = try? EventValue(json: arguments[0]) {
+            switch value {
+            case .object, .array: return value
+            default: break
+            }
+        }
+        var fields: [EventField] = []
+        for argument in arguments {
+            guard let equals = argument.firstIndex(of: "="), equals != argument.startIndex else {
+                throw ValidationError("expected one JSON object or array, or NAME=VALUE pairs; got '\(argument)'")
+            }
+            let name = String(argument[..<equals])
+            let text = String(argument[argument.index(after: equals)...])
+            fields.append(EventField(name, (try? EventValue(json: text)) ?? .string(text)))
+        }
+        return .object(fields)
+    }
+}
+
+struct Events: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List published events (evi:list).")
+    @OptionGroup var options: MIOptions
+
+    func run() throws { try options.call("evi:list", []) }
+}
+
+struct Subscribers: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List subscriptions (evi:subscribers).")
+    @OptionGroup var options: MIOptions
+    @Argument var event: String?
+    @Argument var socket: String?
+
+    func run() throws {
+        var params: [EventField] = []
+        if let event { params.append(EventField("event", .string(event))) }
+        if let socket { params.append(EventField("socket", .string(socket))) }
+        try options.call("evi:subscribers", params)
+    }
+}

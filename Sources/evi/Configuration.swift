@@ -1,0 +1,204 @@
+import EventInterface
+import Logging
+import Yams
+
+/// A start-up configuration problem: the message names the key and what is wrong with it.
+struct ConfigurationError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// `HOST:PORT` a listener binds, or off.
+struct ListenAddress: Equatable, CustomStringConvertible {
+    var host: String
+    var port: Int
+    var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    var isLoopback: Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    static func parse(_ text: String, key: String) throws -> ListenAddress {
+        do {
+            let hostPort = try HostPort.parse(text, scheme: key, socket: text)
+            return ListenAddress(host: hostPort.host, port: hostPort.port)
+        } catch {
+            throw ConfigurationError("\(key): expected HOST:PORT or off, got '\(text)'")
+        }
+    }
+}
+
+/// Everything `evi serve` runs with: built-in defaults (daemon.md), overridden by the YAML file.
+struct DaemonConfiguration {
+    struct Subscription {
+        var event: String
+        var socket: String
+        /// `nil`: never expires.
+        var expire: Int?
+    }
+
+    var miHTTP: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8888)
+    var miDatagram: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8080)
+    var token: String?
+    /// Directory of subscriptions.sqlite, or "memory".
+    var state = "./evi-state"
+    var queueSize = 10_000
+    var shutdownGrace = 5.0
+    var logLevel = Logger.Level.info
+    var allowedDestinations: [String]?
+    var events: [String] = []
+    var subscriptions: [Subscription] = []
+    var failoverTimeout = 30.0
+
+    /// Reads a configuration file; unknown keys and bad values are errors naming them.
+    static func load(yaml text: String) throws -> DaemonConfiguration {
+        var configuration = DaemonConfiguration()
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            throw ConfigurationError("not valid YAML: \(error)")
+        }
+        guard let root else { return configuration }
+        let top = try mapping(root, key: "top level")
+        for (key, value) in top {
+            switch key {
+            case "mi": try configuration.readMI(value)
+            case "state":
+                configuration.state = try string(value, key: "state")
+            case "queue_size":
+                configuration.queueSize = try integer(value, key: "queue_size", range: 1...10_000_000)
+            case "shutdown_grace":
+                configuration.shutdownGrace = try number(value, key: "shutdown_grace", range: 0...3600)
+            case "log_level":
+                let level = try string(value, key: "log_level")
+                guard let parsed = Logger.Level(rawValue: level) else {
+                    throw ConfigurationError(
+                        "log_level: expected trace, debug, info, notice, warning, error or critical, got '\(level)'")
+                }
+                configuration.logLevel = parsed
+            case "allowed_destinations":
+                if isNull(value) {
+                    configuration.allowedDestinations = nil
+                } else {
+                    configuration.allowedDestinations = try sequence(value, key: key).map {
+                        try string($0, key: "allowed_destinations[]")
+                    }
+                }
+            case "events":
+                configuration.events = try sequence(value, key: key).map { try string($0, key: "events[]") }
+                for name in configuration.events where !Event.isValidName(name) {
+                    throw ConfigurationError("events: invalid event name '\(name)'")
+                }
+            case "subscriptions": try configuration.readSubscriptions(value)
+            case "modules": try configuration.readModules(value)
+            default: throw ConfigurationError("unknown key '\(key)'")
+            }
+        }
+        return configuration
+    }
+
+    private mutating func readMI(_ node: Node) throws {
+        for (key, value) in try Self.mapping(node, key: "mi") {
+            switch key {
+            case "http": miHTTP = try Self.listenAddress(value, key: "mi.http")
+            case "datagram": miDatagram = try Self.listenAddress(value, key: "mi.datagram")
+            case "token": token = Self.isNull(value) ? nil : try Self.string(value, key: "mi.token")
+            default: throw ConfigurationError("unknown key 'mi.\(key)'")
+            }
+        }
+    }
+
+    private mutating func readSubscriptions(_ node: Node) throws {
+        for (index, entry) in try Self.sequence(node, key: "subscriptions").enumerated() {
+            let prefix = "subscriptions[\(index)]"
+            var event: String?
+            var socket: String?
+            var expire: Int?
+            for (key, value) in try Self.mapping(entry, key: prefix) {
+                switch key {
+                case "event": event = try Self.string(value, key: "\(prefix).event")
+                case "socket": socket = try Self.string(value, key: "\(prefix).socket")
+                case "expire": expire = try Self.integer(value, key: "\(prefix).expire", range: 1...Int(Int32.max))
+                default: throw ConfigurationError("unknown key '\(prefix).\(key)'")
+                }
+            }
+            guard let event else { throw ConfigurationError("\(prefix): missing key 'event'") }
+            guard let socket else { throw ConfigurationError("\(prefix): missing key 'socket'") }
+            subscriptions.append(Subscription(event: event, socket: socket, expire: expire))
+        }
+    }
+
+    private mutating func readModules(_ node: Node) throws {
+        for (module, options) in try Self.mapping(node, key: "modules") {
+            switch module {
+            case "event_virtual":
+                for (key, value) in try Self.mapping(options, key: "modules.event_virtual") {
+                    switch key {
+                    case "failover_timeout":
+                        failoverTimeout = try Self.number(
+                            value, key: "modules.event_virtual.failover_timeout", range: 0...86_400)
+                    default: throw ConfigurationError("unknown key 'modules.event_virtual.\(key)'")
+                    }
+                }
+            case "event_datagram":
+                for (key, _) in try Self.mapping(options, key: "modules.event_datagram") {
+                    throw ConfigurationError("unknown key 'modules.event_datagram.\(key)'")
+                }
+            default:
+                throw ConfigurationError("unknown module 'modules.\(module)' (this build has event_virtual, event_datagram)")
+            }
+        }
+    }
+
+    // MARK: Node readers
+
+    private static func mapping(_ node: Node, key: String) throws -> [(String, Node)] {
+        if isNull(node) { return [] }
+        guard case .mapping(let mapping) = node else { throw ConfigurationError("\(key): expected a mapping") }
+        var seen = Set<String>()
+        return try mapping.map { pair in
+            guard let name = pair.key.string else { throw ConfigurationError("\(key): keys must be strings") }
+            guard seen.insert(name).inserted else { throw ConfigurationError("\(key): key '\(name)' given twice") }
+            return (name, pair.value)
+        }
+    }
+
+    private static func sequence(_ node: Node, key: String) throws -> [Node] {
+        if isNull(node) { return [] }
+        guard case .sequence(let sequence) = node else { throw ConfigurationError("\(key): expected a list") }
+        return Array(sequence)
+    }
+
+    private static func isNull(_ node: Node) -> Bool {
+        if case .scalar = node, node.null != nil { return true }
+        return false
+    }
+
+    private static func string(_ node: Node, key: String) throws -> String {
+        guard case .scalar = node, let text = node.string else { throw ConfigurationError("\(key): expected a string") }
+        return text
+    }
+
+    private static func integer(_ node: Node, key: String, range: ClosedRange<Int>) throws -> Int {
+        guard case .scalar = node, let text = node.string, let value = Int(text), range.contains(value) else {
+            throw ConfigurationError(
+                "\(key): expected a whole number from \(range.lowerBound) to \(range.upperBound), got '\(node.string ?? "?")'")
+        }
+        return value
+    }
+
+    private static func number(_ node: Node, key: String, range: ClosedRange<Double>) throws -> Double {
+        guard case .scalar = node, let text = node.string, let value = Double(text), range.contains(value) else {
+            throw ConfigurationError(
+                "\(key): expected a number from \(range.lowerBound) to \(range.upperBound), got '\(node.string ?? "?")'")
+        }
+        return value
+    }
+
+    private static func listenAddress(_ node: Node, key: String) throws -> ListenAddress? {
+        let text = try string(node, key: key)
+        if text == "off" { return nil }
+        return try ListenAddress.parse(text, key: key)
+    }
+}

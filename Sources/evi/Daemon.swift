@@ -1,0 +1,200 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+import EventDatagram
+import EventInterface
+import EventVirtual
+import Logging
+import ManagementInterface
+import Metrics
+import NIOCore
+import NIOPosix
+import Prometheus
+import ServiceLifecycle
+
+/// evi's version, as `core:version` reports it.
+let eviVersion = "0.1.0"
+
+/// The daemon wired together: the hub with every transport, the MI and its listeners.
+final class Daemon: Sendable {
+    let configuration: DaemonConfiguration
+    let hub: EventHub
+    let mi: ManagementInterface
+    let http: MIHTTPServer?
+    let datagram: MIDatagramServer?
+    let registry: PrometheusCollectorRegistry
+
+    enum StartError: Error, CustomStringConvertible {
+        /// A bad configuration value found while wiring (exit status 2).
+        case configuration(String)
+        /// A listener that cannot bind (exit status 1).
+        case bind(String)
+
+        var description: String {
+            switch self {
+            case .configuration(let message), .bind(let message): message
+            }
+        }
+    }
+
+    /// The transports of this build, configured.
+    static func transports(_ configuration: DaemonConfiguration) -> [any EventTransport] {
+        [UDPTransport(), UnixTransport(), VirtualTransport(failoverTimeout: configuration.failoverTimeout)]
+    }
+
+    private init(
+        configuration: DaemonConfiguration, hub: EventHub, mi: ManagementInterface, http: MIHTTPServer?,
+        datagram: MIDatagramServer?, registry: PrometheusCollectorRegistry
+    ) {
+        self.configuration = configuration
+        self.hub = hub
+        self.mi = mi
+        self.http = http
+        self.datagram = datagram
+        self.registry = registry
+    }
+
+    static func start(
+        _ configuration: DaemonConfiguration, registry: PrometheusCollectorRegistry, logger: Logger
+    ) async throws(StartError) -> Daemon {
+        for (name, address) in [("mi.http", configuration.miHTTP), ("mi.datagram", configuration.miDatagram)] {
+            if let address, !address.isLoopback, configuration.token == nil {
+                throw .configuration("\(name): listening on \(address), not loopback, requires mi.token")
+            }
+        }
+        let hub = EventHub(
+            transports: transports(configuration), configuration: .init(queueSize: configuration.queueSize),
+            logger: logger)
+        for name in configuration.events {
+            do throws(EventInterfaceError) { try hub.publish(name) } catch { throw .configuration("events: \(error)") }
+        }
+        for (index, subscription) in configuration.subscriptions.enumerated() {
+            do throws(EventInterfaceError) {
+                try await hub.subscribe(
+                    event: subscription.event, socket: subscription.socket,
+                    expiry: subscription.expire.map { .seconds($0) } ?? .never)
+            } catch {
+                throw .configuration("subscriptions[\(index)]: \(error)")
+            }
+        }
+        // Every metric family exists from start-up, at zero.
+        for scheme in hub.registry.schemes { _ = hub.statistics.transport(scheme) }
+        for event in hub.events { _ = hub.statistics.event(event.name) }
+
+        let mi = ManagementInterface(token: configuration.token)
+        let listeners = [
+            configuration.miHTTP.map { "MI HTTP \($0)" }, configuration.miDatagram.map { "MI Datagram \($0)" },
+        ].compactMap { $0 }
+        mi.registerEventCommands(
+            hub: hub,
+            server: MIServerInfo(
+                version: eviVersion,
+                processes: { ["main"] + listeners + ["delivery (\(hub.statistics.snapshot().transports.count) transports)"] }
+            ))
+
+        let group = MultiThreadedEventLoopGroup.singleton
+        var http: MIHTTPServer?
+        var datagram: MIDatagramServer?
+        let metrics: @Sendable () -> [UInt8] = { renderMetrics(hub: hub, registry: registry) }
+        if let address = configuration.miHTTP {
+            do {
+                http = try await MIHTTPServer.bind(
+                    host: address.host, port: address.port, group: group, mi: mi, metrics: metrics, logger: logger)
+            } catch {
+                throw .bind("cannot listen for MI over HTTP on \(address): \(error)")
+            }
+        }
+        if let address = configuration.miDatagram {
+            do {
+                datagram = try await MIDatagramServer.bind(
+                    host: address.host, port: address.port, group: group, mi: mi, logger: logger)
+            } catch {
+                await http?.close()
+                throw .bind("cannot listen for MI over UDP on \(address): \(error)")
+            }
+        }
+        return Daemon(configuration: configuration, hub: hub, mi: mi, http: http, datagram: datagram, registry: registry)
+    }
+
+    /// The line `evi serve` prints once it listens.
+    var listeningLine: String {
+        var parts: [String] = []
+        if let http, let address = configuration.miHTTP {
+            parts.append("MI over HTTP on http://\(ListenAddress(host: address.host, port: http.localPort))/mi")
+        }
+        if let datagram, let address = configuration.miDatagram {
+            parts.append("MI over UDP on \(ListenAddress(host: address.host, port: datagram.localPort))")
+        }
+        return "evi \(eviVersion) listening: " + (parts.isEmpty ? "no MI listener" : parts.joined(separator: ", "))
+    }
+
+    /// Runs until SIGTERM or SIGINT: then MI stops taking requests, queues drain for
+    /// `shutdown_grace`, and everything is closed.
+    func run(logger: Logger) async throws {
+        let services = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    .init(service: HubService(hub: hub, grace: configuration.shutdownGrace)),
+                    .init(
+                        service: MIService(http: http, datagram: datagram), successTerminationBehavior: .ignore,
+                        failureTerminationBehavior: .gracefullyShutdownGroup),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        try await services.run()
+    }
+}
+
+/// Prometheus text for `GET /metrics`: the counters the core keeps, plus gauges read now.
+func renderMetrics(hub: EventHub, registry: PrometheusCollectorRegistry) -> [UInt8] {
+    let snapshot = hub.statistics.snapshot()
+    Gauge(label: "evi_queue_depth").record(snapshot.transports.values.reduce(0) { $0 + $1.queued })
+    var memberSeries = 0
+    for event in hub.events {
+        let subscribers = (try? hub.subscribers(of: event.name)) ?? []
+        Gauge(label: "evi_subscriptions", dimensions: [("event", event.name)]).record(subscribers.count)
+        for subscriber in subscribers {
+            for member in subscriber.members ?? [] {
+                memberSeries += 1
+                Gauge(
+                    label: "evi_virtual_member_up",
+                    dimensions: [("event", event.name), ("socket", subscriber.socket), ("member", member.socket)]
+                ).record(member.state == .up ? 1 : 0)
+            }
+        }
+    }
+    var bytes = registry.emitToBuffer()
+    if memberSeries == 0 && !String(decoding: bytes, as: UTF8.self).contains("evi_virtual_member_up") {
+        bytes += Array("# TYPE evi_virtual_member_up gauge\n".utf8)
+    }
+    return bytes
+}
+
+/// Serves MI until graceful shutdown, which closes the listeners (no new requests).
+struct MIService: Service {
+    let http: MIHTTPServer?
+    let datagram: MIDatagramServer?
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                if let http { group.addTask { try await http.run() } }
+                if let datagram { group.addTask { try await datagram.run() } }
+            }
+        } onGracefulShutdown: {
+            http?.channel.close(promise: nil)
+            datagram?.channel.close(promise: nil)
+        }
+    }
+}
+
+/// Holds the hub; on graceful shutdown delivers what is queued for the grace period, then closes.
+struct HubService: Service {
+    let hub: EventHub
+    let grace: Double
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        await hub.shutdown(grace: .milliseconds(Int(grace * 1000)))
+    }
+}

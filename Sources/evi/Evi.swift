@@ -1,0 +1,88 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+import ArgumentParser
+import EventInterface
+import Logging
+import Metrics
+import Prometheus
+
+@main
+struct Evi: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "evi",
+        abstract: "Event notification server compatible with the OpenSIPS Event Interface.",
+        version: eviVersion,
+        subcommands: [
+            Serve.self, Subscribe.self, Unsubscribe.self, Publish.self, Raise.self, Events.self, Subscribers.self,
+            Listen.self, Demo.self,
+        ])
+}
+
+/// Writes a line to standard error.
+func printError(_ message: String) {
+    var line = message + "\n"
+    line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the daemon (built-in defaults without --config).")
+
+    @Option(name: .long, help: "YAML configuration file.")
+    var config: String?
+
+    func run() async throws {
+        var configuration = DaemonConfiguration()
+        if let config {
+            do {
+                configuration = try DaemonConfiguration.load(yaml: try readFile(config))
+            } catch {
+                printError("evi: configuration \(config): \(error)")
+                throw ExitCode(2)
+            }
+        }
+        let level = configuration.logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let logger = Logger(label: "evi")
+        let daemon: Daemon
+        do {
+            daemon = try await Daemon.start(configuration, registry: registry, logger: logger)
+        } catch {
+            printError("evi: \(error)")
+            switch error {
+            case .configuration: throw ExitCode(2)
+            case .bind: throw ExitCode(1)
+            }
+        }
+        printLine(daemon.listeningLine)
+        try await daemon.run(logger: logger)
+    }
+}
+
+/// Writes a line to standard output at once (unbuffered, for scripts waiting on it).
+func printLine(_ message: String) {
+    var line = message + "\n"
+    line.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
+}
+
+func readFile(_ path: String) throws -> String {
+    guard let file = fopen(path, "r") else {
+        throw ConfigurationError("cannot read: \(String(cString: strerror(errno)))")
+    }
+    defer { fclose(file) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65_536)
+    while true {
+        let count = fread(&buffer, 1, buffer.count, file)
+        if count <= 0 { break }
+        bytes += buffer[0..<count]
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}

@@ -1,0 +1,7 @@
+import ArgumentParser
+struct Listen: AsyncParsableCommand {
+    func run() async throws {}
+}
+struct Demo: AsyncParsableCommand {
+    func run() async throws {}
+}

@@ -1,5 +1,0 @@
-import ArgumentParser
-import Prometheus
-import ServiceLifecycle
-import Yams
-print("evi")
