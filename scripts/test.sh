@@ -18,6 +18,20 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# Third-party clients the tests drive evi with: OpenSIPS' own tools from PyPI, in a virtual
+# environment of the repository (.venv, not committed).
+python_packages=(opensipscli opensips)
+if [ ! -x .venv/bin/opensips-cli ] || [ ! -x .venv/bin/opensips-event ]; then
+  if ! python3 -m venv --help >/dev/null 2>&1; then
+    log "installing python3-venv"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+  fi
+  log "creating .venv with ${python_packages[*]}"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check "${python_packages[@]}"
+fi
+
 log "building"
 swift build --build-tests
 log "testing"

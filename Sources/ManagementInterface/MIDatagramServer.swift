@@ -13,7 +13,6 @@ public final class MIDatagramServer: Sendable {
         host: String, port: Int, group: any EventLoopGroup, mi: ManagementInterface, logger: Logger
     ) async throws -> MIDatagramServer {
         let channel = try await DatagramBootstrap(group: group)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(MIDatagramHandler(mi: mi, logger: logger))

@@ -18,13 +18,16 @@ struct ListenAddress: Equatable, CustomStringConvertible {
         host == "localhost" || host == "::1" || host.hasPrefix("127.")
     }
 
+    /// `HOST:PORT` or `[IPv6]:PORT`; port 0 asks the system for a free one.
     static func parse(_ text: String, key: String) throws -> ListenAddress {
-        do {
-            let hostPort = try HostPort.parse(text, scheme: key, socket: text)
-            return ListenAddress(host: hostPort.host, port: hostPort.port)
-        } catch {
-            throw ConfigurationError("\(key): expected HOST:PORT or off, got '\(text)'")
-        }
+        let failure = ConfigurationError("\(key): expected HOST:PORT or off, got '\(text)'")
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (0...65_535).contains(port)
+        else { throw failure }
+        var host = String(text[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty, !host.contains(where: \.isWhitespace) else { throw failure }
+        return ListenAddress(host: host, port: port)
     }
 }
 

@@ -1,0 +1,208 @@
+import EventInterface
+import EventInterfaceTestKit
+import Foundation
+import Testing
+
+/// The real `evi serve` process, driven over real sockets.
+@Suite(.serialized) struct DaemonTests {
+    @Test func servesOnBuiltInDefaultsAndStopsOnSIGTERM() async throws {
+        let evi = try EviProcess(["serve"])
+        defer { Task { await evi.stop() } }
+        #expect(await eventually(timeout: .seconds(20)) { evi.standardOutput.contains("listening") })
+        #expect(
+            evi.standardOutput
+                == "evi 0.1.0 listening: MI over HTTP on http://127.0.0.1:8888/mi, MI over UDP on 127.0.0.1:8080\n")
+        let reply = try RawHTTP.request(
+            port: 8888, method: "POST", path: "/mi", body: Array(#"{"jsonrpc":"2.0","method":"version","id":1}"#.utf8))
+        #expect(reply.bodyText == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.1.0"},"id":1}"#)
+        evi.signal(SIGTERM)
+        #expect(await evi.waitForExit() == 0)
+    }
+
+    @Test func badConfigurationsExitWithStatusTwoNamingTheKey() async throws {
+        let cases: [(String, String)] = [
+            ("colour: blue\n", "unknown key 'colour'"),
+            ("mi:\n  http: 127.0.0.1:0\n  ftp: 1\n", "unknown key 'mi.ftp'"),
+            ("queue_size: lots\n", "queue_size: expected a whole number from 1 to 10000000, got 'lots'"),
+            ("log_level: loud\n", "log_level: expected trace, debug, info, notice, warning, error or critical, got 'loud'"),
+            ("mi:\n  http: nowhere\n", "mi.http: expected HOST:PORT or off, got 'nowhere'"),
+            (
+                "events: [E_X]\nsubscriptions:\n  - event: E_X\n    socket: udp:127.0.0.1\n",
+                "subscriptions[0]: udp socket needs a port: udp:127.0.0.1"
+            ),
+            ("subscriptions:\n  - event: E_NONE\n    socket: udp:127.0.0.1:9\n", "subscriptions[0]: event not published: E_NONE"),
+            ("mi:\n  http: 0.0.0.0:0\n  datagram: off\n", "mi.http: listening on 0.0.0.0:0, not loopback, requires mi.token"),
+            ("modules:\n  event_virtual: { failover_timeout: -1 }\n", "modules.event_virtual.failover_timeout"),
+            ("- just\n- a list\n", "top level: expected a mapping"),
+        ]
+        for (config, message) in cases {
+            let evi = try EviProcess(["serve"], config: config)
+            let status = await evi.waitForExit()
+            #expect(status == 2, "\(config)")
+            #expect(evi.standardError.contains(message), "\(evi.standardError)")
+            #expect(!evi.standardOutput.contains("listening"))
+            await evi.stop()
+        }
+    }
+
+    @Test func aTakenPortEndsTheDaemonWithStatusOneAndAMessage() async throws {
+        let blocker = try await Daemon.start()
+        defer { Task { await blocker.stop() } }
+        let started = ContinuousClock.now
+        let evi = try EviProcess(
+            ["serve"], config: "mi:\n  http: 127.0.0.1:\(blocker.httpPort)\n  datagram: off\nstate: memory\n")
+        #expect(await evi.waitForExit(timeout: .seconds(10)) == 1)
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(evi.standardError.contains("cannot listen for MI over HTTP on 127.0.0.1:\(blocker.httpPort)"))
+        #expect(evi.standardError.contains("Address already in use"))
+        await evi.stop()
+        // The same for the datagram listener.
+        let udp = try EviProcess(
+            ["serve"], config: "mi:\n  http: off\n  datagram: 127.0.0.1:\(blocker.udpPort)\nstate: memory\n")
+        #expect(await udp.waitForExit(timeout: .seconds(10)) == 1)
+        #expect(udp.standardError.contains("cannot listen for MI over UDP"))
+        await udp.stop()
+    }
+
+    @Test func httpStatusesOfMI() async throws {
+        let daemon = try await Daemon.start()
+        defer { Task { await daemon.stop() } }
+        let get = try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/mi")
+        #expect(get.status == 405)
+        #expect(try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/other").status == 404)
+        let notification = try RawHTTP.request(
+            port: daemon.httpPort, method: "POST", path: "/mi",
+            body: Array(#"{"jsonrpc":"2.0","method":"evi:publish","params":["E_NOTIFIED"]}"#.utf8))
+        #expect(notification.status == 204)
+        #expect(notification.body.isEmpty)
+        #expect(try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:list","id":1}"#).contains("E_NOTIFIED"))
+        let huge = try RawHTTP.request(
+            port: daemon.httpPort, method: "POST", path: "/mi", body: Array(repeating: UInt8(ascii: " "), count: 2 << 20))
+        #expect(huge.status == 413)
+        #expect(huge.header("Connection") == "close")
+        let error = try RawHTTP.request(
+            port: daemon.httpPort, method: "POST", path: "/mi", body: Array("{bad".utf8))
+        #expect(error.status == 200)
+        #expect(error.header("Content-Type") == "application/json")
+        #expect(error.bodyText == #"{"jsonrpc":"2.0","error":{"code":-32700,"message":"Parse error"},"id":null}"#)
+    }
+
+    @Test func aTokenGuardsHTTPAndDatagrams() async throws {
+        let daemon = try await Daemon.start(token: "s3cret")
+        defer { Task { await daemon.stop() } }
+        let body = Array(#"{"jsonrpc":"2.0","method":"version","id":1}"#.utf8)
+        #expect(try RawHTTP.request(port: daemon.httpPort, method: "POST", path: "/mi", body: body).status == 401)
+        let wrong = try RawHTTP.request(
+            port: daemon.httpPort, method: "POST", path: "/mi", body: body, headers: [("Authorization", "Bearer nope")])
+        #expect(wrong.status == 401)
+        let right = try RawHTTP.request(
+            port: daemon.httpPort, method: "POST", path: "/mi", body: body, headers: [("Authorization", "Bearer s3cret")])
+        #expect(right.bodyText == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.1.0"},"id":1}"#)
+        #expect(
+            try udpExchange(port: daemon.udpPort, #"{"jsonrpc":"2.0","method":"version","id":1}"#)
+                == #"{"jsonrpc":"2.0","error":{"code":-32001,"message":"Unauthorized"},"id":1}"#)
+        #expect(
+            try udpExchange(port: daemon.udpPort, #"{"jsonrpc":"2.0","method":"version","id":1,"token":"s3cret"}"#)
+                == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.1.0"},"id":1}"#)
+    }
+
+    @Test func miOverUDPAnswersRequestsAndNotNotifications() async throws {
+        let daemon = try await Daemon.start(extra: "events: [E_MY_EVENT]\n")
+        defer { Task { await daemon.stop() } }
+        let receiver = try DatagramReceiver()
+        #expect(
+            try udpExchange(
+                port: daemon.udpPort,
+                #"{"jsonrpc":"2.0","method":"event_subscribe","params":{"event":"E_MY_EVENT","socket":"\#(receiver.socket)","expire":30},"id":7}"#)
+                == #"{"jsonrpc":"2.0","result":"OK","id":7}"#)
+        #expect(
+            try udpExchange(
+                port: daemon.udpPort, #"{"jsonrpc":"2.0","method":"subscribers_list","params":["E_MY_EVENT"],"id":"abc"}"#)
+                == #"{"jsonrpc":"2.0","result":{"Event":{"name":"E_MY_EVENT","id":2,"Subscribers":[{"socket":"\#(receiver.socket)","expire":30,"ttl":30}]}},"id":"abc"}"#
+        )
+        #expect(
+            try udpExchange(
+                port: daemon.udpPort,
+                #"{"jsonrpc":"2.0","method":"raise_event","params":{"event":"E_MY_EVENT","params":"{\"name\":\"alice\",\"count\":7}"},"id":8}"#)
+                == #"{"jsonrpc":"2.0","result":"OK","id":8}"#)
+        #expect(
+            try udpExchange(
+                port: daemon.udpPort, #"{"jsonrpc":"2.0","method":"raise_event","params":{"event":"E_MY_EVENT"}}"#,
+                timeoutMilliseconds: 300) == nil)
+        #expect(
+            await receiver.waitFor(count: 2) == [
+                #"{"jsonrpc":"2.0","method":"E_MY_EVENT","params":{"name":"alice","count":7}}"#,
+                #"{"jsonrpc":"2.0","method":"E_MY_EVENT"}"#,
+            ])
+        await receiver.close()
+    }
+
+    @Test func metricsHaveEveryFamilyFromStartUp() async throws {
+        let daemon = try await Daemon.start(extra: "events: [E_MY_EVENT]\n")
+        defer { Task { await daemon.stop() } }
+        let metrics = try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics")
+        #expect(metrics.status == 200)
+        #expect(metrics.header("Content-Type")?.hasPrefix("text/plain") == true)
+        for family in [
+            "evi_events_raised_total", "evi_deliveries_total", "evi_delivery_seconds", "evi_dropped_total",
+            "evi_undelivered_total", "evi_queue_depth", "evi_subscriptions", "evi_virtual_member_up",
+        ] {
+            #expect(metrics.bodyText.contains("# TYPE \(family) "), "\(family)")
+        }
+        #expect(metrics.bodyText.contains(#"evi_events_raised_total{event="E_MY_EVENT"} 0"#))
+        // After traffic the counters move.
+        let receiver = try DatagramReceiver()
+        _ = try daemon.mi(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_MY_EVENT","virtual:PARALLEL \#(receiver.socket)"],"id":1}"#)
+        _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:raise","params":["E_MY_EVENT"],"id":1}"#)
+        await receiver.waitFor(count: 1)
+        try await Task.sleep(for: .milliseconds(50))
+        let after = try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").bodyText
+        #expect(after.contains(#"evi_events_raised_total{event="E_MY_EVENT"} 1"#))
+        #expect(after.contains(#"evi_deliveries_total{transport="udp",result="success"} 1"#))
+        #expect(after.contains(#"evi_subscriptions{event="E_MY_EVENT"} 1"#))
+        #expect(
+            after.contains(
+                #"evi_virtual_member_up{event="E_MY_EVENT",socket="virtual:PARALLEL \#(receiver.socket)",member="\#(receiver.socket)"} 1"#
+            ))
+        await receiver.close()
+    }
+
+    @Test func sigtermDeliversWhatIsQueuedThenExitsZero() async throws {
+        let daemon = try await Daemon.start(extra: "events: [E_MY_EVENT]\nshutdown_grace: 5\n")
+        defer { Task { await daemon.stop() } }
+        let receiver = try DatagramReceiver()
+        _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_MY_EVENT","\#(receiver.socket)"],"id":1}"#)
+        let batch = (0..<2000).map { #"{"jsonrpc":"2.0","method":"evi:raise","params":["E_MY_EVENT",{"n":\#($0)}],"id":\#($0)}"# }
+        let reply = try daemon.mi("[" + batch.joined(separator: ",") + "]")
+        #expect(reply.components(separatedBy: #""result":"OK""#).count - 1 == 2000)
+        daemon.process.signal(SIGTERM)
+        #expect(await daemon.process.waitForExit() == 0)
+        #expect(await receiver.waitFor(count: 2000).count == 2000)
+        // After the stop, nothing listens.
+        #expect(throws: (any Error).self) { try daemon.mi(#"{"jsonrpc":"2.0","method":"version","id":1}"#) }
+        await receiver.close()
+    }
+}
+
+/// Sends one datagram to the MI and returns the reply, or nil when none comes in time.
+func udpExchange(port: Int, _ body: String, timeoutMilliseconds: Int = 3000) throws -> String? {
+    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+    defer { close(fd) }
+    var timeout = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: Int((timeoutMilliseconds % 1000) * 1000))
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let bytes = Array(body.utf8)
+    _ = withUnsafePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+            sendto(fd, bytes, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+        }
+    }
+    var buffer = [UInt8](repeating: 0, count: 65_536)
+    let count = recv(fd, &buffer, buffer.count, 0)
+    guard count > 0 else { return nil }
+    return String(decoding: buffer[0..<count], as: UTF8.self)
+}
