@@ -1,0 +1,81 @@
+import EventInterface
+import EventInterfaceTestKit
+import Foundation
+import Testing
+
+@Suite(.serialized) struct ListenAndDemoTests {
+    @Test func demoShowsAllThreePoliciesInUnderAMinute() async throws {
+        let started = ContinuousClock.now
+        let demo = try EviProcess(["demo"])
+        #expect(await demo.waitForExit(timeout: .seconds(60)) == 0, "\(demo.standardError)")
+        #expect(ContinuousClock.now - started < .seconds(60))
+        let output = demo.standardOutput
+        for line in [
+            "PARALLEL — every member gets every event; B is killed after event 3",
+            "  4      got  -  got   ← B killed",
+            "ROUND-ROBIN — turns 1, 2, 3, …",
+            "FAILOVER — B first, A when B fails",
+            "  3       -  got   ← B back, still marked",
+            "  4      got  -    ← mark ran out",
+            "E_VIRTUAL_MEMBER_UP  member B  of the E_DEMO_FAILOVER subscription",
+        ] {
+            #expect(output.contains(line), "missing: \(line)\n\(output)")
+        }
+        // ROUND-ROBIN loses nothing: every event went to A or C.
+        let roundRobin = output.components(separatedBy: "ROUND-ROBIN —")[1].components(separatedBy: "members:")[0]
+        let rows = roundRobin.split(separator: "\n").filter { $0.hasPrefix("  ") && $0.dropFirst(2).first?.isNumber == true }
+        #expect(rows.count == 7)
+        #expect(rows.allSatisfy { $0.contains("got") })
+        await demo.stop()
+    }
+
+    @Test func listenSubscribesItselfRefreshesPrintsAndUnsubscribes() async throws {
+        let daemon = try await Daemon.start(extra: "events: [E_X]\n")
+        defer { Task { await daemon.stop() } }
+        let listener = try EviProcess(["listen", "udp:127.0.0.1:0", "--subscribe", "E_X", "--mi", daemon.miURL, "--expire", "4"])
+        defer { Task { await listener.stop() } }
+        let list = #"{"jsonrpc":"2.0","method":"evi:subscribers","params":["E_X"],"id":1}"#
+        #expect(await eventually(timeout: .seconds(10)) { (try? daemon.mi(list))?.contains("udp:127.0.0.1:") == true })
+        _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:raise","params":["E_X",{"who":"alice"}],"id":1}"#)
+        #expect(
+            await eventually {
+                listener.standardOutput == #"{"jsonrpc":"2.0","method":"E_X","params":{"who":"alice"}}"# + "\n"
+            }, "\(listener.standardOutput)")
+        // Past the first expire the subscription is still there: it was refreshed.
+        try await Task.sleep(for: .seconds(5))
+        #expect(try daemon.mi(list).contains("\"expire\":4"))
+        listener.signal(SIGTERM)
+        #expect(await listener.waitForExit() == 0)
+        #expect(try daemon.mi(list) == #"{"jsonrpc":"2.0","result":{"Event":{}},"id":1}"#)
+    }
+
+    @Test func listenOnTCPSplitsBackToBackMessagesAndAnswersRequests() async throws {
+        let listener = try EviProcess(["listen", "tcp:127.0.0.1:0"])
+        defer { Task { await listener.stop() } }
+        #expect(await eventually { listener.standardError.contains("listening on tcp:127.0.0.1:") })
+        let port = Int(listener.standardError.components(separatedBy: "tcp:127.0.0.1:")[1].prefix { $0.isNumber }) ?? 0
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        #expect(connected == 0)
+        let stream = #"{"jsonrpc":"2.0","method":"E_A","params":{"s":"}{"}}{"id":17,"jsonrpc":"2.0","method":"E_B"}"#
+        _ = Array(stream.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 1024)
+        let count = recv(fd, &buffer, buffer.count, 0)
+        #expect(String(decoding: buffer[0..<max(0, count)], as: UTF8.self) == #"{"jsonrpc":"2.0","result":"OK","id":17}"#)
+        #expect(
+            await eventually {
+                listener.standardOutput
+                    == #"{"jsonrpc":"2.0","method":"E_A","params":{"s":"}{"}}"# + "\n"
+                    + #"{"id":17,"jsonrpc":"2.0","method":"E_B"}"# + "\n"
+            }, "\(listener.standardOutput)")
+    }
+}
