@@ -125,3 +125,14 @@ struct Subscribers: ParsableCommand {
         try options.call("evi:subscribers", params)
     }
 }
+
+struct Rotate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Reopen a flatstore file after logrotate moved it (event_flatstore:rotate).")
+    @OptionGroup var options: MIOptions
+    @Argument var path: String
+
+    func run() throws {
+        try options.call("event_flatstore:rotate", [EventField("path_to_file", .string(path))])
+    }
+}

@@ -134,7 +134,7 @@ final class Daemon: Sendable {
         let services = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
-                    .init(service: HubService(hub: hub, grace: configuration.shutdownGrace)),
+                    .init(service: HubService(hub: hub, grace: configuration.shutdownGrace, logger: logger)),
                     .init(
                         service: MIService(http: http, datagram: datagram), successTerminationBehavior: .ignore,
                         failureTerminationBehavior: .gracefullyShutdownGroup),
@@ -193,8 +193,12 @@ struct HubService: Service {
     let hub: EventHub
     let grace: Double
 
+    let logger: Logger
+
     func run() async throws {
         try? await gracefulShutdown()
+        logger.info("stopping: delivering what is queued", metadata: ["grace_seconds": "\(grace)"])
         await hub.shutdown(grace: .milliseconds(Int(grace * 1000)))
+        logger.info("stopped")
     }
 }
