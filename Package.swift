@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "EventInterface", targets: ["EventInterface"]),
         .library(name: "EventVirtual", targets: ["EventVirtual"]),
         .library(name: "EventDatagram", targets: ["EventDatagram"]),
+        .library(name: "EventFlatstore", targets: ["EventFlatstore"]),
         .library(name: "ManagementInterface", targets: ["ManagementInterface"]),
         .library(name: "EventInterfaceTestKit", targets: ["EventInterfaceTestKit"]),
     ],
@@ -31,6 +32,7 @@ let package = Package(
         ),
         .target(name: "EventVirtual", dependencies: ["EventInterface"]),
         .target(name: "EventDatagram", dependencies: ["EventInterface"]),
+        .target(name: "EventFlatstore", dependencies: ["EventInterface"]),
         .target(
             name: "ManagementInterface",
             dependencies: [
@@ -44,7 +46,7 @@ let package = Package(
         .executableTarget(
             name: "evi",
             dependencies: [
-                "EventInterface", "EventVirtual", "EventDatagram", "ManagementInterface",
+                "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "ManagementInterface",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -68,6 +70,10 @@ let package = Package(
         .testTarget(
             name: "EventDatagramTests",
             dependencies: ["EventDatagram", "EventInterface", "EventInterfaceTestKit"]
+        ),
+        .testTarget(
+            name: "EventFlatstoreTests",
+            dependencies: ["EventFlatstore", "EventInterface", "EventInterfaceTestKit", "EventVirtual", "EventDatagram"]
         ),
         .testTarget(
             name: "ManagementInterfaceTests",

@@ -136,6 +136,7 @@ public final class EventHub: Sendable {
     public func register(_ transport: any EventTransport) -> Bool {
         guard registry.register(transport) else { return false }
         for name in transport.publishedEvents { _ = try? publish(name) }
+        transport.attach(to: self)
         return true
     }
 
@@ -357,8 +358,8 @@ public struct SubscriberContext: Sendable {
     }
 }
 
-/// Subscribers point back at their interface without keeping it alive.
-final class WeakHub: Sendable {
-    weak let hub: EventHub?
-    init(_ hub: EventHub) { self.hub = hub }
+/// Subscribers and transports point back at their interface without keeping it alive.
+public final class WeakHub: Sendable {
+    public weak let hub: EventHub?
+    public init(_ hub: EventHub) { self.hub = hub }
 }

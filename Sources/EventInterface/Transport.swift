@@ -53,10 +53,14 @@ public protocol EventTransport: Sendable {
     /// Parses and validates what follows `scheme:`. Never connects to the subscriber; may
     /// resolve host names (bounded). Throws a ``SocketError`` that names the problem.
     func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError) -> any EventSocket
+    /// Called once when registered with `hub`, for transports that raise events of their own
+    /// outside any delivery (flatstore's rotations). Keep the hub weakly.
+    func attach(to hub: EventHub)
 }
 
 extension EventTransport {
     public var publishedEvents: [String] { [] }
+    public func attach(to hub: EventHub) {}
 }
 
 /// What a transport may use while parsing: the registry, to parse members of composite sockets.

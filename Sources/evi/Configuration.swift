@@ -1,3 +1,4 @@
+import EventFlatstore
 import EventInterface
 import Logging
 import Yams
@@ -52,6 +53,7 @@ struct DaemonConfiguration {
     var events: [String] = []
     var subscriptions: [Subscription] = []
     var failoverTimeout = 30.0
+    var flatstore = FlatstoreOptions()
 
     /// Reads a configuration file; unknown keys and bad values are errors naming them.
     static func load(yaml text: String) throws -> DaemonConfiguration {
@@ -144,17 +146,71 @@ struct DaemonConfiguration {
                     default: throw ConfigurationError("unknown key 'modules.event_virtual.\(key)'")
                     }
                 }
+            case "event_flatstore":
+                try readFlatstore(options)
             case "event_datagram":
                 for (key, _) in try Self.mapping(options, key: "modules.event_datagram") {
                     throw ConfigurationError("unknown key 'modules.event_datagram.\(key)'")
                 }
             default:
-                throw ConfigurationError("unknown module 'modules.\(module)' (this build has event_virtual, event_datagram)")
+                throw ConfigurationError(
+                    "unknown module 'modules.\(module)' (this build has event_virtual, event_datagram, event_flatstore)")
             }
         }
     }
 
+    private mutating func readFlatstore(_ node: Node) throws {
+        let prefix = "modules.event_flatstore"
+        for (key, value) in try Self.mapping(node, key: prefix) {
+            let name = "\(prefix).\(key)"
+            switch key {
+            case "delimiter": flatstore.delimiter = try Self.string(value, key: name)
+            case "escape_delimiter": flatstore.escapeDelimiter = try Self.string(value, key: name)
+            case "file_permissions":
+                let text = try Self.string(value, key: name)
+                guard let mode = UInt32(text, radix: 8), mode <= 0o777 else {
+                    throw ConfigurationError("\(name): expected octal permissions such as 644, got '\(text)'")
+                }
+                flatstore.filePermissions = mode
+            case "suppress_event_name": flatstore.suppressEventName = try Self.boolean(value, key: name)
+            case "format":
+                let text = try Self.string(value, key: name)
+                guard let format = FlatstoreOptions.Format(rawValue: text) else {
+                    throw ConfigurationError("\(name): expected opensips or jsonl, got '\(text)'")
+                }
+                flatstore.format = format
+            case "max_open_files": flatstore.maxOpenFiles = try Self.integer(value, key: name, range: 1...100_000)
+            case "rotate_size":
+                let text = try Self.string(value, key: name)
+                guard let size = FlatstoreOptions.parseSize(text), size > 0 else {
+                    throw ConfigurationError("\(name): expected a size such as 10m, 512k or 1000, got '\(text)'")
+                }
+                flatstore.rotateSize = size
+            case "rotate_count": flatstore.rotateCount = try Self.integer(value, key: name, range: 1...Int(Int32.max))
+            case "rotate_period": flatstore.rotatePeriod = try Self.integer(value, key: name, range: 1...31_536_000)
+            case "rotate_keep": flatstore.rotateKeep = try Self.integer(value, key: name, range: 1...10_000)
+            case "allowed_dirs":
+                flatstore.allowedDirs = Self.isNull(value) ? nil : try Self.sequence(value, key: name).map {
+                    try Self.string($0, key: "\(name)[]")
+                }
+            default: throw ConfigurationError("unknown key '\(name)'")
+            }
+        }
+        do { try flatstore.validate() } catch { throw ConfigurationError("\(prefix): \(error.message)") }
+    }
+
     // MARK: Node readers
+
+    private static func boolean(_ node: Node, key: String) throws -> Bool {
+        guard case .scalar = node, let text = node.string?.lowercased() else {
+            throw ConfigurationError("\(key): expected true or false")
+        }
+        switch text {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: throw ConfigurationError("\(key): expected true or false, got '\(text)'")
+        }
+    }
 
     private static func mapping(_ node: Node, key: String) throws -> [(String, Node)] {
         if isNull(node) { return [] }

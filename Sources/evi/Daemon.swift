@@ -2,6 +2,7 @@
     import Glibc
 #endif
 import EventDatagram
+import EventFlatstore
 import EventInterface
 import EventVirtual
 import Logging
@@ -11,6 +12,7 @@ import NIOCore
 import NIOPosix
 import Prometheus
 import ServiceLifecycle
+import UnixSignals
 
 /// evi's version, as `core:version` reports it.
 let eviVersion = "0.1.0"
@@ -37,15 +39,18 @@ final class Daemon: Sendable {
         }
     }
 
+    let flatstore: FlatstoreTransport
+
     /// The transports of this build, configured.
-    static func transports(_ configuration: DaemonConfiguration) -> [any EventTransport] {
-        [UDPTransport(), UnixTransport(), VirtualTransport(failoverTimeout: configuration.failoverTimeout)]
+    static func transports(_ configuration: DaemonConfiguration, flatstore: FlatstoreTransport) -> [any EventTransport] {
+        [UDPTransport(), UnixTransport(), flatstore, VirtualTransport(failoverTimeout: configuration.failoverTimeout)]
     }
 
     private init(
         configuration: DaemonConfiguration, hub: EventHub, mi: ManagementInterface, http: MIHTTPServer?,
-        datagram: MIDatagramServer?, registry: PrometheusCollectorRegistry
+        datagram: MIDatagramServer?, registry: PrometheusCollectorRegistry, flatstore: FlatstoreTransport
     ) {
+        self.flatstore = flatstore
         self.configuration = configuration
         self.hub = hub
         self.mi = mi
@@ -62,8 +67,9 @@ final class Daemon: Sendable {
                 throw .configuration("\(name): listening on \(address), not loopback, requires mi.token")
             }
         }
+        let flatstore = FlatstoreTransport(options: configuration.flatstore)
         let hub = EventHub(
-            transports: transports(configuration), configuration: .init(queueSize: configuration.queueSize),
+            transports: transports(configuration, flatstore: flatstore), configuration: .init(queueSize: configuration.queueSize),
             logger: logger)
         for name in configuration.events {
             do throws(EventInterfaceError) { try hub.publish(name) } catch { throw .configuration("events: \(error)") }
@@ -85,12 +91,28 @@ final class Daemon: Sendable {
         let listeners = [
             configuration.miHTTP.map { "MI HTTP \($0)" }, configuration.miDatagram.map { "MI Datagram \($0)" },
         ].compactMap { $0 }
+        // With a listener off loopback and no allowed_dirs, files cannot be chosen over MI.
+        let exposed = [configuration.miHTTP, configuration.miDatagram].contains { $0.map { !$0.isLoopback } ?? false }
+        let guardFiles = exposed && configuration.flatstore.allowedDirs == nil
         mi.registerEventCommands(
             hub: hub,
             server: MIServerInfo(
                 version: eviVersion,
-                processes: { ["main"] + listeners + ["delivery (\(hub.statistics.snapshot().transports.count) transports)"] }
-            ))
+                processes: { ["main"] + listeners + ["delivery (\(hub.statistics.snapshot().transports.count) transports)"] },
+                admitSocket: { socket in
+                    guard guardFiles, socket.contains("flatstore:") else { return nil }
+                    return "flatstore subscriptions over MI need event_flatstore.allowed_dirs when MI is not on loopback"
+                }))
+        mi.register(
+            MICommand(
+                names: ["event_flatstore:rotate", "evi_flat_rotate"], parameterSets: [["path_to_file"]],
+                handler: .immediate { params throws(MIError) in
+                    let path = try params.string("path_to_file")
+                    do throws(SocketError) { try flatstore.rotate(path: path) } catch {
+                        throw MIError(code: 400, message: "File not found", data: "no subscription writes \(path)")
+                    }
+                    return "OK"
+                }))
 
         let group = MultiThreadedEventLoopGroup.singleton
         var http: MIHTTPServer?
@@ -113,7 +135,9 @@ final class Daemon: Sendable {
                 throw .bind("cannot listen for MI over UDP on \(address): \(error)")
             }
         }
-        return Daemon(configuration: configuration, hub: hub, mi: mi, http: http, datagram: datagram, registry: registry)
+        return Daemon(
+            configuration: configuration, hub: hub, mi: mi, http: http, datagram: datagram, registry: registry,
+            flatstore: flatstore)
     }
 
     /// The line `evi serve` prints once it listens.
@@ -135,6 +159,7 @@ final class Daemon: Sendable {
             configuration: ServiceGroupConfiguration(
                 services: [
                     .init(service: HubService(hub: hub, grace: configuration.shutdownGrace, logger: logger)),
+                    .init(service: ReopenOnHangup(flatstore: flatstore, logger: logger), successTerminationBehavior: .ignore),
                     .init(
                         service: MIService(http: http, datagram: datagram), successTerminationBehavior: .ignore,
                         failureTerminationBehavior: .gracefullyShutdownGroup),
@@ -200,5 +225,21 @@ struct HubService: Service {
         logger.info("stopping: delivering what is queued", metadata: ["grace_seconds": "\(grace)"])
         await hub.shutdown(grace: .milliseconds(Int(grace * 1000)))
         logger.info("stopped")
+    }
+}
+
+/// SIGHUP reopens every flatstore file (logrotate's "move, then signal").
+struct ReopenOnHangup: Service {
+    let flatstore: FlatstoreTransport
+    let logger: Logger
+
+    func run() async throws {
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        await withGracefulShutdownHandler {
+            for await _ in hangups.cancelOnGracefulShutdown() {
+                logger.info("SIGHUP: reopening flatstore files", metadata: ["files": "\(flatstore.openPaths.count)"])
+                flatstore.reopenAll()
+            }
+        } onGracefulShutdown: {}
     }
 }
