@@ -118,7 +118,7 @@ import Testing
         #expect(
             try udpExchange(
                 port: daemon.udpPort, #"{"jsonrpc":"2.0","method":"subscribers_list","params":["E_MY_EVENT"],"id":"abc"}"#)
-                == #"{"jsonrpc":"2.0","result":{"Event":{"name":"E_MY_EVENT","id":2,"Subscribers":[{"socket":"\#(receiver.socket)","expire":30,"ttl":30}]}},"id":"abc"}"#
+                == #"{"jsonrpc":"2.0","result":{"Event":{"name":"E_MY_EVENT","id":3,"Subscribers":[{"socket":"\#(receiver.socket)","expire":30,"ttl":30}]}},"id":"abc"}"#
         )
         #expect(
             try udpExchange(
