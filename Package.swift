@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "EventVirtual", targets: ["EventVirtual"]),
         .library(name: "EventDatagram", targets: ["EventDatagram"]),
         .library(name: "EventFlatstore", targets: ["EventFlatstore"]),
+        .library(name: "EventStream", targets: ["EventStream"]),
         .library(name: "ManagementInterface", targets: ["ManagementInterface"]),
         .library(name: "EventInterfaceTestKit", targets: ["EventInterfaceTestKit"]),
     ],
@@ -34,6 +35,15 @@ let package = Package(
         .target(name: "EventDatagram", dependencies: ["EventInterface"]),
         .target(name: "EventFlatstore", dependencies: ["EventInterface"]),
         .target(
+            name: "EventStream",
+            dependencies: [
+                "EventInterface",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .target(
             name: "ManagementInterface",
             dependencies: [
                 "EventInterface",
@@ -46,7 +56,7 @@ let package = Package(
         .executableTarget(
             name: "evi",
             dependencies: [
-                "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "ManagementInterface",
+                "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "EventStream", "ManagementInterface",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -70,6 +80,10 @@ let package = Package(
         .testTarget(
             name: "EventDatagramTests",
             dependencies: ["EventDatagram", "EventInterface", "EventInterfaceTestKit"]
+        ),
+        .testTarget(
+            name: "EventStreamTests",
+            dependencies: ["EventStream", "EventInterface", "EventInterfaceTestKit", "EventVirtual", "EventDatagram"]
         ),
         .testTarget(
             name: "EventFlatstoreTests",

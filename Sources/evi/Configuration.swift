@@ -1,5 +1,6 @@
 import EventFlatstore
 import EventInterface
+import EventStream
 import Logging
 import Yams
 
@@ -54,6 +55,7 @@ struct DaemonConfiguration {
     var subscriptions: [Subscription] = []
     var failoverTimeout = 30.0
     var flatstore = FlatstoreOptions()
+    var stream = StreamOptions()
 
     /// Reads a configuration file; unknown keys and bad values are errors naming them.
     static func load(yaml text: String) throws -> DaemonConfiguration {
@@ -148,13 +150,24 @@ struct DaemonConfiguration {
                 }
             case "event_flatstore":
                 try readFlatstore(options)
+            case "event_stream":
+                for (key, value) in try Self.mapping(options, key: "modules.event_stream") {
+                    let name = "modules.event_stream.\(key)"
+                    switch key {
+                    case "reliable_mode": stream.reliableMode = try Self.boolean(value, key: name)
+                    case "timeout": stream.timeout = .milliseconds(try Self.integer(value, key: name, range: 1...600_000))
+                    case "event_param":
+                        stream.eventParam = Self.isNull(value) ? nil : try Self.string(value, key: name)
+                    default: throw ConfigurationError("unknown key '\(name)'")
+                    }
+                }
             case "event_datagram":
                 for (key, _) in try Self.mapping(options, key: "modules.event_datagram") {
                     throw ConfigurationError("unknown key 'modules.event_datagram.\(key)'")
                 }
             default:
                 throw ConfigurationError(
-                    "unknown module 'modules.\(module)' (this build has event_virtual, event_datagram, event_flatstore)")
+                    "unknown module 'modules.\(module)' (this build has event_virtual, event_datagram, event_flatstore, event_stream)")
             }
         }
     }

@@ -4,6 +4,7 @@
 import EventDatagram
 import EventFlatstore
 import EventInterface
+import EventStream
 import EventVirtual
 import Logging
 import ManagementInterface
@@ -43,7 +44,10 @@ final class Daemon: Sendable {
 
     /// The transports of this build, configured.
     static func transports(_ configuration: DaemonConfiguration, flatstore: FlatstoreTransport) -> [any EventTransport] {
-        [UDPTransport(), UnixTransport(), flatstore, VirtualTransport(failoverTimeout: configuration.failoverTimeout)]
+        [
+            UDPTransport(), UnixTransport(), StreamTransport(options: configuration.stream), flatstore,
+            VirtualTransport(failoverTimeout: configuration.failoverTimeout),
+        ]
     }
 
     private init(

@@ -1,0 +1,318 @@
+import EventInterface
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Synchronization
+
+/// One subscriber's TCP connection: opened on first use, re-opened by a timer after a loss
+/// (100 ms, doubling, at most 5 s, reset on success) whatever the traffic; while it is down,
+/// deliveries fail at once without a connect attempt each.
+final class StreamConnection: Sendable {
+    private enum Phase {
+        case idle
+        case connecting
+        case up(any Channel)
+        case down
+        case closed
+    }
+
+    private struct State {
+        var phase = Phase.idle
+        var backoff = StreamConnection.initialBackoff
+        var reconnect: Scheduled<Void>?
+        var nextID: Int64 = 1
+    }
+
+    static let initialBackoff = TimeAmount.milliseconds(100)
+    static let maximumBackoff = TimeAmount.seconds(5)
+
+    let address: ResolvedAddress
+    let socket: String
+    let timeout: TimeAmount
+    let group: any EventLoopGroup
+    let logger: Logger
+    private let state = Mutex(State())
+    /// Reliable-mode requests waiting for their reply, by id.
+    let pending = Mutex<[Int64: EventLoopPromise<DeliveryOutcome>]>([:])
+
+    init(address: ResolvedAddress, socket: String, options: StreamOptions, group: any EventLoopGroup, logger: Logger) {
+        self.address = address
+        self.socket = socket
+        let components = options.timeout.components
+        self.timeout = .nanoseconds(components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000)
+        self.group = group
+        self.logger = logger
+    }
+
+    // MARK: Delivering
+
+    /// Notifications: success once the bytes are written.
+    func notify(_ payloads: [[UInt8]]) async -> [DeliveryOutcome] {
+        let channel: any Channel
+        switch await usableChannel() {
+        case .success(let usable): channel = usable
+        case .failure(let failure): return Array(repeating: .failed(failure), count: payloads.count)
+        }
+        let writes = payloads.map { channel.write(channel.allocator.buffer(bytes: $0)) }
+        channel.flush()
+        let all = EventLoopFuture.whenAllComplete(writes, on: channel.eventLoop)
+        guard let results = await Self.wait(for: all, timeout: timeout) else {
+            channel.close(promise: nil)
+            return Array(repeating: .failed(DeliveryFailure(.subscriberFailed, "write timeout")), count: payloads.count)
+        }
+        return results.map { result in
+            switch result {
+            case .success: .delivered
+            case .failure(let error): .failed(DeliveryFailure(.subscriberFailed, "write failed: \(error)"))
+            }
+        }
+    }
+
+    /// Requests with ids `{"id":N,…}`: success on a reply with that id and no `error`.
+    func request(_ payloads: [[UInt8]]) async -> [DeliveryOutcome] {
+        let channel: any Channel
+        switch await usableChannel() {
+        case .success(let usable): channel = usable
+        case .failure(let failure): return Array(repeating: .failed(failure), count: payloads.count)
+        }
+        let loop = channel.eventLoop
+        var replies: [EventLoopFuture<DeliveryOutcome>] = []
+        for payload in payloads {
+            let id = state.withLock { state -> Int64 in
+                defer { state.nextID += 1 }
+                return state.nextID
+            }
+            let promise = loop.makePromise(of: DeliveryOutcome.self)
+            pending.withLock { $0[id] = promise }
+            loop.scheduleTask(in: timeout) { [self] in
+                pending.withLock { $0.removeValue(forKey: id) }?
+                    .succeed(.failed(DeliveryFailure(.subscriberFailed, "reply timeout")))
+            }
+            var bytes = Array("{\"id\":\(id),".utf8)
+            bytes += payload.dropFirst()
+            channel.write(channel.allocator.buffer(bytes: bytes)).whenFailure { [self] error in
+                pending.withLock { $0.removeValue(forKey: id) }?
+                    .succeed(.failed(DeliveryFailure(.subscriberFailed, "write failed: \(error)")))
+            }
+            replies.append(promise.futureResult)
+        }
+        channel.flush()
+        var outcomes: [DeliveryOutcome] = []
+        for reply in replies {
+            outcomes.append((try? await reply.get()) ?? .failed(DeliveryFailure(.subscriberFailed, "no reply")))
+        }
+        return outcomes
+    }
+
+    /// A reply arrived: complete its request.
+    func replied(id: Int64, error: String?) {
+        let outcome: DeliveryOutcome =
+            error.map { .failed(DeliveryFailure(.subscriberFailed, "error reply: \($0)")) } ?? .delivered
+        pending.withLock { $0.removeValue(forKey: id) }?.succeed(outcome)
+    }
+
+    // MARK: Connecting
+
+    private func usableChannel() async -> Result<any Channel, DeliveryFailure> {
+        enum Step { case use(any Channel), connect, fail(String) }
+        let step = state.withLock { state -> Step in
+            switch state.phase {
+            case .up(let channel): return .use(channel)
+            case .idle:
+                state.phase = .connecting
+                return .connect
+            case .connecting, .down: return .fail("not connected (reconnecting)")
+            case .closed: return .fail("shutting down")
+            }
+        }
+        switch step {
+        case .use(let channel): return .success(channel)
+        case .fail(let reason): return .failure(DeliveryFailure(.subscriberFailed, reason))
+        case .connect:
+            switch await connect() {
+            case .success(let channel): return .success(channel)
+            case .failure(let failure):
+                enterDown()
+                return .failure(failure)
+            }
+        }
+    }
+
+    private func connect() async -> Result<any Channel, DeliveryFailure> {
+        let target: SocketAddress
+        do { target = try address.socketAddress() } catch {
+            return .failure(DeliveryFailure(.subscriberFailed, "bad address"))
+        }
+        let bootstrap = ClientBootstrap(group: group)
+            .connectTimeout(timeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { [weak self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ReplyHandler(connection: self))
+                }
+            }
+        do {
+            let channel = try await bootstrap.connect(to: target).get()
+            let kept = state.withLock { state -> Bool in
+                guard case .closed = state.phase else {
+                    state.phase = .up(channel)
+                    state.backoff = Self.initialBackoff
+                    return true
+                }
+                return false
+            }
+            if !kept {
+                channel.close(promise: nil)
+                return .failure(DeliveryFailure(.subscriberFailed, "shutting down"))
+            }
+            logger.debug("tcp connected", metadata: ["socket": "\(socket)"])
+            return .success(channel)
+        } catch {
+            return .failure(DeliveryFailure(.subscriberFailed, Self.describe(error)))
+        }
+    }
+
+    static func describe(_ error: any Error) -> String {
+        let text = "\(error)"
+        if text.contains("refused") || text.contains("errno: 111") { return "connection refused" }
+        if text.contains("imeout") { return "connect timeout" }
+        return "cannot connect: \(text)"
+    }
+
+    /// The connection is gone: requests waiting for replies fail, and the timer starts.
+    func lost(_ channel: any Channel) {
+        let wasCurrent = state.withLock { state -> Bool in
+            guard case .up(let current) = state.phase, current === channel else { return false }
+            state.phase = .down
+            return true
+        }
+        let outstanding = pending.withLock { table -> [EventLoopPromise<DeliveryOutcome>] in
+            defer { table.removeAll() }
+            return Array(table.values)
+        }
+        for promise in outstanding {
+            promise.succeed(.failed(DeliveryFailure(.subscriberFailed, "connection closed with requests outstanding")))
+        }
+        if wasCurrent {
+            logger.debug("tcp connection lost", metadata: ["socket": "\(socket)"])
+            scheduleReconnect()
+        }
+    }
+
+    private func enterDown() {
+        let schedule = state.withLock { state -> Bool in
+            if case .closed = state.phase { return false }
+            state.phase = .down
+            return true
+        }
+        if schedule { scheduleReconnect() }
+    }
+
+    private func scheduleReconnect() {
+        state.withLock { state in
+            guard case .down = state.phase else { return }
+            let delay = state.backoff
+            state.reconnect = group.next().scheduleTask(in: delay) { [weak self] in
+                guard let self else { return }
+                Task { await self.attemptReconnect() }
+            }
+        }
+    }
+
+    private func attemptReconnect() async {
+        let proceed = state.withLock { state -> Bool in
+            guard case .down = state.phase else { return false }
+            state.phase = .connecting
+            return true
+        }
+        guard proceed else { return }
+        if case .failure = await connect() {
+            state.withLock { state in
+                if case .connecting = state.phase { state.phase = .down }
+                state.backoff = min(state.backoff * 2, Self.maximumBackoff)
+            }
+            scheduleReconnect()
+        }
+    }
+
+    func close() async {
+        let channel = state.withLock { state -> (any Channel)? in
+            state.reconnect?.cancel()
+            defer { state.phase = .closed }
+            if case .up(let channel) = state.phase { return channel }
+            return nil
+        }
+        try? await channel?.close()
+    }
+
+    /// Waits for `future` at most `timeout`; nil when it did not complete in time.
+    static func wait<Value: Sendable>(for future: EventLoopFuture<Value>, timeout: TimeAmount) async -> Value? {
+        let loop = future.eventLoop
+        let result = loop.makePromise(of: Value?.self)
+        let settled = NIOLockedValueBox(false)
+        let timer = loop.scheduleTask(in: timeout) {
+            if settled.withLockedValue({ done in defer { done = true }; return !done }) { result.succeed(nil) }
+        }
+        future.whenComplete { outcome in
+            timer.cancel()
+            if settled.withLockedValue({ done in defer { done = true }; return !done }) {
+                result.succeed(try? outcome.get())
+            }
+        }
+        return (try? await result.futureResult.get()) ?? nil
+    }
+}
+
+/// Reads replies (reliable mode) and notices the connection closing.
+final class ReplyHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+
+    private weak let connection: StreamConnection?
+    private let splitter = Mutex(JSONStreamSplitter(maximumValueSize: 1 << 20))
+
+    init(connection: StreamConnection?) {
+        self.connection = connection
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        let messages = splitter.withLock { $0.feed(buffer.readableBytesView) }
+        for message in messages {
+            guard case .object(let fields)? = try? EventValue(jsonBytes: message),
+                case .int(let id)? = fields.first(where: { $0.name == "id" })?.value
+            else { continue }
+            let error = fields.first { $0.name == "error" }.map { field -> String in
+                if case .object(let parts) = field.value, case .string(let text)? = parts.first(where: { $0.name == "message" })?.value {
+                    return text
+                }
+                return field.value.jsonText
+            }
+            connection?.replied(id: id, error: error)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        connection?.lost(context.channel)
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+extension ResolvedAddress {
+    /// The NIO form of this address.
+    func socketAddress() throws -> SocketAddress {
+        try storage.withUnsafeBytes { raw -> SocketAddress in
+            if family == AF_INET {
+                return SocketAddress(raw.loadUnaligned(as: sockaddr_in.self), host: "")
+            }
+            if family == AF_INET6 {
+                return SocketAddress(raw.loadUnaligned(as: sockaddr_in6.self), host: "")
+            }
+            throw SocketAddressError.unsupported
+        }
+    }
+}
