@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "EventDatagram", targets: ["EventDatagram"]),
         .library(name: "EventFlatstore", targets: ["EventFlatstore"]),
         .library(name: "EventStream", targets: ["EventStream"]),
+        .library(name: "EventXMLRPC", targets: ["EventXMLRPC"]),
         .library(name: "ManagementInterface", targets: ["ManagementInterface"]),
         .library(name: "EventInterfaceTestKit", targets: ["EventInterfaceTestKit"]),
     ],
@@ -35,6 +36,16 @@ let package = Package(
         .target(name: "EventDatagram", dependencies: ["EventInterface"]),
         .target(name: "EventFlatstore", dependencies: ["EventInterface"]),
         .target(
+            name: "EventXMLRPC",
+            dependencies: [
+                "EventInterface",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .target(
             name: "EventStream",
             dependencies: [
                 "EventInterface",
@@ -56,7 +67,8 @@ let package = Package(
         .executableTarget(
             name: "evi",
             dependencies: [
-                "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "EventStream", "ManagementInterface",
+                "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "EventStream", "EventXMLRPC",
+                "ManagementInterface",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -80,6 +92,10 @@ let package = Package(
         .testTarget(
             name: "EventDatagramTests",
             dependencies: ["EventDatagram", "EventInterface", "EventInterfaceTestKit"]
+        ),
+        .testTarget(
+            name: "EventXMLRPCTests",
+            dependencies: ["EventXMLRPC", "EventInterface", "EventInterfaceTestKit", "EventVirtual", "EventDatagram"]
         ),
         .testTarget(
             name: "EventStreamTests",

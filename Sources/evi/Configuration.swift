@@ -1,6 +1,7 @@
 import EventFlatstore
 import EventInterface
 import EventStream
+import EventXMLRPC
 import Logging
 import Yams
 
@@ -56,6 +57,7 @@ struct DaemonConfiguration {
     var failoverTimeout = 30.0
     var flatstore = FlatstoreOptions()
     var stream = StreamOptions()
+    var xmlrpc = XMLRPCOptions()
 
     /// Reads a configuration file; unknown keys and bad values are errors naming them.
     static func load(yaml text: String) throws -> DaemonConfiguration {
@@ -150,6 +152,15 @@ struct DaemonConfiguration {
                 }
             case "event_flatstore":
                 try readFlatstore(options)
+            case "event_xmlrpc":
+                for (key, value) in try Self.mapping(options, key: "modules.event_xmlrpc") {
+                    let name = "modules.event_xmlrpc.\(key)"
+                    switch key {
+                    case "use_struct_param": xmlrpc.useStructParam = try Self.boolean(value, key: name)
+                    case "timeout": xmlrpc.timeout = .milliseconds(try Self.integer(value, key: name, range: 1...600_000))
+                    default: throw ConfigurationError("unknown key '\(name)'")
+                    }
+                }
             case "event_stream":
                 for (key, value) in try Self.mapping(options, key: "modules.event_stream") {
                     let name = "modules.event_stream.\(key)"
@@ -167,7 +178,7 @@ struct DaemonConfiguration {
                 }
             default:
                 throw ConfigurationError(
-                    "unknown module 'modules.\(module)' (this build has event_virtual, event_datagram, event_flatstore, event_stream)")
+                    "unknown module 'modules.\(module)' (this build has event_virtual, event_datagram, event_flatstore, event_stream, event_xmlrpc)")
             }
         }
     }

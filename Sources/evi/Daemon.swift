@@ -5,6 +5,7 @@ import EventDatagram
 import EventFlatstore
 import EventInterface
 import EventStream
+import EventXMLRPC
 import EventVirtual
 import Logging
 import ManagementInterface
@@ -45,7 +46,8 @@ final class Daemon: Sendable {
     /// The transports of this build, configured.
     static func transports(_ configuration: DaemonConfiguration, flatstore: FlatstoreTransport) -> [any EventTransport] {
         [
-            UDPTransport(), UnixTransport(), StreamTransport(options: configuration.stream), flatstore,
+            UDPTransport(), UnixTransport(), StreamTransport(options: configuration.stream),
+            XMLRPCTransport(options: configuration.xmlrpc), flatstore,
             VirtualTransport(failoverTimeout: configuration.failoverTimeout),
         ]
     }

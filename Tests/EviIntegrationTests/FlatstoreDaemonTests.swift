@@ -70,12 +70,16 @@ import Testing
         await notices.close()
     }
 
-    @Test func badFlatstoreOptionsStopStartUp() async throws {
+    @Test func badModuleOptionsStopStartUp() async throws {
         for (config, message) in [
             ("modules:\n  event_flatstore: { format: xml }\n", "modules.event_flatstore.format: expected opensips or jsonl"),
             ("modules:\n  event_flatstore: { rotate_size: huge }\n", "modules.event_flatstore.rotate_size"),
             ("modules:\n  event_flatstore: { delimiter: ',', escape_delimiter: '--' }\n", "escape_delimiter must be as long"),
             ("modules:\n  event_flatstore: { colour: 1 }\n", "unknown key 'modules.event_flatstore.colour'"),
+            ("modules:\n  event_stream: { reliable_mode: maybe }\n", "modules.event_stream.reliable_mode: expected true or false"),
+            ("modules:\n  event_stream: { timeout: 0 }\n", "modules.event_stream.timeout"),
+            ("modules:\n  event_xmlrpc: { use_struct_param: 2 }\n", "modules.event_xmlrpc.use_struct_param"),
+            ("modules:\n  event_kafka: {}\n", "unknown module 'modules.event_kafka'"),
         ] {
             let evi = try EviProcess(["serve"], config: "mi: { http: 127.0.0.1:0, datagram: off }\n" + config)
             #expect(await evi.waitForExit() == 2, "\(config)")
