@@ -36,22 +36,28 @@ let package = Package(
         .target(name: "EventDatagram", dependencies: ["EventInterface"]),
         .target(name: "EventFlatstore", dependencies: ["EventInterface"]),
         .target(
-            name: "EventXMLRPC",
+            name: "EventNIOSupport",
             dependencies: [
                 "EventInterface",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .target(
+            name: "EventXMLRPC",
+            dependencies: [
+                "EventInterface", "EventNIOSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         .target(
             name: "EventStream",
             dependencies: [
-                "EventInterface",
+                "EventInterface", "EventNIOSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         .target(

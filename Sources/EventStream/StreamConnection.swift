@@ -1,6 +1,6 @@
 import EventInterface
+import EventNIOSupport
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Synchronization
@@ -39,8 +39,7 @@ final class StreamConnection: Sendable {
     init(address: ResolvedAddress, socket: String, options: StreamOptions, group: any EventLoopGroup, logger: Logger) {
         self.address = address
         self.socket = socket
-        let components = options.timeout.components
-        self.timeout = .nanoseconds(components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000)
+        self.timeout = TimeAmount(options.timeout)
         self.group = group
         self.logger = logger
     }
@@ -57,7 +56,7 @@ final class StreamConnection: Sendable {
         let writes = payloads.map { channel.write(channel.allocator.buffer(bytes: $0)) }
         channel.flush()
         let all = EventLoopFuture.whenAllComplete(writes, on: channel.eventLoop)
-        guard let results = await Self.wait(for: all, timeout: timeout) else {
+        guard let results = await all.value(within: timeout) else {
             channel.close(promise: nil)
             return Array(repeating: .failed(DeliveryFailure(.subscriberFailed, "write timeout")), count: payloads.count)
         }
@@ -245,23 +244,6 @@ final class StreamConnection: Sendable {
         }
         try? await channel?.close()
     }
-
-    /// Waits for `future` at most `timeout`; nil when it did not complete in time.
-    static func wait<Value: Sendable>(for future: EventLoopFuture<Value>, timeout: TimeAmount) async -> Value? {
-        let loop = future.eventLoop
-        let result = loop.makePromise(of: Value?.self)
-        let settled = NIOLockedValueBox(false)
-        let timer = loop.scheduleTask(in: timeout) {
-            if settled.withLockedValue({ done in defer { done = true }; return !done }) { result.succeed(nil) }
-        }
-        future.whenComplete { outcome in
-            timer.cancel()
-            if settled.withLockedValue({ done in defer { done = true }; return !done }) {
-                result.succeed(try? outcome.get())
-            }
-        }
-        return (try? await result.futureResult.get()) ?? nil
-    }
 }
 
 /// Reads replies (reliable mode) and notices the connection closing.
@@ -299,20 +281,5 @@ final class ReplyHandler: ChannelInboundHandler, Sendable {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
-    }
-}
-
-extension ResolvedAddress {
-    /// The NIO form of this address.
-    func socketAddress() throws -> SocketAddress {
-        try storage.withUnsafeBytes { raw -> SocketAddress in
-            if family == AF_INET {
-                return SocketAddress(raw.loadUnaligned(as: sockaddr_in.self), host: "")
-            }
-            if family == AF_INET6 {
-                return SocketAddress(raw.loadUnaligned(as: sockaddr_in6.self), host: "")
-            }
-            throw SocketAddressError.unsupported
-        }
     }
 }

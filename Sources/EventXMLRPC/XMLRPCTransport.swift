@@ -1,6 +1,6 @@
 import EventInterface
+import EventNIOSupport
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -89,8 +89,7 @@ final class XMLRPCDeliverer: EventDeliverer {
     init(socket: XMLRPCSocket, format: XMLRPCFormat, timeout: Duration, group: any EventLoopGroup) {
         self.socket = socket
         self.format = format
-        let components = timeout.components
-        self.timeout = .nanoseconds(components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000)
+        self.timeout = TimeAmount(timeout)
         self.group = group
     }
 
@@ -114,7 +113,7 @@ final class XMLRPCDeliverer: EventDeliverer {
                             try channel.pipeline.syncOperations.addHandler(created)
                         }
                     }
-                    .connect(to: try socket.address.nioAddress()).get()
+                    .connect(to: try socket.address.socketAddress()).get()
             } catch {
                 let text = "\(error)"
                 let reason = text.contains("refused") || text.contains("errno: 111") ? "connection refused" : "cannot connect: \(text)"
@@ -134,7 +133,7 @@ final class XMLRPCDeliverer: EventDeliverer {
         channel.write(HTTPClientRequestPart.body(.byteBuffer(channel.allocator.buffer(bytes: body))), promise: nil)
         channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         let remaining = deadline - NIODeadline.now()
-        guard let reply = await Self.wait(for: response.futureResult, timeout: max(remaining, .milliseconds(1))) else {
+        guard let reply = await response.futureResult.value(within: max(remaining, .milliseconds(1))) else {
             channel.close(promise: nil)
             return .failed(DeliveryFailure(.subscriberFailed, "reply timeout"))
         }
@@ -154,22 +153,6 @@ final class XMLRPCDeliverer: EventDeliverer {
             return state.channel
         }
         try? await channel?.close()
-    }
-
-    static func wait<Value: Sendable>(for future: EventLoopFuture<Value>, timeout: TimeAmount) async -> Value? {
-        let loop = future.eventLoop
-        let result = loop.makePromise(of: Value?.self)
-        let settled = NIOLockedValueBox(false)
-        let timer = loop.scheduleTask(in: timeout) {
-            if settled.withLockedValue({ done in defer { done = true }; return !done }) { result.succeed(nil) }
-        }
-        future.whenComplete { outcome in
-            timer.cancel()
-            if settled.withLockedValue({ done in defer { done = true }; return !done }) {
-                result.succeed(try? outcome.get())
-            }
-        }
-        return (try? await result.futureResult.get()) ?? nil
     }
 }
 
@@ -225,15 +208,5 @@ final class ResponseHandler: ChannelInboundHandler, Sendable {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
-    }
-}
-
-extension ResolvedAddress {
-    func nioAddress() throws -> SocketAddress {
-        try storage.withUnsafeBytes { raw -> SocketAddress in
-            if family == AF_INET { return SocketAddress(raw.loadUnaligned(as: sockaddr_in.self), host: "") }
-            if family == AF_INET6 { return SocketAddress(raw.loadUnaligned(as: sockaddr_in6.self), host: "") }
-            throw SocketAddressError.unsupported
-        }
     }
 }

@@ -224,7 +224,9 @@ final class MemoryTransport: EventTransport {
         for _ in 0..<10 { try hub.raise("E_A") }
         let started = ContinuousClock.now
         await hub.shutdown(grace: .milliseconds(200))
-        #expect(ContinuousClock.now - started < .seconds(2))
+        // Grace plus at most one second for the stuck delivery, then it returns regardless
+        // (slack for a loaded machine: the point is that it does not hang).
+        #expect(ContinuousClock.now - started < .seconds(5))
         memory.gateOpen.store(true, ordering: .relaxed)
     }
 }

@@ -1,0 +1,42 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+import EventInterface
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// What the SwiftNIO-based transports (tcp, xmlrpc) share: the NIO form of a resolved address,
+/// and awaiting a future with a time limit.
+
+extension ResolvedAddress {
+    /// The NIO form of this address.
+    public func socketAddress() throws -> SocketAddress {
+        try storage.withUnsafeBytes { raw -> SocketAddress in
+            if family == AF_INET { return SocketAddress(raw.loadUnaligned(as: sockaddr_in.self), host: "") }
+            if family == AF_INET6 { return SocketAddress(raw.loadUnaligned(as: sockaddr_in6.self), host: "") }
+            throw SocketAddressError.unsupported
+        }
+    }
+}
+
+extension EventLoopFuture where Value: Sendable {
+    /// The value, or `nil` when the future did not complete within `timeout` (or failed).
+    public func value(within timeout: TimeAmount) async -> Value? {
+        let result = eventLoop.makePromise(of: Value?.self)
+        let settled = NIOLockedValueBox(false)
+        let first: @Sendable () -> Bool = {
+            settled.withLockedValue { done in
+                defer { done = true }
+                return !done
+            }
+        }
+        let timer = eventLoop.scheduleTask(in: timeout) {
+            if first() { result.succeed(nil) }
+        }
+        whenComplete { outcome in
+            timer.cancel()
+            if first() { result.succeed(try? outcome.get()) }
+        }
+        return (try? await result.futureResult.get()) ?? nil
+    }
+}
