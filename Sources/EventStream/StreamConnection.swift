@@ -9,32 +9,15 @@ import Synchronization
 /// (100 ms, doubling, at most 5 s, reset on success) whatever the traffic; while it is down,
 /// deliveries fail at once without a connect attempt each.
 final class StreamConnection: Sendable {
-    private enum Phase {
-        case idle
-        case connecting
-        case up(any Channel)
-        case down
-        case closed
-    }
-
-    private struct State {
-        var phase = Phase.idle
-        var backoff = StreamConnection.initialBackoff
-        var reconnect: Scheduled<Void>?
-        var nextID: Int64 = 1
-    }
-
-    static let initialBackoff = TimeAmount.milliseconds(100)
-    static let maximumBackoff = TimeAmount.seconds(5)
-
     let address: ResolvedAddress
     let socket: String
     let timeout: TimeAmount
     let group: any EventLoopGroup
     let logger: Logger
-    private let state = Mutex(State())
+    private let nextID = Mutex<Int64>(1)
     /// Reliable-mode requests waiting for their reply, by id.
     let pending = Mutex<[Int64: EventLoopPromise<DeliveryOutcome>]>([:])
+    private let link = Mutex<ReconnectingChannel?>(nil)
 
     init(address: ResolvedAddress, socket: String, options: StreamOptions, group: any EventLoopGroup, logger: Logger) {
         self.address = address
@@ -42,6 +25,17 @@ final class StreamConnection: Sendable {
         self.timeout = TimeAmount(options.timeout)
         self.group = group
         self.logger = logger
+        let reconnecting = ReconnectingChannel(name: socket, group: group, logger: logger) { [weak self] in
+            guard let self else { return .failure(DeliveryFailure(.subscriberFailed, "shutting down")) }
+            return await self.connect()
+        }
+        link.withLock { $0 = reconnecting }
+    }
+
+    private var reconnecting: ReconnectingChannel? { link.withLock { $0 } }
+
+    private func usableChannel() async -> Result<any Channel, DeliveryFailure> {
+        await reconnecting?.channel() ?? .failure(DeliveryFailure(.subscriberFailed, "shutting down"))
     }
 
     // MARK: Delivering
@@ -78,9 +72,9 @@ final class StreamConnection: Sendable {
         let loop = channel.eventLoop
         var replies: [EventLoopFuture<DeliveryOutcome>] = []
         for payload in payloads {
-            let id = state.withLock { state -> Int64 in
-                defer { state.nextID += 1 }
-                return state.nextID
+            let id = nextID.withLock { next -> Int64 in
+                defer { next += 1 }
+                return next
             }
             let promise = loop.makePromise(of: DeliveryOutcome.self)
             pending.withLock { $0[id] = promise }
@@ -113,31 +107,6 @@ final class StreamConnection: Sendable {
 
     // MARK: Connecting
 
-    private func usableChannel() async -> Result<any Channel, DeliveryFailure> {
-        enum Step { case use(any Channel), connect, fail(String) }
-        let step = state.withLock { state -> Step in
-            switch state.phase {
-            case .up(let channel): return .use(channel)
-            case .idle:
-                state.phase = .connecting
-                return .connect
-            case .connecting, .down: return .fail("not connected (reconnecting)")
-            case .closed: return .fail("shutting down")
-            }
-        }
-        switch step {
-        case .use(let channel): return .success(channel)
-        case .fail(let reason): return .failure(DeliveryFailure(.subscriberFailed, reason))
-        case .connect:
-            switch await connect() {
-            case .success(let channel): return .success(channel)
-            case .failure(let failure):
-                enterDown()
-                return .failure(failure)
-            }
-        }
-    }
-
     private func connect() async -> Result<any Channel, DeliveryFailure> {
         let target: SocketAddress
         do { target = try address.socketAddress() } catch {
@@ -152,21 +121,7 @@ final class StreamConnection: Sendable {
                 }
             }
         do {
-            let channel = try await bootstrap.connect(to: target).get()
-            let kept = state.withLock { state -> Bool in
-                guard case .closed = state.phase else {
-                    state.phase = .up(channel)
-                    state.backoff = Self.initialBackoff
-                    return true
-                }
-                return false
-            }
-            if !kept {
-                channel.close(promise: nil)
-                return .failure(DeliveryFailure(.subscriberFailed, "shutting down"))
-            }
-            logger.debug("tcp connected", metadata: ["socket": "\(socket)"])
-            return .success(channel)
+            return .success(try await bootstrap.connect(to: target).get())
         } catch {
             return .failure(DeliveryFailure(.subscriberFailed, Self.describe(error)))
         }
@@ -181,11 +136,6 @@ final class StreamConnection: Sendable {
 
     /// The connection is gone: requests waiting for replies fail, and the timer starts.
     func lost(_ channel: any Channel) {
-        let wasCurrent = state.withLock { state -> Bool in
-            guard case .up(let current) = state.phase, current === channel else { return false }
-            state.phase = .down
-            return true
-        }
         let outstanding = pending.withLock { table -> [EventLoopPromise<DeliveryOutcome>] in
             defer { table.removeAll() }
             return Array(table.values)
@@ -193,56 +143,11 @@ final class StreamConnection: Sendable {
         for promise in outstanding {
             promise.succeed(.failed(DeliveryFailure(.subscriberFailed, "connection closed with requests outstanding")))
         }
-        if wasCurrent {
-            logger.debug("tcp connection lost", metadata: ["socket": "\(socket)"])
-            scheduleReconnect()
-        }
-    }
-
-    private func enterDown() {
-        let schedule = state.withLock { state -> Bool in
-            if case .closed = state.phase { return false }
-            state.phase = .down
-            return true
-        }
-        if schedule { scheduleReconnect() }
-    }
-
-    private func scheduleReconnect() {
-        state.withLock { state in
-            guard case .down = state.phase else { return }
-            let delay = state.backoff
-            state.reconnect = group.next().scheduleTask(in: delay) { [weak self] in
-                guard let self else { return }
-                Task { await self.attemptReconnect() }
-            }
-        }
-    }
-
-    private func attemptReconnect() async {
-        let proceed = state.withLock { state -> Bool in
-            guard case .down = state.phase else { return false }
-            state.phase = .connecting
-            return true
-        }
-        guard proceed else { return }
-        if case .failure = await connect() {
-            state.withLock { state in
-                if case .connecting = state.phase { state.phase = .down }
-                state.backoff = min(state.backoff * 2, Self.maximumBackoff)
-            }
-            scheduleReconnect()
-        }
+        reconnecting?.lost(channel)
     }
 
     func close() async {
-        let channel = state.withLock { state -> (any Channel)? in
-            state.reconnect?.cancel()
-            defer { state.phase = .closed }
-            if case .up(let channel) = state.phase { return channel }
-            return nil
-        }
-        try? await channel?.close()
+        await reconnecting?.close()
     }
 }
 
