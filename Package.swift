@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "EventFlatstore", targets: ["EventFlatstore"]),
         .library(name: "EventStream", targets: ["EventStream"]),
         .library(name: "EventXMLRPC", targets: ["EventXMLRPC"]),
+        .library(name: "EventRabbitMQ", targets: ["EventRabbitMQ"]),
         .library(name: "ManagementInterface", targets: ["ManagementInterface"]),
         .library(name: "EventInterfaceTestKit", targets: ["EventInterfaceTestKit"]),
     ],
@@ -44,6 +45,15 @@ let package = Package(
             ]
         ),
         .target(
+            name: "EventRabbitMQ",
+            dependencies: [
+                "EventInterface", "EventNIOSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
             name: "EventXMLRPC",
             dependencies: [
                 "EventInterface", "EventNIOSupport",
@@ -73,7 +83,7 @@ let package = Package(
         .executableTarget(
             name: "evi",
             dependencies: [
-                "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "EventStream", "EventXMLRPC",
+                "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "EventStream", "EventXMLRPC", "EventRabbitMQ",
                 "ManagementInterface",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -98,6 +108,12 @@ let package = Package(
         .testTarget(
             name: "EventDatagramTests",
             dependencies: ["EventDatagram", "EventInterface", "EventInterfaceTestKit"]
+        ),
+        .testTarget(
+            name: "EventRabbitMQTests",
+            dependencies: [
+                "EventRabbitMQ", "EventFlatstore", "EventInterface", "EventInterfaceTestKit", "EventVirtual", "EventDatagram",
+            ]
         ),
         .testTarget(
             name: "EventXMLRPCTests",

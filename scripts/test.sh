@@ -20,8 +20,8 @@ fi
 
 # Third-party clients the tests drive evi with: OpenSIPS' own tools from PyPI, in a virtual
 # environment of the repository (.venv, not committed).
-python_packages=(opensipscli opensips)
-if [ ! -x .venv/bin/opensips-cli ] || [ ! -x .venv/bin/opensips-event ]; then
+python_packages=(opensipscli opensips pika)
+if [ ! -x .venv/bin/opensips-cli ] || [ ! -x .venv/bin/opensips-event ] || ! .venv/bin/python3 -c "import pika" 2>/dev/null; then
   if ! python3 -m venv --help >/dev/null 2>&1; then
     log "installing python3-venv"
     apt-get update -qq
@@ -30,6 +30,13 @@ if [ ! -x .venv/bin/opensips-cli ] || [ ! -x .venv/bin/opensips-event ]; then
   log "creating .venv with ${python_packages[*]}"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check "${python_packages[@]}"
+fi
+
+# The real RabbitMQ broker the rabbitmq tests publish to (Debian's rabbitmq-server, loopback only).
+if ! bash scripts/rabbitmq.sh status >/dev/null 2>&1; then
+  log "starting rabbitmq-server on 127.0.0.1:5672"
+  bash scripts/rabbitmq.sh start
+  trap 'bash scripts/rabbitmq.sh stop' EXIT  # we started it: stop it when the tests end
 fi
 
 log "building"

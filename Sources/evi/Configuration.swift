@@ -1,5 +1,6 @@
 import EventFlatstore
 import EventInterface
+import EventRabbitMQ
 import EventStream
 import EventXMLRPC
 import Logging
@@ -58,6 +59,7 @@ struct DaemonConfiguration {
     var flatstore = FlatstoreOptions()
     var stream = StreamOptions()
     var xmlrpc = XMLRPCOptions()
+    var rabbitmq = RabbitMQOptions()
 
     /// Reads a configuration file; unknown keys and bad values are errors naming them.
     static func load(yaml text: String) throws -> DaemonConfiguration {
@@ -152,6 +154,15 @@ struct DaemonConfiguration {
                 }
             case "event_flatstore":
                 try readFlatstore(options)
+            case "event_rabbitmq":
+                for (key, value) in try Self.mapping(options, key: "modules.event_rabbitmq") {
+                    let name = "modules.event_rabbitmq.\(key)"
+                    switch key {
+                    case "heartbeat": rabbitmq.heartbeat = UInt16(try Self.integer(value, key: name, range: 0...3600))
+                    case "timeout": rabbitmq.timeout = .milliseconds(try Self.integer(value, key: name, range: 1...600_000))
+                    default: throw ConfigurationError("unknown key '\(name)'")
+                    }
+                }
             case "event_xmlrpc":
                 for (key, value) in try Self.mapping(options, key: "modules.event_xmlrpc") {
                     let name = "modules.event_xmlrpc.\(key)"
@@ -178,7 +189,7 @@ struct DaemonConfiguration {
                 }
             default:
                 throw ConfigurationError(
-                    "unknown module 'modules.\(module)' (this build has event_virtual, event_datagram, event_flatstore, event_stream, event_xmlrpc)")
+                    "unknown module 'modules.\(module)' (this build has event_virtual, event_datagram, event_flatstore, event_stream, event_xmlrpc, event_rabbitmq)")
             }
         }
     }

@@ -4,6 +4,7 @@
 import EventDatagram
 import EventFlatstore
 import EventInterface
+import EventRabbitMQ
 import EventStream
 import EventXMLRPC
 import EventVirtual
@@ -47,7 +48,7 @@ final class Daemon: Sendable {
     static func transports(_ configuration: DaemonConfiguration, flatstore: FlatstoreTransport) -> [any EventTransport] {
         [
             UDPTransport(), UnixTransport(), StreamTransport(options: configuration.stream),
-            XMLRPCTransport(options: configuration.xmlrpc), flatstore,
+            XMLRPCTransport(options: configuration.xmlrpc), RabbitMQTransport(options: configuration.rabbitmq), flatstore,
             VirtualTransport(failoverTimeout: configuration.failoverTimeout),
         ]
     }

@@ -80,6 +80,7 @@ import Testing
             ("modules:\n  event_stream: { timeout: 0 }\n", "modules.event_stream.timeout"),
             ("modules:\n  event_xmlrpc: { use_struct_param: 2 }\n", "modules.event_xmlrpc.use_struct_param"),
             ("modules:\n  event_kafka: {}\n", "unknown module 'modules.event_kafka'"),
+            ("modules:\n  event_rabbitmq: { heartbeat: -1 }\n", "modules.event_rabbitmq.heartbeat"),
         ] {
             let evi = try EviProcess(["serve"], config: "mi: { http: 127.0.0.1:0, datagram: off }\n" + config)
             #expect(await evi.waitForExit() == 2, "\(config)")
