@@ -34,7 +34,8 @@ let package = Package(
             ]
         ),
         .target(name: "EventVirtual", dependencies: ["EventInterface"]),
-        .target(name: "EventDatagram", dependencies: ["EventInterface"]),
+        .target(name: "CDatagramBatch"),
+        .target(name: "EventDatagram", dependencies: ["EventInterface", "CDatagramBatch"]),
         .target(name: "EventFlatstore", dependencies: ["EventInterface"]),
         .target(
             name: "EventNIOSupport",

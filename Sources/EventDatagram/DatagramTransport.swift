@@ -1,3 +1,4 @@
+import CDatagramBatch
 import EventInterface
 import Synchronization
 
@@ -126,8 +127,71 @@ final class DatagramDeliverer: EventDeliverer {
         send(event.jsonRPC)
     }
 
+    /// A batch goes out with `sendmmsg`: one system call for up to 256 datagrams (measured here,
+    /// that is what puts evi at or above a plain `send` loop when fanning out).
     func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] {
-        events.map { send($0.jsonRPC) }
+        guard events.count > 1 else { return events.map { send($0.jsonRPC) } }
+        let payloads = events.map(\.jsonRPC)
+        var outcomes = [DeliveryOutcome](repeating: .delivered, count: payloads.count)
+        let fd: Int32
+        switch openDescriptor() {
+        case .success(let opened): fd = opened
+        case .failure(let failure): return Array(repeating: .failed(failure), count: payloads.count)
+        }
+        var sendable: [Int] = []
+        sendable.reserveCapacity(payloads.count)
+        for (index, payload) in payloads.enumerated() {
+            if payload.count > maximumDatagramPayload { outcomes[index] = .failed(.payloadTooLarge) } else { sendable.append(index) }
+        }
+        var position = 0
+        while position < sendable.count {
+            let chunk = Array(sendable[position..<min(position + 256, sendable.count)])
+            var error: Int32 = 0
+            let sent = Self.sendBatch(fd: fd, payloads: chunk.map { payloads[$0] }, unixAddress: unixAddress, target: target, error: &error)
+            if sent > 0 {
+                position += Int(sent)
+            } else {
+                outcomes[chunk[0]] = .failed(Self.failure(error, socket: socket))
+                position += 1
+            }
+        }
+        return outcomes
+    }
+
+    private static func sendBatch(
+        fd: Int32, payloads: [[UInt8]], unixAddress: [UInt8], target: Target, error: inout Int32
+    ) -> Int32 {
+        // Pin every payload's storage for the call.
+        func withPointers(_ index: Int, _ pointers: inout [UnsafePointer<UInt8>?], _ body: (inout [UnsafePointer<UInt8>?]) -> Int32) -> Int32 {
+            if index == payloads.count { return body(&pointers) }
+            return payloads[index].withUnsafeBufferPointer { buffer in
+                pointers.append(buffer.baseAddress)
+                return withPointers(index + 1, &pointers, body)
+            }
+        }
+        let lengths = payloads.map(\.count)
+        var pointers: [UnsafePointer<UInt8>?] = []
+        pointers.reserveCapacity(payloads.count)
+        var code: Int32 = 0
+        let sent = withPointers(0, &pointers) { pointers in
+            pointers.withUnsafeBufferPointer { pointerBuffer in
+                lengths.withUnsafeBufferPointer { lengthBuffer in
+                    switch target {
+                    case .connected:
+                        return evi_send_datagrams(
+                            fd, pointerBuffer.baseAddress, lengthBuffer.baseAddress, UInt32(payloads.count), nil, 0, &code)
+                    case .unix:
+                        return unixAddress.withUnsafeBytes { address in
+                            evi_send_datagrams(
+                                fd, pointerBuffer.baseAddress, lengthBuffer.baseAddress, UInt32(payloads.count),
+                                address.baseAddress?.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count), &code)
+                        }
+                    }
+                }
+            }
+        }
+        error = code
+        return sent
     }
 
     func close() async {

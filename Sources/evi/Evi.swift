@@ -15,7 +15,7 @@ struct Evi: AsyncParsableCommand {
         version: eviVersion,
         subcommands: [
             Serve.self, Subscribe.self, Unsubscribe.self, Publish.self, Raise.self, Events.self, Subscribers.self,
-            Rotate.self, Listen.self, Demo.self,
+            Rotate.self, Listen.self, Demo.self, Bench.self,
         ])
 }
 

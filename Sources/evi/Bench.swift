@@ -1,0 +1,348 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+import ArgumentParser
+import EventDatagram
+import EventFlatstore
+import EventInterface
+import EventVirtual
+import Logging
+import Prometheus
+import Synchronization
+
+/// `evi bench`: raises `E_BENCH` through the library's public API (in-process, as OpenSIPS raises
+/// from its workers) to loopback receivers that count and timestamp what arrives, and measures
+/// the same run's floor: a plain send loop of the same bytes to the same receivers.
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure the raise path on loopback (udp, parallel3, roundrobin3, failover-dead, mi-http).")
+
+    enum Scenario: String, ExpressibleByArgument, CaseIterable {
+        case udp, parallel3, roundrobin3
+        case failoverDead = "failover-dead"
+        case miHTTP = "mi-http"
+    }
+
+    enum Format: String, ExpressibleByArgument { case text, json }
+
+    @Option(help: "udp, parallel3, roundrobin3, failover-dead or mi-http.") var scenario: Scenario = .udp
+    @Option(help: "Events to raise.") var events = 100_000
+    @Option(help: "Raise at this many events per second (default: as fast as possible).") var rate: Int?
+    @Option(help: "MI HTTP clients (mi-http).") var concurrency = 8
+    @Option(help: "text, or json (one JSON object as the last line).") var format: Format = .text
+
+    static let payload = Array(#"{"jsonrpc":"2.0","method":"E_BENCH","params":{"str":"hello","num":42}}"#.utf8)
+
+    func validate() throws {
+        guard events > 0, events <= 50_000_000 else { throw ValidationError("--events must be 1…50000000") }
+        if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
+        guard (1...256).contains(concurrency) else { throw ValidationError("--concurrency must be 1…256") }
+    }
+
+    func run() async throws {
+        var logger = Logger(label: "evi-bench")
+        logger.logLevel = .critical
+        let receiverCount = [.parallel3, .roundrobin3].contains(scenario) ? 3 : 1
+        let perEvent = scenario == .parallel3 ? 3 : 1
+        let expected = events * perEvent
+        let receivers = try (0..<receiverCount).map { _ in
+            try CountingReceiver(capacity: scenario == .parallel3 ? events : events)
+        }
+        let directory = "/tmp/evi-bench-\(getpid())"
+        _ = mkdir(directory, 0o700)
+        defer { _ = rmdir(directory) }
+
+        var configuration = DaemonConfiguration()
+        configuration.miHTTP = scenario == .miHTTP ? ListenAddress(host: "127.0.0.1", port: 0) : nil
+        configuration.miDatagram = nil
+        configuration.state = "memory"
+        configuration.queueSize = max(10_000, events)
+        configuration.events = ["E_BENCH"]
+        let daemon: Daemon
+        do {
+            daemon = try await Daemon.start(configuration, registry: PrometheusCollectorRegistry(), logger: logger)
+        } catch {
+            printError("evi: \(error)")
+            throw ExitCode(1)
+        }
+        let hub = daemon.hub
+        let sockets = receivers.map { "udp:127.0.0.1:\($0.port)" }
+        let socket: String
+        switch scenario {
+        case .udp, .miHTTP: socket = sockets[0]
+        case .parallel3: socket = "virtual:PARALLEL " + sockets.joined(separator: " ")
+        case .roundrobin3: socket = "virtual:ROUND-ROBIN " + sockets.joined(separator: " ")
+        case .failoverDead: socket = "virtual:FAILOVER unix:\(directory)/dead.sock \(sockets[0])"
+        }
+        try await hub.subscribe(event: "E_BENCH", socket: socket)
+
+        // Warm up: one event through, then reset the receivers.
+        try hub.raise("E_BENCH", ["str": "hello", "num": 42])
+        _ = await waitUntil(receivers: receivers, total: perEvent)
+        for receiver in receivers { receiver.reset() }
+
+        let raisedAt = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: events)
+        defer { raisedAt.deallocate() }
+        let started = monotonicNanoseconds()
+        var sentRequests = 0
+        if scenario == .miHTTP, let http = daemon.http {
+            sentRequests = try await MIHTTPLoad.run(
+                port: http.localPort, requests: events, clients: concurrency, raisedAt: raisedAt)
+        } else {
+            let interval = rate.map { 1_000_000_000 / UInt64($0) }
+            for index in 0..<events {
+                if let interval {
+                    let due = started + UInt64(index) * interval
+                    while monotonicNanoseconds() < due {}
+                }
+                raisedAt[index] = monotonicNanoseconds()
+                _ = try hub.raise("E_BENCH", ["str": "hello", "num": 42])
+            }
+        }
+        let ended = await waitUntil(receivers: receivers, total: expected)
+        let seconds = Double(ended - started) / 1e9
+        let received = receivers.reduce(0) { $0 + $1.count }
+
+        // Latency: the k-th datagram at a receiver is the k-th event dispatched to it.
+        var latencies: [UInt64] = []
+        latencies.reserveCapacity(received)
+        for (position, receiver) in receivers.enumerated() {
+            let times = receiver.timestamps
+            for k in 0..<times.count {
+                let event = scenario == .roundrobin3 ? k * 3 + position : k
+                guard event < events else { break }
+                let raised = raisedAt[event]
+                if times[k] >= raised { latencies.append(times[k] - raised) }
+            }
+        }
+        latencies.sort()
+        func percentile(_ fraction: Double) -> Double {
+            guard !latencies.isEmpty else { return 0 }
+            return Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * fraction))]) / 1000
+        }
+        let rss = Self.peakRSS()
+        await hub.shutdown(grace: .seconds(1))
+        await daemon.http?.close()
+
+        // The floor: the same bytes, a plain connected `send` loop, to as many receivers
+        // (one for failover-dead), timed the same way.
+        let floorReceivers = scenario == .failoverDead || scenario == .miHTTP ? [receivers[0]] : receivers
+        for receiver in floorReceivers { receiver.reset() }
+        let floorDatagrams = scenario == .failoverDead || scenario == .miHTTP ? events : expected
+        let floorStarted = monotonicNanoseconds()
+        Self.sendLoop(ports: floorReceivers.map(\.port), datagrams: floorDatagrams)
+        let floorEnded = await waitUntil(receivers: floorReceivers, total: floorDatagrams)
+        let floorReceived = floorReceivers.reduce(0) { $0 + $1.count }
+        let floorRate = Double(floorReceived) / (Double(floorEnded - floorStarted) / 1e9)
+        for receiver in receivers { receiver.close() }
+
+        let result: [EventField] = [
+            EventField("scenario", .string(scenario.rawValue)),
+            EventField("events", .int(Int64(events))),
+            EventField("seconds", .double((seconds * 1e6).rounded() / 1e6)),
+            EventField("events_per_second", .double((Double(events) / seconds).rounded())),
+            EventField("datagrams_per_second", .double((Double(received) / seconds).rounded())),
+            EventField("received", .int(Int64(received))),
+            EventField("lost", .int(Int64(expected - received))),
+            EventField("latency_p50_us", .double(percentile(0.5))),
+            EventField("latency_p99_us", .double(percentile(0.99))),
+            EventField("latency_p999_us", .double(percentile(0.999))),
+            EventField("rss_bytes", .int(Int64(rss))),
+            EventField("floor_datagrams_per_second", .double(floorRate.rounded())),
+        ]
+        if scenario == .miHTTP { _ = sentRequests }
+        if format == .json {
+            printLine(EventValue.object(result).jsonText)
+        } else {
+            for field in result { printLine("\(field.name.padding(28)) \(Self.text(field.value))") }
+            printLine("(datagrams/s vs floor: \(Int((Double(received) / seconds / floorRate * 100).rounded())) %)")
+        }
+    }
+
+    static func text(_ value: EventValue) -> String {
+        if case .string(let text) = value { return text }
+        if case .double(let number) = value, number.rounded() == number, abs(number) < 1e15 { return String(Int64(number)) }
+        return value.jsonText
+    }
+
+    /// Waits until the receivers got `total` datagrams, or nothing arrived for 200 ms; returns the
+    /// time of the last datagram (or of the wait's start when none came).
+    private func waitUntil(receivers: [CountingReceiver], total: Int) async -> UInt64 {
+        var lastCount = -1
+        var lastChange = monotonicNanoseconds()
+        while true {
+            let count = receivers.reduce(0) { $0 + $1.count }
+            if count >= total { break }
+            let now = monotonicNanoseconds()
+            if count != lastCount {
+                lastCount = count
+                lastChange = now
+            } else if now - lastChange > 200_000_000 {
+                break
+            }
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+        return receivers.map(\.lastArrival).max() ?? monotonicNanoseconds()
+    }
+
+    static func sendLoop(ports: [Int], datagrams: Int) {
+        let descriptors = ports.map { port -> Int32 in
+            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            _ = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            return fd
+        }
+        payload.withUnsafeBytes { bytes in
+            for index in 0..<datagrams {
+                _ = send(descriptors[index % descriptors.count], bytes.baseAddress, bytes.count, 0)
+            }
+        }
+        for fd in descriptors { close(fd) }
+    }
+
+    /// Peak resident set size (VmHWM), bytes.
+    static func peakRSS() -> Int {
+        guard let file = fopen("/proc/self/status", "r") else { return 0 }
+        defer { fclose(file) }
+        var line = [CChar](repeating: 0, count: 256)
+        while fgets(&line, Int32(line.count), file) != nil {
+            let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if text.hasPrefix("VmHWM:") {
+                return (Int(text.dropFirst(6).filter(\.isNumber)) ?? 0) * 1024
+            }
+        }
+        return 0
+    }
+}
+
+/// A UDP receiver on 127.0.0.1 that counts datagrams and timestamps each, on a thread of its own.
+final class CountingReceiver: @unchecked Sendable {
+    let port: Int
+    private let descriptor: Int32
+    private let stamps: UnsafeMutableBufferPointer<UInt64>
+    private let received = Atomic<Int>(0)
+    private let last = Atomic<UInt64>(0)
+    private let stopped = Atomic<Bool>(false)
+
+    init(capacity: Int) throws {
+        let descriptor = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        self.descriptor = descriptor
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var size: Int32 = 16 << 20
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        var timeout = timeval(tv_sec: 0, tv_usec: 20_000)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0 else { throw ValidationError("cannot bind a receiver") }
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
+        }
+        port = Int(UInt16(bigEndian: address.sin_port))
+        stamps = .allocate(capacity: capacity + 1)
+        detachThread { [self] in loop() }
+    }
+
+    private func loop() {
+        var buffer = [UInt8](repeating: 0, count: 2048)
+        while !stopped.load(ordering: .relaxed) {
+            let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+            guard count > 0 else { continue }
+            let now = monotonicNanoseconds()
+            let index = received.load(ordering: .relaxed)
+            if index < stamps.count { stamps[index] = now }
+            last.store(now, ordering: .relaxed)
+            received.store(index + 1, ordering: .releasing)
+        }
+    }
+
+    var count: Int { received.load(ordering: .acquiring) }
+    var lastArrival: UInt64 { last.load(ordering: .relaxed) }
+    var timestamps: [UInt64] { Array(stamps.prefix(min(count, stamps.count))) }
+
+    func reset() {
+        received.store(0, ordering: .releasing)
+        last.store(0, ordering: .relaxed)
+    }
+
+    func close() {
+        stopped.store(true, ordering: .relaxed)
+    }
+}
+
+/// Keep-alive HTTP clients raising over MI: each client a thread with one connection.
+enum MIHTTPLoad {
+    static func run(port: Int, requests: Int, clients: Int, raisedAt: UnsafeMutableBufferPointer<UInt64>) async throws -> Int {
+        let body = Array(
+            #"{"jsonrpc":"2.0","method":"raise_event","params":{"event":"E_BENCH","params":{"str":"hello","num":42}},"id":1}"#
+                .utf8)
+        let request =
+            Array("POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n".utf8)
+            + body
+        let next = Atomic<Int>(0)
+        let done = Atomic<Int>(0)
+        let stamps = UncheckedBuffer(raisedAt)
+        let finished = CompletionSignal()
+        for _ in 0..<clients {
+            detachThread {
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                var one: Int32 = 1
+                setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+                var address = sockaddr_in()
+                address.sin_family = sa_family_t(AF_INET)
+                address.sin_port = in_port_t(UInt16(port).bigEndian)
+                address.sin_addr.s_addr = inet_addr("127.0.0.1")
+                let connected = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while connected == 0 {
+                    let index = next.add(1, ordering: .relaxed).oldValue
+                    guard index < requests else { break }
+                    stamps.buffer[index] = monotonicNanoseconds()
+                    _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                    // One reply: read until the body of Content-Length has arrived.
+                    var have: [UInt8] = []
+                    while true {
+                        let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                        guard count > 0 else { break }
+                        have += buffer[0..<count]
+                        if let split = have.firstRange(of: Array("\r\n\r\n".utf8)) {
+                            let head = String(decoding: have[..<split.lowerBound], as: UTF8.self).lowercased()
+                            let length = head.components(separatedBy: "content-length:").dropFirst().first
+                                .flatMap { Int($0.prefix { $0 != "\r" }.filter { $0 != " " }) } ?? 0
+                            if have.count - split.upperBound >= length { break }
+                        }
+                    }
+                }
+                close(fd)
+                if done.add(1, ordering: .relaxed).newValue == clients { finished.signal() }
+            }
+        }
+        _ = await finished.wait(timeout: .seconds(600))
+        return min(next.load(ordering: .relaxed), requests)
+    }
+
+    final class UncheckedBuffer: @unchecked Sendable {
+        let buffer: UnsafeMutableBufferPointer<UInt64>
+        init(_ buffer: UnsafeMutableBufferPointer<UInt64>) { self.buffer = buffer }
+    }
+}
+
+extension String {
+    fileprivate func padding(_ width: Int) -> String {
+        count >= width ? self + " " : self + String(repeating: " ", count: width - count)
+    }
+
+}

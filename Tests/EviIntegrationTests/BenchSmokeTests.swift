@@ -1,0 +1,39 @@
+import EventInterface
+import EventInterfaceTestKit
+import Foundation
+import Testing
+
+/// CI keeps `evi bench` working with a short run of each scenario (figures are not asserted:
+/// they are measured with a release build and reported in the README).
+@Suite(.serialized) struct BenchSmokeTests {
+    @Test(arguments: ["udp", "parallel3", "roundrobin3", "failover-dead", "mi-http"])
+    func benchReportsEveryKey(scenario: String) async throws {
+        let result = try await run(
+            eviBinary.path, ["bench", "--scenario", scenario, "--events", "2000", "--format", "json"],
+            timeout: .seconds(60))
+        #expect(result.status == 0, "\(result.errors)")
+        let last = result.output.split(separator: "\n").last.map(String.init) ?? ""
+        guard case .object(let fields) = try EventValue(json: last) else {
+            Issue.record("not a JSON object: \(last)")
+            return
+        }
+        let keys = fields.map(\.name)
+        #expect(
+            keys == [
+                "scenario", "events", "seconds", "events_per_second", "datagrams_per_second", "received", "lost",
+                "latency_p50_us", "latency_p99_us", "latency_p999_us", "rss_bytes", "floor_datagrams_per_second",
+            ])
+        func number(_ key: String) -> Double {
+            switch fields.first(where: { $0.name == key })?.value {
+            case .int(let value)?: Double(value)
+            case .double(let value)?: value
+            default: -1
+            }
+        }
+        let perEvent = scenario == "parallel3" ? 3.0 : 1.0
+        #expect(number("received") + number("lost") == 2000 * perEvent)
+        #expect(number("received") > 0)
+        #expect(number("floor_datagrams_per_second") > 0)
+        #expect(number("rss_bytes") > 0)
+    }
+}
