@@ -36,11 +36,12 @@ case "${1:-start}" in
     exit 1
     ;;
   stop)
-    if [ -f "$base/pid" ]; then
-      pkill -TERM -f "rabbit@localhost" 2>/dev/null || true
-      kill -TERM "$(cat "$base/pid")" 2>/dev/null || true
-      rm -f "$base/pid"
-    fi
+    # Whoever started it (this checkout or another): the Erlang VM running rabbit, and its script.
+    if [ -f "$base/pid" ]; then kill -TERM "$(cat "$base/pid")" 2>/dev/null || true; rm -f "$base/pid"; fi
+    pkill -TERM -f 'beam.smp.*rabbit' 2>/dev/null || true
+    pkill -TERM -f '/usr/lib/rabbitmq/bin/rabbitmq-server' 2>/dev/null || true
+    for _ in $(seq 1 60); do listening || break; sleep 0.5; done
+    if listening; then pkill -KILL -f 'beam.smp.*rabbit' 2>/dev/null || true; sleep 1; fi
     epmd -kill >/dev/null 2>&1 || true
     ;;
   status)
