@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "EventStream", targets: ["EventStream"]),
         .library(name: "EventXMLRPC", targets: ["EventXMLRPC"]),
         .library(name: "EventRabbitMQ", targets: ["EventRabbitMQ"]),
+        .library(name: "EventState", targets: ["EventState"]),
         .library(name: "ManagementInterface", targets: ["ManagementInterface"]),
         .library(name: "EventInterfaceTestKit", targets: ["EventInterfaceTestKit"]),
     ],
@@ -24,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.0"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         .target(
@@ -44,6 +46,10 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
+        ),
+        .target(
+            name: "EventState",
+            dependencies: ["EventInterface", .product(name: "GRDB", package: "GRDB.swift")]
         ),
         .target(
             name: "EventRabbitMQ",
@@ -84,7 +90,7 @@ let package = Package(
         .executableTarget(
             name: "evi",
             dependencies: [
-                "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "EventStream", "EventXMLRPC", "EventRabbitMQ",
+                "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "EventStream", "EventXMLRPC", "EventRabbitMQ", "EventState",
                 "ManagementInterface",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -109,6 +115,10 @@ let package = Package(
         .testTarget(
             name: "EventDatagramTests",
             dependencies: ["EventDatagram", "EventInterface", "EventInterfaceTestKit"]
+        ),
+        .testTarget(
+            name: "EventStateTests",
+            dependencies: ["EventState", "EventInterface", "EventInterfaceTestKit", "EventDatagram", "EventVirtual"]
         ),
         .testTarget(
             name: "EventRabbitMQTests",

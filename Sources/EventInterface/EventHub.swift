@@ -191,9 +191,12 @@ public final class EventHub: Sendable {
 
     /// Subscribes `socket` to `event`, refreshes a matching subscription, or with expire 0
     /// removes it. The socket is parsed and validated first; nothing changes when it is bad.
+    ///
+    /// `remaining`, when given, is how many seconds are left of `expiry` (a subscription restored
+    /// from durable state keeps its expire and its remaining time).
     @discardableResult
     public func subscribe(
-        event name: String, socket text: String, expiry: Expiry = .default
+        event name: String, socket text: String, expiry: Expiry = .default, remaining: Double? = nil
     ) async throws(EventInterfaceError) -> SubscribeResult {
         if case .seconds(let seconds) = expiry, seconds < 0 { throw .negativeExpire(seconds) }
         guard self.event(named: name) != nil else { throw .eventNotPublished(name) }
@@ -203,7 +206,7 @@ public final class EventHub: Sendable {
             return .unsubscribed(found: await unsubscribe(event: name, parsed: socket))
         }
         let now = clock.now()
-        let expiresAt: Double? = if case .seconds(let seconds) = expiry { now + Double(seconds) } else { nil }
+        let expiresAt: Double? = if case .seconds(let seconds) = expiry { now + (remaining ?? Double(seconds)) } else { nil }
         let outcome = state.withLock { state -> Result<(SubscribeResult, [any EventSubscriber]), EventInterfaceError> in
             guard let id = state.idsByName[name] else { return .failure(.eventNotPublished(name)) }
             let expired = state.events[id].removeExpired(now: now)

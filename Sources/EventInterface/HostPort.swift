@@ -72,9 +72,9 @@ public struct ResolvedAddress: Sendable, Hashable {
     public var storage: [UInt8]
 
     /// Calls `body` with the address as a `sockaddr` pointer and its length.
-    public func withSockAddr<T>(_ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
+    public func withSockAddr<T>(_ body: (UnsafePointer<sockaddr>?, socklen_t) -> T) -> T {
         storage.withUnsafeBytes { raw in
-            body(raw.baseAddress!.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
+            body(raw.baseAddress?.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
         }
     }
 }

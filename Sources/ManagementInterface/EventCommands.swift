@@ -16,14 +16,18 @@ public struct MIServerInfo: Sendable {
     public var subscriptionChanged: @Sendable (_ event: String, _ socket: String, _ expiry: Expiry) async -> Void
     /// Refuses a socket before it is subscribed over MI (a destination policy); `nil` allows it.
     public var admitSocket: @Sendable (_ socket: String) -> String?
+    /// Called after an event is published over MI, before the reply is sent (durable state).
+    public var eventPublished: @Sendable (_ event: String) async -> Void
 
     public init(
         version: String,
         startedAt: Double = unixTime(),
         processes: @escaping @Sendable () -> [String] = { [] },
         subscriptionChanged: @escaping @Sendable (String, String, Expiry) async -> Void = { _, _, _ in },
-        admitSocket: @escaping @Sendable (String) -> String? = { _ in nil }
+        admitSocket: @escaping @Sendable (String) -> String? = { _ in nil },
+        eventPublished: @escaping @Sendable (String) async -> Void = { _ in }
     ) {
+        self.eventPublished = eventPublished
         self.version = version
         self.startedAt = startedAt
         self.processes = processes
@@ -74,14 +78,12 @@ extension ManagementInterface {
             MICommand(
                 names: ["evi:publish"],
                 parameterSets: [["event"]],
-                handler: .immediate { params throws(MIError) in
+                handler: .deferred { params throws(MIError) in
                     let name = try params.string("event")
-                    do throws(EventInterfaceError) {
-                        let event = try hub.publish(name)
-                        return ["name": .string(event.name), "id": .int(Int64(event.id))]
-                    } catch {
-                        throw Self.miError(error)
-                    }
+                    let event: Event
+                    do throws(EventInterfaceError) { event = try hub.publish(name) } catch { throw Self.miError(error) }
+                    await server.eventPublished(event.name)
+                    return ["name": .string(event.name), "id": .int(Int64(event.id))]
                 }))
         register(
             MICommand(

@@ -5,6 +5,7 @@ import EventDatagram
 import EventFlatstore
 import EventInterface
 import EventRabbitMQ
+import EventState
 import EventStream
 import EventXMLRPC
 import EventVirtual
@@ -90,6 +91,17 @@ final class Daemon: Sendable {
                 throw .configuration("subscriptions[\(index)]: \(error)")
             }
         }
+        var store: SubscriptionStore?
+        if configuration.state != "memory" {
+            do {
+                let opened = try SubscriptionStore(directory: configuration.state)
+                try await restore(from: opened, into: hub, logger: logger)
+                store = opened
+            } catch {
+                throw .configuration("state: \(configuration.state): \(error)")
+            }
+        }
+        let durable = store
         // Every metric family exists from start-up, at zero.
         for scheme in hub.registry.schemes { _ = hub.statistics.transport(scheme) }
         for event in hub.events { _ = hub.statistics.event(event.name) }
@@ -106,9 +118,23 @@ final class Daemon: Sendable {
             server: MIServerInfo(
                 version: eviVersion,
                 processes: { ["main"] + listeners + ["delivery (\(hub.statistics.snapshot().transports.count) transports)"] },
+                subscriptionChanged: { event, socket, expiry in
+                    guard let store = durable else { return }
+                    let canonical = (try? await hub.registry.parseSocket(socket))?.description ?? socket
+                    do {
+                        try store.save(event: event, canonical: canonical, socket: socket, expiry: expiry)
+                    } catch {
+                        logger.error("cannot save subscription", metadata: ["event": "\(event)", "error": "\(error)"])
+                    }
+                },
                 admitSocket: { socket in
                     guard guardFiles, socket.contains("flatstore:") else { return nil }
                     return "flatstore subscriptions over MI need event_flatstore.allowed_dirs when MI is not on loopback"
+                },
+                eventPublished: { event in
+                    do { try durable?.savePublished(event) } catch {
+                        logger.error("cannot save published event", metadata: ["event": "\(event)", "error": "\(error)"])
+                    }
                 }))
         mi.register(
             MICommand(
@@ -175,6 +201,26 @@ final class Daemon: Sendable {
                 logger: logger))
         try await services.run()
     }
+}
+
+/// Brings back what the state directory holds: events published at run time, then every
+/// unexpired subscription with its remaining time. One that no longer parses (a directory gone)
+/// is logged and skipped.
+func restore(from store: SubscriptionStore, into hub: EventHub, logger: Logger) async throws {
+    for name in try store.publishedEvents() { _ = try? hub.publish(name) }
+    var restored = 0
+    let records = try store.load()
+    for record in records {
+        do throws(EventInterfaceError) {
+            try await hub.subscribe(
+                event: record.event, socket: record.socket, expiry: record.expire.map { .seconds($0) } ?? .never,
+                remaining: record.remaining)
+            restored += 1
+        } catch {
+            logger.warning("subscription not restored", metadata: ["event": "\(record.event)", "error": "\(error)"])
+        }
+    }
+    logger.info("state restored", metadata: ["subscriptions": "\(restored) of \(records.count)", "path": "\(store.path)"])
 }
 
 /// Prometheus text for `GET /metrics`: the counters the core keeps, plus gauges read now.
