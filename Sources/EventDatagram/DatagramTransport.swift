@@ -30,7 +30,7 @@ public struct UDPTransport: EventTransport {
     {
         let text = "udp:" + address
         let hostPort = try HostPort.parse(address, scheme: "udp", socket: text)
-        let resolved = try await hostPort.resolve(socketType: Int32(SOCK_DGRAM.rawValue), socket: text)
+        let resolved = try await context.resolve(hostPort, socketType: Int32(SOCK_DGRAM.rawValue), socket: text)
         return UDPSocket(hostPort: hostPort, address: resolved)
     }
 }

@@ -62,8 +62,11 @@ public final class EventHub: Sendable {
     public struct Configuration: Sendable {
         /// Bound of each subscriber's (and member's) queue.
         public var queueSize: Int = 10_000
-        public init(queueSize: Int = 10_000) {
+        /// Networks that network transports may deliver to; nil: anywhere.
+        public var allowedDestinations: [CIDR]?
+        public init(queueSize: Int = 10_000, allowedDestinations: [CIDR]? = nil) {
             self.queueSize = queueSize
+            self.allowedDestinations = allowedDestinations
         }
     }
 
@@ -123,7 +126,7 @@ public final class EventHub: Sendable {
         clock: any EventClock = SystemEventClock(),
         logger: Logger = Logger(label: "evi")
     ) {
-        self.registry = TransportRegistry()
+        self.registry = TransportRegistry(destinationPolicy: DestinationPolicy(allowed: configuration.allowedDestinations))
         self.configuration = configuration
         self.clock = clock
         self.logger = logger

@@ -4,8 +4,12 @@ import Synchronization
 /// the same way.
 public final class TransportRegistry: Sendable {
     private let transports = Mutex<[String: any EventTransport]>([:])
+    /// Where network transports may deliver (`allowed_destinations`).
+    public let destinationPolicy: DestinationPolicy
 
-    public init() {}
+    public init(destinationPolicy: DestinationPolicy = DestinationPolicy()) {
+        self.destinationPolicy = destinationPolicy
+    }
 
     /// Adds a transport. Returns `false`, changing nothing, when its scheme is already taken.
     @discardableResult

@@ -85,7 +85,7 @@ public final class RabbitMQTransport: EventTransport {
         guard target.utf8.count <= 255, exchange.utf8.count <= 255 else {
             throw SocketError("rabbitmq routing key and exchange are at most 255 bytes: \(Self.redacted(text))")
         }
-        let resolved = try await hostPort.resolve(socketType: Int32(SOCK_STREAM.rawValue), socket: Self.redacted(text))
+        let resolved = try await context.resolve(hostPort, socketType: Int32(SOCK_STREAM.rawValue), socket: Self.redacted(text))
         return RabbitMQSocket(
             broker: BrokerKey(host: hostPort, user: user, password: password, vhost: vhost), address: resolved,
             exchange: exchange, routingKey: target, persistent: persistent, transport: self)

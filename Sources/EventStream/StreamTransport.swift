@@ -45,7 +45,7 @@ public final class StreamTransport: EventTransport {
             method = name
         }
         let hostPort = try HostPort.parse(hostPortText, scheme: "tcp", socket: text)
-        let resolved = try await hostPort.resolve(socketType: Int32(SOCK_STREAM.rawValue), socket: text)
+        let resolved = try await context.resolve(hostPort, socketType: Int32(SOCK_STREAM.rawValue), socket: text)
         return StreamSocket(hostPort: hostPort, method: method, address: resolved, transport: self)
     }
 }

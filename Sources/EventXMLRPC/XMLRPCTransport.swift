@@ -43,7 +43,7 @@ public final class XMLRPCTransport: EventTransport {
             throw SocketError("bad xmlrpc method '\(method)' (letters, digits, _ . - : /): \(text)")
         }
         let hostPort = try HostPort.parse(String(address[..<colon]), scheme: "xmlrpc", socket: text)
-        let resolved = try await hostPort.resolve(socketType: Int32(SOCK_STREAM.rawValue), socket: text)
+        let resolved = try await context.resolve(hostPort, socketType: Int32(SOCK_STREAM.rawValue), socket: text)
         return XMLRPCSocket(hostPort: hostPort, method: method, address: resolved, transport: self)
     }
 }

@@ -52,7 +52,7 @@ struct DaemonConfiguration {
     var queueSize = 10_000
     var shutdownGrace = 5.0
     var logLevel = Logger.Level.info
-    var allowedDestinations: [String]?
+    var allowedDestinations: [CIDR]?
     var events: [String] = []
     var subscriptions: [Subscription] = []
     var failoverTimeout = 30.0
@@ -93,7 +93,11 @@ struct DaemonConfiguration {
                     configuration.allowedDestinations = nil
                 } else {
                     configuration.allowedDestinations = try sequence(value, key: key).map {
-                        try string($0, key: "allowed_destinations[]")
+                        let text = try string($0, key: "allowed_destinations[]")
+                        guard let network = CIDR(text) else {
+                            throw ConfigurationError("allowed_destinations: '\(text)' is not a CIDR such as 127.0.0.0/8")
+                        }
+                        return network
                     }
                 }
             case "events":

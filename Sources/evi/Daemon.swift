@@ -77,7 +77,8 @@ final class Daemon: Sendable {
         }
         let flatstore = FlatstoreTransport(options: configuration.flatstore)
         let hub = EventHub(
-            transports: transports(configuration, flatstore: flatstore), configuration: .init(queueSize: configuration.queueSize),
+            transports: transports(configuration, flatstore: flatstore),
+            configuration: .init(queueSize: configuration.queueSize, allowedDestinations: configuration.allowedDestinations),
             logger: logger)
         for name in configuration.events {
             do throws(EventInterfaceError) { try hub.publish(name) } catch { throw .configuration("events: \(error)") }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
 import EventDatagram
 import EventInterface
 import EventInterfaceTestKit
@@ -148,6 +151,31 @@ import Testing
         #expect(try await hub.subscribe(event: "E_MY_EVENT", socket: "unix:/tmp/x.sock") == .subscribed)
         #expect(try await hub.subscribe(event: "E_MY_EVENT", socket: "unix:/tmp/x.sock") == .refreshed)
         #expect(try hub.subscribers(of: "E_MY_EVENT").count == 4)
+        await hub.shutdown()
+    }
+}
+
+@Suite struct DestinationPolicyTests {
+    @Test func cidrMatching() async throws {
+        let loopback = try #require(CIDR("127.0.0.0/8"))
+        let six = try #require(CIDR("::1/128"))
+        let hub = EventHub(transports: [UDPTransport()], configuration: .init(allowedDestinations: [loopback, six]))
+        try hub.publish("E_X")
+        try await hub.subscribe(event: "E_X", socket: "udp:127.1.2.3:9")
+        try await hub.subscribe(event: "E_X", socket: "udp:[::1]:9")
+        try await hub.subscribe(event: "E_X", socket: "udp:localhost:9")
+        await #expect(
+            throws: EventInterfaceError.badSocket(
+                SocketError("destination 10.0.0.1 is outside allowed_destinations (127.0.0.0/8, ::1/128): udp:10.0.0.1:9"))
+        ) {
+            try await hub.subscribe(event: "E_X", socket: "udp:10.0.0.1:9")
+        }
+        await #expect(throws: EventInterfaceError.self) { try await hub.subscribe(event: "E_X", socket: "udp:[::2]:9") }
+        #expect(try hub.subscribers(of: "E_X").count == 3)
+        #expect(CIDR("300.0.0.0/8") == nil)
+        #expect(CIDR("10.0.0.0/33") == nil)
+        #expect(try #require(CIDR("10.1.0.0/16")).contains(family: AF_INET, bytes: [10, 1, 200, 3]))
+        #expect(try !#require(CIDR("10.1.0.0/16")).contains(family: AF_INET, bytes: [10, 2, 0, 0]))
         await hub.shutdown()
     }
 }
