@@ -144,7 +144,10 @@ let package = Package(
         ),
         .testTarget(
             name: "EviIntegrationTests",
-            dependencies: ["EventInterface", "EventInterfaceTestKit"]
+            dependencies: [
+                "EventInterface", "EventInterfaceTestKit", "EventDatagram", "EventVirtual", "EventStream", "EventFlatstore",
+                "EventXMLRPC", "EventRabbitMQ",
+            ]
         ),
     ]
 )

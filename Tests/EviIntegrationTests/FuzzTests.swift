@@ -1,0 +1,201 @@
+import EventDatagram
+import EventFlatstore
+import EventInterface
+import EventInterfaceTestKit
+import EventRabbitMQ
+import EventStream
+import EventVirtual
+import EventXMLRPC
+import Foundation
+import Testing
+
+/// How many inputs each fuzz test tries: `EVI_FUZZ_ITERATIONS` (100,000 for the long run the
+/// README reports), a shorter default for CI.
+let fuzzIterations = ProcessInfo.processInfo.environment["EVI_FUZZ_ITERATIONS"].flatMap(Int.init) ?? 5_000
+
+/// A seeded generator, so a failing input can be reproduced.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// Random edits of a seed text: byte flips, insertions of interesting characters, deletions,
+/// duplications, truncation, splicing.
+func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String {
+    var bytes = Array(seed.utf8)
+    let interesting: [[UInt8]] = [
+        Array(":".utf8), Array("/".utf8), Array(" ".utf8), Array("\t".utf8), Array("[".utf8), Array("]".utf8),
+        Array("@".utf8), Array("?".utf8), Array(";".utf8), Array("..".utf8), Array("%".utf8), Array("\"".utf8),
+        Array("\\".utf8), Array("{".utf8), Array("}".utf8), Array(",".utf8), Array("-1".utf8), Array("99999999999".utf8),
+        Array("é".utf8), [0], [0xFF], Array("virtual:".utf8), Array("\n".utf8), Array("null".utf8), Array("[]".utf8),
+    ]
+    for _ in 0..<Int.random(in: 1...4, using: &random) {
+        let position = bytes.isEmpty ? 0 : Int.random(in: 0..<bytes.count, using: &random)
+        switch Int.random(in: 0..<7, using: &random) {
+        case 0 where !bytes.isEmpty: bytes[position] = UInt8.random(in: 0...255, using: &random)
+        case 1: bytes.insert(contentsOf: interesting.randomElement(using: &random) ?? [], at: position)
+        case 2 where !bytes.isEmpty: bytes.remove(at: position)
+        case 3: bytes = Array(bytes.prefix(position))
+        case 4 where !bytes.isEmpty:
+            let end = min(bytes.count, position + Int.random(in: 1...8, using: &random))
+            bytes.insert(contentsOf: bytes[position..<end], at: position)
+        case 5: bytes += Array((pool.randomElement(using: &random) ?? "").utf8)
+        default: bytes.insert(UInt8.random(in: 0x20...0x7E, using: &random), at: position)
+        }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+@Suite(.serialized) struct FuzzTests {
+    static let socketSeeds = [
+        "udp:127.0.0.1:9000", "udp:[::1]:9000", "unix:/tmp/evi-fuzz.sock", "tcp:127.0.0.1:9101/method",
+        "flatstore:/tmp/evi-fuzz/x.log", "xmlrpc:127.0.0.1:9201:my_method",
+        "rabbitmq:guest:guest@127.0.0.1:5672/exchange=amq.topic;persistent?a.b",
+        "virtual:PARALLEL udp:127.0.0.1:1 unix:/tmp/a.sock", "virtual:FAILOVER\ttcp:127.0.0.1:2  udp:127.0.0.1:3",
+        "virtual:ROUND-ROBIN udp:127.0.0.1:1 udp:127.0.0.1:1 udp:127.0.0.1:1",
+    ]
+
+    @Test func socketParserSurvivesRandomAndMutatedStrings() async throws {
+        let directory = TemporaryDirectory(prefix: "evi-fuzz")
+        defer { directory.remove() }
+        var flatstore = FlatstoreOptions()
+        flatstore.allowedDirs = [directory.path]
+        let loopback = [CIDR("127.0.0.0/8"), CIDR("::1/128")].compactMap { $0 }
+        let registry = TransportRegistry(destinationPolicy: DestinationPolicy(allowed: loopback))
+        for transport: any EventTransport in [
+            UDPTransport(), UnixTransport(), StreamTransport(), FlatstoreTransport(options: flatstore), XMLRPCTransport(),
+            RabbitMQTransport(), VirtualTransport(),
+        ] {
+            registry.register(transport)
+        }
+        var random = SplitMix(state: 0xE71)
+        var accepted = 0
+        var rejected = 0
+        for index in 0..<fuzzIterations {
+            let text: String
+            if index % 5 == 0 {
+                let length = Int.random(in: 0...40, using: &random)
+                text = String(decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
+            } else {
+                text = mutate(Self.socketSeeds.randomElement(using: &random) ?? "", &random, pool: Self.socketSeeds)
+            }
+            do {
+                let socket = try await registry.parseSocket(text)
+                // What parses prints, and its printed form parses to a matching socket (passwords aside).
+                #expect(!socket.description.isEmpty)
+                if socket.scheme != "rabbitmq" && !socket.description.contains("rabbitmq:") {
+                    let again = try await registry.parseSocket(socket.description)
+                    #expect(again.matches(socket), "\(text) → \(socket.description)")
+                }
+                accepted += 1
+            } catch {
+                #expect(!error.message.isEmpty)
+                rejected += 1
+            }
+        }
+        #expect(accepted + rejected == fuzzIterations)
+        print("fuzz: \(fuzzIterations) socket strings, \(accepted) accepted, \(rejected) rejected, 0 crashes")
+    }
+
+    static let requestSeeds = [
+        #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_FUZZ","udp:127.0.0.1:9999",30],"id":1}"#,
+        #"{"jsonrpc":"2.0","method":"event_subscribe","params":{"event":"E_FUZZ","socket":"virtual:PARALLEL udp:127.0.0.1:9998 unix:/tmp/evi-fuzz.sock"},"id":"a"}"#,
+        #"{"jsonrpc":"2.0","method":"raise_event","params":{"event":"E_FUZZ","params":"{\"a\":1,\"b\":[true,null]}"},"id":2}"#,
+        #"{"jsonrpc":"2.0","method":"evi:raise","params":["E_FUZZ",{"x":"y"}],"id":3}"#,
+        #"{"jsonrpc":"2.0","method":"subscribers_list","params":["E_FUZZ"],"id":4}"#,
+        #"{"jsonrpc":"2.0","method":"events_list","id":5}"#,
+        #"{"jsonrpc":"2.0","method":"evi:unsubscribe","params":["E_FUZZ","udp:127.0.0.1:9999"],"id":6}"#,
+        #"{"jsonrpc":"2.0","method":"which","params":["raise_event"],"id":7}"#,
+        #"{"jsonrpc":"2.0","method":"evi:publish","params":["E_FUZZ2"],"id":8}"#,
+        #"[{"jsonrpc":"2.0","method":"version","id":9},{"jsonrpc":"2.0","method":"uptime"}]"#,
+        #"{"jsonrpc":"2.0","method":"event_flatstore:rotate","params":["/tmp/none.log"],"id":10}"#,
+    ]
+
+    /// A reply is a JSON-RPC response: an object with `jsonrpc` "2.0" and `result` or `error`, or
+    /// an array of them.
+    static func isResponse(_ value: EventValue) -> Bool {
+        switch value {
+        case .array(let replies): return !replies.isEmpty && replies.allSatisfy(isResponse)
+        case .object(let fields):
+            let names = Set(fields.map(\.name))
+            return fields.first { $0.name == "jsonrpc" }?.value == .string("2.0")
+                && (names.contains("result") != names.contains("error")) && names.contains("id")
+        default: return false
+        }
+    }
+
+    @Test func miSurvivesRandomAndMutatedRequestsOverHTTPAndUDP() async throws {
+        let directory = TemporaryDirectory(prefix: "evi-fuzz")
+        defer { directory.remove() }
+        let daemon = try await Daemon.start(
+            extra: """
+                events: [E_FUZZ]
+                allowed_destinations: [127.0.0.0/8, "::1/128"]
+                modules:
+                  event_flatstore: { allowed_dirs: [\(directory.path)] }
+                """ + "\n")
+        defer { Task { await daemon.stop() } }
+        var random = SplitMix(state: 0xF022)
+        var answered = 0
+        var notifications = 0
+        let requests = fuzzIterations
+        for index in 0..<requests {
+            let body: String
+            if index % 7 == 0 {
+                let length = Int.random(in: 0...60, using: &random)
+                body = String(decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
+            } else {
+                body = mutate(Self.requestSeeds.randomElement(using: &random) ?? "", &random, pool: Self.requestSeeds)
+            }
+            if index % 2 == 0 {
+                let reply = try RawHTTP.request(port: daemon.httpPort, method: "POST", path: "/mi", body: Array(body.utf8))
+                switch reply.status {
+                case 200:
+                    let value = try? EventValue(jsonBytes: reply.body)
+                    #expect(value.map(Self.isResponse) == true, "request \(body) → \(reply.bodyText)")
+                    answered += 1
+                case 204:
+                    #expect(reply.body.isEmpty)
+                    notifications += 1
+                default:
+                    Issue.record("HTTP \(reply.status) for \(body)")
+                }
+            } else {
+                // Over UDP a notification gets no reply: wait briefly only for those.
+                let isNotification: Bool = {
+                    switch try? EventValue(json: body) {
+                    case .object(let fields)?: return !fields.contains { $0.name == "id" }
+                    case .array(let items)?:
+                        return !items.isEmpty && items.allSatisfy {
+                            if case .object(let fields) = $0 { return !fields.contains { $0.name == "id" } }
+                            return false
+                        }
+                    default: return false
+                    }
+                }()
+                let reply = try udpExchange(port: daemon.udpPort, body, timeoutMilliseconds: isNotification ? 20 : 3000)
+                if let reply {
+                    let value = try? EventValue(json: reply)
+                    #expect(value.map(Self.isResponse) == true, "request \(body) → \(reply)")
+                    answered += 1
+                } else {
+                    #expect(isNotification, "no reply over UDP to \(body)")
+                    notifications += 1
+                }
+            }
+        }
+        #expect(answered + notifications == requests)
+        // Still serving, still itself.
+        #expect(
+            try daemon.mi(#"{"jsonrpc":"2.0","method":"version","id":1}"#)
+                == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.1.0"},"id":1}"#)
+        #expect(daemon.process.isRunning)
+        print("fuzz: \(requests) MI requests (half HTTP, half UDP), \(answered) answered, \(notifications) notifications, 0 crashes")
+    }
+}
