@@ -66,7 +66,17 @@ final class MIDatagramHandler: ChannelInboundHandler {
         }
     }
 
+    /// Largest reply one UDP datagram carries; a larger one (a long subscriber list) is answered
+    /// with an error pointing at MI over HTTP instead of vanishing.
+    static let maximumReply = 65_507
+
     private func send(_ context: ChannelHandlerContext, _ reply: [UInt8], to address: SocketAddress) {
+        var reply = reply
+        if reply.count > Self.maximumReply {
+            reply = Array(
+                #"{"jsonrpc":"2.0","error":{"code":500,"message":"Reply too large","data":"the reply does not fit in a UDP datagram; use MI over HTTP"},"id":null}"#
+                    .utf8)
+        }
         let buffer = context.channel.allocator.buffer(bytes: reply)
         context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: address, data: buffer)), promise: nil)
     }

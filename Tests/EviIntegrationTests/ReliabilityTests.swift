@@ -1,0 +1,148 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+import EventInterface
+import EventInterfaceTestKit
+import Foundation
+import Testing
+
+/// Dead, slow and killed subscribers, against the real daemon.
+@Suite(.serialized) struct ReliabilityTests {
+    static func rss(_ pid: pid_t) -> Int {
+        let status = (try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") } ?? ""
+        return (Int(line.filter(\.isNumber)) ?? 0) * 1024
+    }
+
+    /// Raises `count` events over MI in batches of 500.
+    static func raise(_ daemon: Daemon, event: String, from first: Int, count: Int) throws {
+        var index = first
+        while index < first + count {
+            let end = min(index + 500, first + count)
+            let batch = (index..<end).map {
+                #"{"jsonrpc":"2.0","method":"evi:raise","params":["\#(event)",{"n":\#($0)}],"id":\#($0)}"#
+            }
+            _ = try daemon.mi("[" + batch.joined(separator: ",") + "]")
+            index = end
+        }
+    }
+
+    static func numbers(_ messages: [String]) -> [Int] {
+        messages.compactMap { message in
+            guard case .object(let fields)? = try? EventValue(json: message),
+                case .object(let params)? = fields.last?.value, case .int(let n)? = params.first?.value
+            else { return nil }
+            return Int(n)
+        }
+    }
+
+    @Test func blackholedSubscribersKeepMemoryBoundedWhileOtherMembersGetEverything() async throws {
+        let directory = TemporaryDirectory(prefix: "evi-blackhole")
+        defer { directory.remove() }
+        let daemon = try await Daemon.start(
+            extra: "events: [E_X]\nqueue_size: 1000\nmodules:\n  event_stream: { timeout: 200 }\n")
+        defer { Task { await daemon.stop() } }
+        let neverReads = try JSONRPCTestServer(mode: .neverRead)
+        defer { neverReads.close() }
+        let undrained = try DatagramReceiver(unixPath: directory.file("undrained.sock"))
+        await undrained.close()  // bound once, then nobody reads: rebind it as a socket nobody drains
+        let blackhole = try UndrainedUnixSocket(path: directory.file("blackhole.sock"))
+        defer { blackhole.close() }
+        let live = try DatagramReceiver()
+        _ = try daemon.mi(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","virtual:PARALLEL \#(neverReads.socket) unix:\#(blackhole.path) \#(live.socket)"],"id":1}"#
+        )
+        try Self.raise(daemon, event: "E_X", from: 0, count: 2_000)
+        #expect(await live.waitFor(count: 2_000).count == 2_000)
+        let before = Self.rss(daemon.process.child.pid)
+        let total = 100_000
+        try Self.raise(daemon, event: "E_X", from: 2_000, count: total - 2_000)
+        let got = await live.waitFor(count: total, timeout: .seconds(60))
+        let after = Self.rss(daemon.process.child.pid)
+        #expect(got.count == total)
+        #expect(Set(Self.numbers(got)).count == total)
+        let metrics = try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").bodyText
+        let dropped = metrics.split(separator: "\n").first { $0.hasPrefix(#"evi_dropped_total{transport="tcp"}"#) }
+        #expect((dropped?.split(separator: " ").last.flatMap { Double($0) } ?? 0) > 0, "\(dropped ?? "none")")
+        // The bound: queue_size events per member (1,000 here), whatever is raised.
+        #expect(after - before < 40 << 20, "RSS grew from \(before) to \(after) bytes")
+        print("blackhole: \(total) events, live member got \(got.count); RSS \(before >> 20) MiB → \(after >> 20) MiB; \(dropped ?? "")")
+        await live.close()
+    }
+
+    @Test func aMemberKilledAndRestartedMidStreamLosesNothingUnderFailoverAndRoundRobin() async throws {
+        let directory = TemporaryDirectory(prefix: "evi-killed")
+        defer { directory.remove() }
+        let daemon = try await Daemon.start(
+            extra: "events: [E_FO, E_RR]\nmodules:\n  event_virtual: { failover_timeout: 1 }\n")
+        defer { Task { await daemon.stop() } }
+        let primaryPath = directory.file("primary.sock")
+        var primary = try DatagramReceiver(unixPath: primaryPath)
+        let backup = try DatagramReceiver()
+        let rrPath = directory.file("rr.sock")
+        var rrMember = try DatagramReceiver(unixPath: rrPath)
+        let rrOther = try DatagramReceiver()
+        _ = try daemon.mi(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_FO","virtual:FAILOVER unix:\#(primaryPath) \#(backup.socket)"],"id":1}"#)
+        _ = try daemon.mi(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_RR","virtual:ROUND-ROBIN unix:\#(rrPath) \#(rrOther.socket)"],"id":1}"#)
+        var killedPrimary: [String] = []
+        var killedRR: [String] = []
+        for round in 0..<30 {
+            try Self.raise(daemon, event: "E_FO", from: round * 100, count: 100)
+            try Self.raise(daemon, event: "E_RR", from: round * 100, count: 100)
+            try await Task.sleep(for: .milliseconds(50))
+            if round == 8 {  // killed
+                _ = await primary.waitFor(count: primary.count)
+                killedPrimary = primary.messages
+                killedRR = rrMember.messages
+                await primary.close()
+                await rrMember.close()
+            }
+            if round == 20 {  // restarted
+                primary = try DatagramReceiver(unixPath: primaryPath)
+                rrMember = try DatagramReceiver(unixPath: rrPath)
+            }
+        }
+        try await Task.sleep(for: .milliseconds(1500))
+        try Self.raise(daemon, event: "E_FO", from: 3_000, count: 100)
+        try Self.raise(daemon, event: "E_RR", from: 3_000, count: 100)
+        let everything = Set(0..<3_100)
+        #expect(
+            await eventually(timeout: .seconds(10)) {
+                Set(Self.numbers(killedPrimary + primary.messages + backup.messages)) == everything
+            })
+        #expect(
+            await eventually(timeout: .seconds(10)) {
+                Set(Self.numbers(killedRR + rrMember.messages + rrOther.messages)) == everything
+            })
+        // The restarted members took events again.
+        #expect(!primary.messages.isEmpty)
+        #expect(!rrMember.messages.isEmpty)
+        print("killed: FAILOVER and ROUND-ROBIN each delivered 3,100 of 3,100 events across a member's death and restart")
+        for receiver in [primary, backup, rrMember, rrOther] { await receiver.close() }
+    }
+}
+
+/// A Unix datagram socket that is bound and never read: its buffer fills and stays full.
+final class UndrainedUnixSocket: Sendable {
+    let path: String
+    private let descriptor: Int32
+
+    init(path: String) throws {
+        self.path = path
+        descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        unlink(path)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.utf8.enumerated() where index < raw.count - 1 { raw[index] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0 else { throw ReceiverError("bind \(path)") }
+    }
+
+    func close() { Glibc.close(descriptor) }
+}
