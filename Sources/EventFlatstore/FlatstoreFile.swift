@@ -25,13 +25,16 @@ final class FlatstoreFile: @unchecked Sendable {
         var lastAnnouncement = -Double.infinity
     }
     private let state = Mutex(State())
+    /// Mirrors `state.descriptor >= 0`, readable without the file's lock (other files ask while
+    /// they hold their own).
+    private let descriptorOpen = Atomic<Bool>(false)
 
     init(path: String, transport: FlatstoreTransport) {
         self.path = path
         self.transport = transport
     }
 
-    var isOpen: Bool { state.withLock { $0.descriptor >= 0 } }
+    var isOpen: Bool { descriptorOpen.load(ordering: .relaxed) }
 
     private var options: FlatstoreOptions { transport.options }
 
@@ -42,6 +45,7 @@ final class FlatstoreFile: @unchecked Sendable {
     func write(lines: [[UInt8]]) -> [DeliveryOutcome] {
         let now = transport.wallClock()
         var announcements: [(String, String)] = []
+        let wasOpen = isOpen
         let outcomes = state.withLock { state -> [DeliveryOutcome] in
             lines.map { line in
                 if let reason = rotationDue(&state, adding: line.count, now: now) {
@@ -55,6 +59,7 @@ final class FlatstoreFile: @unchecked Sendable {
                     let reason = written < 0 ? String(cString: strerror(errno)) : "short write"
                     Glibc.close(state.descriptor)
                     state.descriptor = -1
+                    descriptorOpen.store(false, ordering: .relaxed)
                     return .failed(DeliveryFailure(.subscriberFailed, "cannot write \(path): \(reason)"))
                 }
                 state.size += line.count
@@ -64,6 +69,8 @@ final class FlatstoreFile: @unchecked Sendable {
             }
         }
         for (reason, old) in announcements { announce(reason: reason, oldPath: old, now: now) }
+        // Outside the lock: closing other files' descriptors takes their locks.
+        if !wasOpen && isOpen { transport.makeRoomForDescriptor(except: self) }
         return outcomes
     }
 
@@ -85,6 +92,7 @@ final class FlatstoreFile: @unchecked Sendable {
         if state.descriptor >= 0 {
             Glibc.close(state.descriptor)
             state.descriptor = -1
+            descriptorOpen.store(false, ordering: .relaxed)
         }
         for index in stride(from: options.rotateKeep - 1, through: 1, by: -1) {
             _ = Glibc.rename("\(path).\(index)", "\(path).\(index + 1)")
@@ -97,7 +105,6 @@ final class FlatstoreFile: @unchecked Sendable {
     }
 
     private func open(_ state: inout State, now: Double) -> DeliveryFailure? {
-        transport.makeRoomForDescriptor(except: self)
         let descriptor = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode_t(options.filePermissions))
         guard descriptor >= 0 else {
             return DeliveryFailure(.subscriberFailed, "cannot open \(path): \(String(cString: strerror(errno)))")
@@ -106,6 +113,7 @@ final class FlatstoreFile: @unchecked Sendable {
         if fstat(descriptor, &info) == 0 { state.size = Int(info.st_size) }
         if let period = options.rotatePeriod { state.period = Int(now) / period }
         state.descriptor = descriptor
+        descriptorOpen.store(true, ordering: .relaxed)
         return nil
     }
 
@@ -115,6 +123,7 @@ final class FlatstoreFile: @unchecked Sendable {
         state.withLock { state in
             if state.descriptor >= 0 { Glibc.close(state.descriptor) }
             state.descriptor = -1
+            descriptorOpen.store(false, ordering: .relaxed)
             state.size = 0
             state.lines = 0
             _ = open(&state, now: now)
@@ -136,6 +145,7 @@ final class FlatstoreFile: @unchecked Sendable {
         state.withLock { state in
             if state.descriptor >= 0 { Glibc.close(state.descriptor) }
             state.descriptor = -1
+            descriptorOpen.store(false, ordering: .relaxed)
         }
     }
 
