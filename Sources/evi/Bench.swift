@@ -84,9 +84,8 @@ struct Bench: AsyncParsableCommand {
         let raisedAt = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: events)
         defer { raisedAt.deallocate() }
         let started = monotonicNanoseconds()
-        var sentRequests = 0
         if scenario == .miHTTP, let http = daemon.http {
-            sentRequests = try await MIHTTPLoad.run(
+            _ = try await MIHTTPLoad.run(
                 port: http.localPort, requests: events, clients: concurrency, raisedAt: raisedAt)
         } else {
             let interval = rate.map { 1_000_000_000 / UInt64($0) }
@@ -150,7 +149,6 @@ struct Bench: AsyncParsableCommand {
             EventField("rss_bytes", .int(Int64(rss))),
             EventField("floor_datagrams_per_second", .double(floorRate.rounded())),
         ]
-        if scenario == .miHTTP { _ = sentRequests }
         if format == .json {
             printLine(EventValue.object(result).jsonText)
         } else {

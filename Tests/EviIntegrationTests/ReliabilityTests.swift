@@ -44,8 +44,6 @@ import Testing
         defer { Task { await daemon.stop() } }
         let neverReads = try JSONRPCTestServer(mode: .neverRead)
         defer { neverReads.close() }
-        let undrained = try DatagramReceiver(unixPath: directory.file("undrained.sock"))
-        await undrained.close()  // bound once, then nobody reads: rebind it as a socket nobody drains
         let blackhole = try UndrainedUnixSocket(path: directory.file("blackhole.sock"))
         defer { blackhole.close() }
         // The live member is a file: a loopback UDP receiver may itself drop under load, a file does not.
