@@ -7,15 +7,17 @@
 
 enum { EVI_BATCH_MAX = 256 };
 
-int evi_send_datagrams(int fd, const uint8_t *const *payloads, const size_t *lengths, unsigned int count,
+int evi_send_datagrams(int fd, const uint8_t *data, const size_t *lengths, unsigned int count,
                        const struct sockaddr *address, socklen_t address_length, int *error) {
     struct mmsghdr messages[EVI_BATCH_MAX];
     struct iovec vectors[EVI_BATCH_MAX];
     if (count > EVI_BATCH_MAX) count = EVI_BATCH_MAX;
     memset(messages, 0, sizeof(struct mmsghdr) * count);
+    size_t offset = 0;
     for (unsigned int index = 0; index < count; index++) {
-        vectors[index].iov_base = (void *)payloads[index];
+        vectors[index].iov_base = (void *)(data + offset);
         vectors[index].iov_len = lengths[index];
+        offset += lengths[index];
         messages[index].msg_hdr.msg_iov = &vectors[index];
         messages[index].msg_hdr.msg_iovlen = 1;
         messages[index].msg_hdr.msg_name = (void *)address;

@@ -18,7 +18,9 @@ public final class DeliveryQueue: Sendable {
         var pending: [Item] = []
         /// Taken by the consumer, not yet delivered; counts toward the capacity.
         var inFlight = 0
-        var waiter: CheckedContinuation<Void, Never>?
+        /// The consumer, parked until something arrives. Unsafe rather than checked: the checked
+        /// kind's optional went through generic witnesses on every enqueue (scripts/profile).
+        var waiter: UnsafeContinuation<Void, Never>?
         var closing = false
     }
 
@@ -54,34 +56,36 @@ public final class DeliveryQueue: Sendable {
     /// Returns whether it was queued.
     @discardableResult
     public func enqueue(_ event: RaisedEvent, completion: Completion? = nil) -> Bool {
-        enum Verdict { case queued(CheckedContinuation<Void, Never>?), full, closed }
-        let verdict = state.withLock { state -> Verdict in
-            if state.closing { return .closed }
-            if state.pending.count + state.inFlight >= capacity { return .full }
+        deliverer.prepare(event)
+        var refusal: DeliveryFailure?
+        let waiter = state.withLock { state -> UnsafeContinuation<Void, Never>? in
+            if state.closing {
+                refusal = .shuttingDown
+                return nil
+            }
+            if state.pending.count + state.inFlight >= capacity {
+                refusal = .queueFull
+                return nil
+            }
             state.pending.append(Item(event: event, completion: completion))
             defer { state.waiter = nil }
-            return .queued(state.waiter)
+            return state.waiter
         }
-        switch verdict {
-        case .queued(let waiter):
+        guard let refusal else {
             counters.queued.add(1, ordering: .relaxed)
             waiter?.resume()
             return true
-        case .full:
-            counters.recordDropped()
-            completion?(.failed(.queueFull))
-            return false
-        case .closed:
-            completion?(.failed(.shuttingDown))
-            return false
         }
+        if refusal == .queueFull { counters.recordDropped() }
+        completion?(.failed(refusal))
+        return false
     }
 
     /// Stops taking events and lets the queue drain for at most `grace`; what is still queued
     /// then fails with "shutting down". Returns at the latest one second after `grace` even if
     /// a delivery is stuck: the delivery task closes the deliverer itself once it ends.
     public func close(grace: Duration) async {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+        let waiter = state.withLock { state -> UnsafeContinuation<Void, Never>? in
             state.closing = true
             defer { state.waiter = nil }
             return state.waiter
@@ -114,7 +118,7 @@ public final class DeliveryQueue: Sendable {
             case .batch(let items): return items
             case .finished: return nil
             case .wait:
-                await withCheckedContinuation { continuation in
+                await withUnsafeContinuation { continuation in
                     let ready = state.withLock { state -> Bool in
                         if !state.pending.isEmpty || state.closing { return true }
                         state.waiter = continuation
@@ -138,7 +142,7 @@ public final class DeliveryQueue: Sendable {
                     outcomes = Array(repeating: .failed(.shuttingDown), count: chunk.count)
                 } else {
                     let started = monotonicNanoseconds()
-                    outcomes = await deliverer.deliver(batch: chunk.map(\.event))
+                    outcomes = await deliverer.deliver(batch: chunk.map { $0.event })
                     counters.recordDeliveryTime(nanoseconds: monotonicNanoseconds() &- started, count: chunk.count)
                 }
                 var delivered = 0

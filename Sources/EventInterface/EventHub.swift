@@ -173,14 +173,21 @@ public final class EventHub: Sendable {
     /// `subscribers == 0`.
     @discardableResult
     public func raise(_ name: String, _ params: EventParams = .none) throws(EventInterfaceError) -> RaiseResult {
+        guard let event = event(named: name) else { throw .eventNotPublished(name) }
+        return try raise(event, params)
+    }
+
+    /// Raises by the handle ``publish(_:)`` returned, as OpenSIPS modules raise by event id: no
+    /// name lookup on the hot path. Throws only for an `Event` this interface did not publish.
+    @discardableResult
+    public func raise(_ event: Event, _ params: EventParams = .none) throws(EventInterfaceError) -> RaiseResult {
         let now = clock.now()
-        let found = state.withLock { state -> (Event, EventCounters, [any EventSubscriber], [any EventSubscriber])? in
-            guard let id = state.idsByName[name] else { return nil }
-            let expired = state.events[id].removeExpired(now: now)
-            let record = state.events[id]
-            return (record.event, record.counters, record.subscribers, expired)
+        let found = state.withLock { state -> (EventCounters, [any EventSubscriber], [any EventSubscriber])? in
+            guard state.events.indices.contains(event.id), state.events[event.id].event == event else { return nil }
+            let expired = state.events[event.id].removeExpired(now: now)
+            return (state.events[event.id].counters, state.events[event.id].subscribers, expired)
         }
-        guard let (event, counters, subscribers, expired) = found else { throw .eventNotPublished(name) }
+        guard let (counters, subscribers, expired) = found else { throw .eventNotPublished(event.name) }
         counters.recordRaised()
         closeInBackground(expired)
         if !subscribers.isEmpty {

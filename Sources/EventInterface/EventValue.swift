@@ -72,7 +72,15 @@ extension EventParams: ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral
     }
     /// Named parameters, in the order written (a Swift dictionary literal keeps its order here).
     public init(dictionaryLiteral elements: (String, EventValue)...) {
-        self = elements.isEmpty ? .none : .named(elements.map { EventField($0.0, $0.1) })
+        guard !elements.isEmpty else {
+            self = .none
+            return
+        }
+        // Built with one allocation: `map` here grew its result while appending (scripts/profile).
+        var fields: [EventField] = []
+        fields.reserveCapacity(elements.count)
+        for (name, value) in elements { fields.append(EventField(name, value)) }
+        self = .named(fields)
     }
     public init(nilLiteral: ()) { self = .none }
 }

@@ -101,6 +101,13 @@ public struct DelivererContext: Sendable {
     public let socket: String
     public let logger: Logger
     public let clock: any EventClock
+
+    public init(event: Event, socket: String, logger: Logger, clock: any EventClock) {
+        self.event = event
+        self.socket = socket
+        self.logger = logger
+        self.clock = clock
+    }
 }
 
 /// The per-subscriber (or per-member) delivery state: a connected socket, a TCP connection…
@@ -113,9 +120,17 @@ public protocol EventDeliverer: Sendable {
     func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome]
     /// Releases what the deliverer holds; no delivery follows.
     func close() async
+    /// Called on the raising thread as the event is queued, before the delivery task sees it.
+    ///
+    /// A deliverer whose task does little but I/O (udp, unix, rabbitmq) encodes its payload here:
+    /// there is one delivery task per subscriber but many raising threads, so work done here is
+    /// spread over the producers instead of queueing behind the subscriber's single task. The
+    /// encoding is cached on the event, so subscribers of the same format share it.
+    func prepare(_ event: RaisedEvent)
 }
 
 extension EventDeliverer {
+    public func prepare(_ event: RaisedEvent) {}
     public func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] {
         var outcomes: [DeliveryOutcome] = []
         outcomes.reserveCapacity(events.count)

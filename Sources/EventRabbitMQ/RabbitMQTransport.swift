@@ -184,9 +184,13 @@ final class RabbitMQDeliverer: EventDeliverer {
         await deliver(batch: [event])[0]
     }
 
+    func prepare(_ event: RaisedEvent) {
+        _ = event.jsonRPC
+    }
+
     func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] {
         await connection.publish(
-            events.map(\.jsonRPC), exchange: socket.exchange, routingKey: socket.routingKey,
+            events.map { $0.jsonRPC }, exchange: socket.exchange, routingKey: socket.routingKey,
             persistent: socket.persistent)
     }
 

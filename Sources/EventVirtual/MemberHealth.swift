@@ -63,4 +63,30 @@ public struct MemberSet: Sendable, Hashable {
 
     public func contains(_ member: Int) -> Bool { bits & (1 << UInt64(member)) != 0 }
     public mutating func insert(_ member: Int) { bits |= 1 << UInt64(member) }
+
+    /// Members `0..<count`.
+    public static func all(_ count: Int) -> MemberSet {
+        var set = MemberSet()
+        set.bits = count >= 64 ? .max : (1 << UInt64(count)) - 1
+        return set
+    }
+}
+
+/// Members in ascending order; a set is what dispatching returns, so raising allocates no array.
+extension MemberSet: Sequence, ExpressibleByArrayLiteral {
+    public init(arrayLiteral members: Int...) {
+        for member in members { insert(member) }
+    }
+
+    public struct Iterator: IteratorProtocol {
+        var rest: UInt64
+        public mutating func next() -> Int? {
+            guard rest != 0 else { return nil }
+            let member = rest.trailingZeroBitCount
+            rest &= rest - 1
+            return member
+        }
+    }
+
+    public func makeIterator() -> Iterator { Iterator(rest: bits) }
 }

@@ -26,12 +26,12 @@ public struct VirtualPolicyState: Sendable, Hashable {
     }
 
     /// The members a newly raised event is dispatched to.
-    public mutating func dispatchTargets(now: Double) -> [Int] {
+    public mutating func dispatchTargets(now: Double) -> MemberSet {
         switch policy {
         case .parallel:
-            return Array(members.indices)
+            return .all(members.count)
         case .failover:
-            return reroute(tried: MemberSet(), after: members.count - 1, now: now).map { [$0] } ?? []
+            return reroute(tried: MemberSet(), after: members.count - 1, now: now).map { MemberSet($0) } ?? MemberSet()
         case .roundRobin:
             let count = members.count
             var chosen = turn
@@ -45,7 +45,7 @@ public struct VirtualPolicyState: Sendable, Hashable {
             // Every member marked: the turn's member is the last try (a member that came back is
             // better than a lost event).
             turn = (chosen + 1) % count
-            return [chosen]
+            return MemberSet(chosen)
         }
     }
 
@@ -57,8 +57,14 @@ public struct VirtualPolicyState: Sendable, Hashable {
         guard policy != .parallel else { return nil }
         let count = members.count
         let start = policy == .failover ? 0 : (member + 1) % count
-        let order = (0..<count).map { (start + $0) % count }.filter { !tried.contains($0) }
-        return order.first { !members[$0].isMarked(now: now) } ?? order.first
+        var lastTry: Int?
+        for step in 0..<count {
+            let candidate = (start + step) % count
+            guard !tried.contains(candidate) else { continue }
+            if !members[candidate].isMarked(now: now) { return candidate }
+            if lastTry == nil { lastTry = candidate }
+        }
+        return lastTry
     }
 
     /// Records a delivery outcome of `member`; returns the health transition it caused.

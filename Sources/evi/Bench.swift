@@ -66,6 +66,8 @@ struct Bench: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let hub = daemon.hub
+        // Raised by handle, as OpenSIPS modules raise by event id (the name lookup is for MI).
+        let event = try hub.publish("E_BENCH")
         let sockets = receivers.map { "udp:127.0.0.1:\($0.port)" }
         let socket: String
         switch scenario {
@@ -77,7 +79,7 @@ struct Bench: AsyncParsableCommand {
         try await hub.subscribe(event: "E_BENCH", socket: socket)
 
         // Warm up: one event through, then reset the receivers.
-        try hub.raise("E_BENCH", ["str": "hello", "num": 42])
+        try hub.raise(event, ["str": "hello", "num": 42])
         _ = await waitUntil(receivers: receivers, total: perEvent)
         for receiver in receivers { receiver.reset() }
 
@@ -95,7 +97,7 @@ struct Bench: AsyncParsableCommand {
                     while monotonicNanoseconds() < due {}
                 }
                 raisedAt[index] = monotonicNanoseconds()
-                _ = try hub.raise("E_BENCH", ["str": "hello", "num": 42])
+                _ = try hub.raise(event, ["str": "hello", "num": 42])
             }
         }
         let ended = await waitUntil(receivers: receivers, total: expected)

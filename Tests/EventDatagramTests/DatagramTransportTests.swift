@@ -80,6 +80,52 @@ import Testing
         await hub.shutdown()
     }
 
+    /// A batch goes out with `sendmmsg`, its payloads packed back to back, in calls of up to 256:
+    /// 700 payloads of varying length arrive whole and in order. A dead unix path fails each event
+    /// of a batch; a unix receiver that does not read takes what its queue holds
+    /// (net.unix.max_dgram_qlen) and the rest of the batch fails with "receiver buffer full".
+    @Test func batchesArriveWholeAndInOrderAndFailEventByEvent() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let hub = try makeHub()
+        let event = try hub.publish("E_MY_EVENT")
+        func deliverer(_ socket: String) async throws -> any EventDeliverer {
+            let parsed = try #require(try await hub.registry.parseSocket(socket) as? any DeliverySocket)
+            return parsed.makeDeliverer(
+                context: DelivererContext(event: event, socket: socket, logger: hub.logger, clock: hub.clock))
+        }
+        let events = (0..<700).map { index in
+            RaisedEvent(event: event, params: ["n": .int(Int64(index)), "pad": .string(String(repeating: "p", count: index % 37))])
+        }
+        let expected = (0..<700).map { index in
+            #"{"jsonrpc":"2.0","method":"E_MY_EVENT","params":{"n":\#(index),"pad":"\#(String(repeating: "p", count: index % 37))"}}"#
+        }
+
+        let receiver = try DatagramReceiver()
+        let udp = try await deliverer(receiver.socket)
+        #expect(await udp.deliver(batch: events) == Array(repeating: .delivered, count: 700))
+        #expect(await receiver.waitFor(count: 700) == expected)
+        await udp.close()
+        await receiver.close()
+
+        let dead = try await deliverer("unix:" + directory.file("nobody.sock"))
+        let noFile = DeliveryOutcome.failed(DeliveryFailure(.subscriberFailed, "no such socket file"))
+        #expect(await dead.deliver(batch: Array(events.prefix(600))) == Array(repeating: noFile, count: 600))
+        await dead.close()
+
+        let path = directory.file("asleep.sock")
+        let asleep = try BoundUnixSocket(path: path)
+        let full = try await deliverer("unix:" + path)
+        let outcomes = await full.deliver(batch: Array(events.prefix(300)))
+        let taken = outcomes.prefix { $0 == .delivered }.count
+        #expect(taken >= 1 && taken < 300)
+        #expect(outcomes.dropFirst(taken).allSatisfy { $0 == .failed(DeliveryFailure(.subscriberFailed, "receiver buffer full")) })
+        #expect(asleep.pending() == expected.prefix(taken).map { Array($0.utf8) })
+        await full.close()
+        asleep.close()
+        await hub.shutdown()
+    }
+
     @Test func refusedUDPPortFailsTheNextDelivery() async throws {
         let hub = try makeHub()
         // A port that was just free: bind, note it, close.
@@ -178,4 +224,35 @@ import Testing
         #expect(try !#require(CIDR("10.1.0.0/16")).contains(family: AF_INET, bytes: [10, 2, 0, 0]))
         await hub.shutdown()
     }
+}
+
+/// A Unix datagram socket bound at a path that reads nothing until asked.
+final class BoundUnixSocket {
+    let descriptor: Int32
+
+    init(path: String) throws {
+        descriptor = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0 else { throw ReceiverError("cannot bind \(path)") }
+    }
+
+    /// Everything queued so far, without waiting.
+    func pending() -> [[UInt8]] {
+        var datagrams: [[UInt8]] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            guard count > 0 else { return datagrams }
+            datagrams.append(Array(buffer[0..<count]))
+        }
+    }
+
+    func close() { _ = Glibc.close(descriptor) }
 }

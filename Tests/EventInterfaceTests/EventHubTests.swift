@@ -84,6 +84,24 @@ final class MemoryTransport: EventTransport {
         #expect(hub.statistics.snapshot().events["E_A"]?.raised == 1)
     }
 
+    /// Raising by the handle `publish` returned (OpenSIPS raises by event id) is the same raise;
+    /// a handle from another interface, or one never published, is refused.
+    @Test func raisingByHandleIsTheSameRaiseAndForeignHandlesAreRefused() async throws {
+        let hub = makeHub()
+        let event = try hub.publish("E_A")
+        try await hub.subscribe(event: "E_A", socket: "memory:handle")
+        #expect(try hub.raise(event, ["k": 1]).subscribers == 1)
+        #expect(await eventually { memory.messages("handle") == [#"{"jsonrpc":"2.0","method":"E_A","params":{"k":1}}"#] })
+        #expect(hub.statistics.snapshot().events["E_A"]?.raised == 1)
+
+        let other = makeHub()
+        let foreign = try other.publish("E_B")  // id 0 there, but E_A is id 0 here
+        #expect(throws: EventInterfaceError.eventNotPublished("E_B")) { try hub.raise(foreign) }
+        #expect(throws: EventInterfaceError.eventNotPublished("E_C")) { try hub.raise(Event(name: "E_C", id: 42)) }
+        #expect(memory.messages("handle").count == 1)
+        await hub.shutdown()
+    }
+
     @Test func subscribeRaiseDeliversToEveryLiveSubscriber() async throws {
         let hub = makeHub()
         try hub.publish("E_A")

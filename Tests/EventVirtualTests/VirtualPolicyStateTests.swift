@@ -120,5 +120,9 @@ import Testing
         for member in [0, 1, 63] { set.insert(member) }
         #expect(set.contains(0) && set.contains(1) && set.contains(63))
         #expect(!set.contains(2) && !set.contains(62))
+        #expect(Array(set) == [0, 1, 63])
+        #expect(Array(MemberSet.all(3)) == [0, 1, 2])
+        #expect(Array(MemberSet.all(64)).count == 64)
+        #expect(Array(MemberSet()) == [])
     }
 }

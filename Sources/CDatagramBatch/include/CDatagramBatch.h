@@ -6,9 +6,11 @@
 #include <sys/socket.h>
 
 /// Sends up to `count` datagrams with one sendmmsg(2) call (Swift's Glibc module does not
-/// export it). `address` may be NULL for a connected socket. Returns how many were sent; when
-/// the first one fails, returns -1 and sets *error to its errno.
-int evi_send_datagrams(int fd, const uint8_t *const *payloads, const size_t *lengths, unsigned int count,
+/// export it). The payloads lie back to back in `data`, the i-th `lengths[i]` bytes long, so the
+/// caller hands over two buffers instead of one pinned pointer per datagram. `address` may be
+/// NULL for a connected socket. Returns how many were sent; when the first one fails, returns -1
+/// and sets *error to its errno.
+int evi_send_datagrams(int fd, const uint8_t *data, const size_t *lengths, unsigned int count,
                        const struct sockaddr *address, socklen_t address_length, int *error);
 
 #endif
