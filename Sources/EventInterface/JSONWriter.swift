@@ -139,31 +139,66 @@ public struct JSONWriter: ~Copyable {
     }
 
     public mutating func append(string: String) {
-        write(UInt8(ascii: "\""))
         var string = string
         string.withUTF8 { utf8 in
-            var runStart = 0
-            for index in 0..<utf8.count {
-                let byte = utf8[index]
-                guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
-                if runStart < index { write(UnsafeBufferPointer(rebasing: utf8[runStart..<index])) }
-                runStart = index + 1
-                switch byte {
-                case UInt8(ascii: "\""): append(raw: "\\\"")
-                case UInt8(ascii: "\\"): append(raw: "\\\\")
-                case 0x0A: append(raw: "\\n")
-                case 0x0D: append(raw: "\\r")
-                case 0x09: append(raw: "\\t")
-                case 0x08: append(raw: "\\b")
-                case 0x0C: append(raw: "\\f")
-                default:
-                    append(raw: "\\u00")
-                    write(Self.hexDigit(byte >> 4))
-                    write(Self.hexDigit(byte & 0x0F))
-                }
+            guard let source = utf8.baseAddress, !Self.needsEscaping(utf8) else {
+                appendEscaped(utf8)
+                return
             }
-            if runStart < utf8.count { write(UnsafeBufferPointer(rebasing: utf8[runStart...])) }
+            // The common case: nothing to escape, so quotes and one copy.
+            reserve(utf8.count + 2)
+            base[count] = UInt8(ascii: "\"")
+            (base + count + 1).update(from: source, count: utf8.count)
+            base[count + 1 + utf8.count] = UInt8(ascii: "\"")
+            count += utf8.count + 2
         }
+    }
+
+    /// Whether any byte is a control character, `"` or `\`; eight bytes at a time.
+    private static func needsEscaping(_ utf8: UnsafeBufferPointer<UInt8>) -> Bool {
+        guard let start = UnsafeRawPointer(utf8.baseAddress) else { return false }
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        @inline(__always) func hasZeroByte(_ word: UInt64) -> Bool { (word &- ones) & ~word & highs != 0 }
+        var offset = 0
+        while offset + 8 <= utf8.count {
+            let word = start.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+            // A byte below 0x20 (bytes of 0x80 and up are UTF-8, never escaped), or equal to '"' or '\'.
+            let control = (word &- ones &* 0x20) & ~word & highs
+            if control != 0 || hasZeroByte(word ^ (ones &* 0x22)) || hasZeroByte(word ^ (ones &* 0x5C)) { return true }
+            offset += 8
+        }
+        while offset < utf8.count {
+            let byte = utf8[offset]
+            if byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { return true }
+            offset += 1
+        }
+        return false
+    }
+
+    private mutating func appendEscaped(_ utf8: UnsafeBufferPointer<UInt8>) {
+        write(UInt8(ascii: "\""))
+        var runStart = 0
+        for index in 0..<utf8.count {
+            let byte = utf8[index]
+            guard byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") else { continue }
+            if runStart < index { write(UnsafeBufferPointer(rebasing: utf8[runStart..<index])) }
+            runStart = index + 1
+            switch byte {
+            case UInt8(ascii: "\""): append(raw: "\\\"")
+            case UInt8(ascii: "\\"): append(raw: "\\\\")
+            case 0x0A: append(raw: "\\n")
+            case 0x0D: append(raw: "\\r")
+            case 0x09: append(raw: "\\t")
+            case 0x08: append(raw: "\\b")
+            case 0x0C: append(raw: "\\f")
+            default:
+                append(raw: "\\u00")
+                write(Self.hexDigit(byte >> 4))
+                write(Self.hexDigit(byte & 0x0F))
+            }
+        }
+        if runStart < utf8.count { write(UnsafeBufferPointer(rebasing: utf8[runStart...])) }
         write(UInt8(ascii: "\""))
     }
 

@@ -60,6 +60,7 @@ public struct MemberSet: Sendable, Hashable {
 
     public init() {}
     public init(_ member: Int) { insert(member) }
+    public init(bits: UInt64) { self.bits = bits }
 
     public func contains(_ member: Int) -> Bool { bits & (1 << UInt64(member)) != 0 }
     public mutating func insert(_ member: Int) { bits |= 1 << UInt64(member) }

@@ -36,6 +36,9 @@ final class VirtualSubscriber: EventSubscriber {
                 policy: VirtualPolicyState(
                     policy: socket.policy, memberCount: socket.members.count, failoverTimeout: socket.failoverTimeout),
                 lastNotice: Array(repeating: -.infinity, count: socket.members.count)))
+        for (member, queue) in members.enumerated() {
+            queue.observe { [weak self] completions in self?.completed(completions, member: member) }
+        }
     }
 
     func dispatch(_ event: RaisedEvent) {
@@ -44,35 +47,50 @@ final class VirtualSubscriber: EventSubscriber {
         for member in targets { send(event, to: member, tried: MemberSet(member)) }
     }
 
+    /// Queues `event` on `member`, tagged with the members it has been tried on; a refusal
+    /// ("queue full") is an outcome like any other, handled here at once.
     private func send(_ event: RaisedEvent, to member: Int, tried: MemberSet) {
-        members[member].enqueue(event) { [self] outcome in
-            completed(event, member: member, tried: tried, outcome: outcome)
+        if let refusal = members[member].enqueue(event, tag: tried.bits) {
+            completed([DeliveryQueue.Completion(event: event, tag: tried.bits, outcome: .failed(refusal))], member: member)
         }
     }
 
-    private func completed(_ event: RaisedEvent, member: Int, tried: MemberSet, outcome: DeliveryOutcome) {
+    /// Outcomes of `member`, a chunk at a time: health is recorded under one lock, then failed
+    /// events move on (not PARALLEL) and health changes are announced.
+    private func completed(_ completions: [DeliveryQueue.Completion], member: Int) {
         let now = clock.now()
-        let (transition, next, notify) = state.withLock { state -> (MemberHealth.Transition?, Int?, Bool) in
-            let transition = state.policy.record(outcome, member: member, now: now)
-            var notify = false
-            if transition != nil, now - state.lastNotice[member] >= Self.noticeInterval {
-                state.lastNotice[member] = now
-                notify = true
+        let parallel = socket.policy == .parallel
+        var transitions: [(MemberHealth.Transition, notify: Bool)] = []
+        var reroutes: [(event: RaisedEvent, member: Int, tried: MemberSet)] = []
+        var dropped: [(event: RaisedEvent, reason: String)] = []
+        state.withLock { state in
+            for completion in completions {
+                if let transition = state.policy.record(completion.outcome, member: member, now: now) {
+                    var notify = false
+                    if now - state.lastNotice[member] >= Self.noticeInterval {
+                        state.lastNotice[member] = now
+                        notify = true
+                    }
+                    transitions.append((transition, notify))
+                }
+                guard case .failed(let failure) = completion.outcome, !parallel else { continue }
+                let tried = MemberSet(bits: completion.tag)
+                if let next = state.policy.reroute(tried: tried, after: member, now: now) {
+                    var moved = tried
+                    moved.insert(next)
+                    reroutes.append((completion.event, next, moved))
+                } else {
+                    dropped.append((completion.event, failure.reason))
+                }
             }
-            let next = outcome.isDelivered ? nil : state.policy.reroute(tried: tried, after: member, now: now)
-            return (transition, next, notify)
         }
-        if let transition { announce(transition, member: member, notify: notify) }
-        guard case .failed(let failure) = outcome, socket.policy != .parallel else { return }
-        if let next {
-            var tried = tried
-            tried.insert(next)
-            send(event, to: next, tried: tried)
-        } else {
+        for (transition, notify) in transitions { announce(transition, member: member, notify: notify) }
+        for reroute in reroutes { send(reroute.event, to: reroute.member, tried: reroute.tried) }
+        for (event, reason) in dropped {
             undelivered.recordUndelivered()
             logger.error(
                 "no member of the virtual socket took the event",
-                metadata: ["event": "\(event.name)", "socket": "\(socket)", "last_reason": "\(failure.reason)"])
+                metadata: ["event": "\(event.name)", "socket": "\(socket)", "last_reason": "\(reason)"])
         }
     }
 
