@@ -3,6 +3,7 @@
 #elseif canImport(Musl)
     import Musl
 #endif
+import CDatagramBatch
 import EventInterface
 import Synchronization
 
@@ -129,4 +130,18 @@ extension String {
     fileprivate func trimmingBrackets() -> String {
         hasPrefix("[") && hasSuffix("]") ? String(dropFirst().dropLast()) : self
     }
+}
+
+/// Receives as many datagrams as are waiting, up to `lengths.count` (at most 256), with one
+/// `recvmmsg`: the i-th into `buffer[i * slot ..< (i + 1) * slot]`, its length into `lengths[i]`.
+/// Waits for the first as the socket's receive timeout allows. Returns how many arrived (0 when
+/// none did). For receivers that must keep up with evi on the same cores (`evi bench`).
+public func receiveDatagrams(descriptor: Int32, into buffer: inout [UInt8], slot: Int, lengths: inout [Int]) -> Int {
+    let capacity = min(lengths.count, buffer.count / max(1, slot))
+    let received = buffer.withUnsafeMutableBufferPointer { data in
+        lengths.withUnsafeMutableBufferPointer { sizes in
+            evi_receive_datagrams(descriptor, data.baseAddress, slot, sizes.baseAddress, UInt32(capacity))
+        }
+    }
+    return max(0, Int(received))
 }

@@ -13,4 +13,9 @@
 int evi_send_datagrams(int fd, const uint8_t *data, const size_t *lengths, unsigned int count,
                        const struct sockaddr *address, socklen_t address_length, int *error);
 
+/// Receives up to `count` datagrams (at most 256) with one recvmmsg(2) call, each into its own
+/// `slot`-byte slice of `buffer`, their lengths into `lengths`. Waits for the first one as the
+/// socket's receive timeout allows. Returns how many arrived, or -1 (errno) when none did.
+int evi_receive_datagrams(int fd, uint8_t *buffer, size_t slot, size_t *lengths, unsigned int count);
+
 #endif
