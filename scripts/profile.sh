@@ -2,7 +2,7 @@
 # Counts the instructions of the raise path with callgrind (perf is not available on these
 # machines; callgrind counts are repeatable whatever else the machine does).
 #
-#   scripts/profile.sh [udp|parallel3|roundrobin3|failover-dead] [EVENTS]
+#   scripts/profile.sh [udp|parallel3|roundrobin3|failover-dead|mi-http] [EVENTS]
 #
 # `evi bench` itself cannot run under valgrind here: valgrind (3.19, and 3.24 too) crashes when an
 # `async` main starts its threads (libdispatch's dispatch_main). So this builds
@@ -26,7 +26,10 @@ import PackageDescription
 let package = Package(
     name: "evi-profile",
     platforms: [.macOS(.v15)],
-    dependencies: [.package(path: "$root")],
+    dependencies: [
+        .package(path: "$root"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
+    ],
     targets: [
         .executableTarget(
             name: "evi-profile",
@@ -34,6 +37,8 @@ let package = Package(
                 .product(name: "EventInterface", package: "$identity"),
                 .product(name: "EventDatagram", package: "$identity"),
                 .product(name: "EventVirtual", package: "$identity"),
+                .product(name: "ManagementInterface", package: "$identity"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         )
     ]

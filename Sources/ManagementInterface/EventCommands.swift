@@ -105,7 +105,7 @@ extension ManagementInterface {
                 parameterSets: [["event"], ["event", "params"]],
                 handler: .immediate { params throws(MIError) in
                     let name = try params.string("event")
-                    let eventParams = try Self.raiseParams(params.values["params"])
+                    let eventParams = try Self.raiseParams(params.value("params"))
                     let result: RaiseResult
                     do {
                         result = try hub.raise(name, eventParams)

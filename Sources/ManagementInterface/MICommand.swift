@@ -26,16 +26,20 @@ public struct MICommand: Sendable {
         switch params {
         case nil:
             guard parameterSets.contains(where: \.isEmpty) else { throw .wrongParameterCount }
-            return MIParams([:])
+            return MIParams([])
         case .object(let fields)?:
-            let names = Set(fields.map(\.name))
-            guard names.count == fields.count, parameterSets.contains(where: { Set($0) == names }) else {
-                throw .wrongParameterCount
+            // Same names as one set, each once (checked only once the counts agree: a set is small).
+            let matches = parameterSets.contains { set in
+                set.count == fields.count && fields.allSatisfy { set.contains($0.name) }
             }
-            return MIParams(Dictionary(uniqueKeysWithValues: fields.map { ($0.name, $0.value) }))
+            let distinct = fields.indices.allSatisfy { index in
+                !fields[..<index].contains { $0.name == fields[index].name }
+            }
+            guard matches, distinct else { throw .wrongParameterCount }
+            return MIParams(fields)
         case .array(let values)?:
             guard let set = parameterSets.first(where: { $0.count == values.count }) else { throw .wrongParameterCount }
-            return MIParams(Dictionary(uniqueKeysWithValues: zip(set, values).map { ($0, $1) }))
+            return MIParams(zip(set, values).map { EventField($0, $1) })
         default:
             throw .invalidRequest
         }

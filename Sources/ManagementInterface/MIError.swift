@@ -42,15 +42,19 @@ public struct MIError: Error, Sendable, Hashable {
 
 /// The parameters of one call, bound to the names of the command's parameter set.
 public struct MIParams: Sendable {
-    public let values: [String: EventValue]
+    /// In the order given (named) or of the parameter set (positional). A list, not a dictionary:
+    /// there are at most a handful, and hashing them showed in scripts/profile's MI counts.
+    public let fields: [EventField]
 
-    public init(_ values: [String: EventValue]) { self.values = values }
+    public init(_ fields: [EventField]) { self.fields = fields }
 
-    public func has(_ name: String) -> Bool { values[name] != nil }
+    public func value(_ name: String) -> EventValue? { fields.first { $0.name == name }?.value }
+
+    public func has(_ name: String) -> Bool { value(name) != nil }
 
     /// A string parameter (numbers are accepted and printed, as OpenSIPS reads everything as text).
     public func string(_ name: String) throws(MIError) -> String {
-        guard let value = values[name] else { throw .wrongParameterCount }
+        guard let value = value(name) else { throw .wrongParameterCount }
         switch value {
         case .string(let text): return text
         case .int(let number): return String(number)
@@ -60,7 +64,7 @@ public struct MIParams: Sendable {
 
     /// An integer parameter; numeric strings are accepted (opensips-cli sends `"120"`).
     public func integer(_ name: String) throws(MIError) -> Int {
-        guard let value = values[name] else { throw .wrongParameterCount }
+        guard let value = value(name) else { throw .wrongParameterCount }
         switch value {
         case .int(let number):
             guard let result = Int(exactly: number) else { throw .badParameter("\(name) out of range") }

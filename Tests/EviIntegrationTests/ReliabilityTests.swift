@@ -54,22 +54,34 @@ import Testing
         _ = try daemon.mi(
             #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","virtual:PARALLEL \#(neverReads.socket) unix:\#(blackhole.path) flatstore:\#(live)"],"id":1}"#
         )
-        try Self.raise(daemon, event: "E_X", from: 0, count: 2_000)
-        #expect(await eventually { lines().count == 2_000 })
+        // Warm up until every queue has filled once, then measure over the rest.
+        let warmUp = 20_000
+        try Self.raise(daemon, event: "E_X", from: 0, count: warmUp)
+        #expect(await eventually(timeout: .seconds(30)) { lines().count == warmUp })
         let before = Self.rss(daemon.process.child.pid)
-        let total = 100_000
-        try Self.raise(daemon, event: "E_X", from: 2_000, count: total - 2_000)
-        _ = await eventually(timeout: .seconds(60)) { lines().count >= total }
-        let after = Self.rss(daemon.process.child.pid)
+        // CI raises 100,000; `EVI_BLACKHOLE_EVENTS=1000000` is the issue's million (README figures).
+        let total = max(warmUp * 2, ProcessInfo.processInfo.environment["EVI_BLACKHOLE_EVENTS"].flatMap { Int($0) } ?? 100_000)
+        var peak = before
+        var raised = warmUp
+        while raised < total {
+            let count = min(50_000, total - raised)
+            try Self.raise(daemon, event: "E_X", from: raised, count: count)
+            raised += count
+            peak = max(peak, Self.rss(daemon.process.child.pid))
+        }
+        _ = await eventually(timeout: .seconds(120)) { lines().count >= total }
+        let after = max(peak, Self.rss(daemon.process.child.pid))
         let got = lines()
         #expect(got.count == total)
         #expect(Set(got).count == total)
         let metrics = try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").bodyText
         let dropped = metrics.split(separator: "\n").first { $0.hasPrefix(#"evi_dropped_total{transport="tcp"}"#) }
         #expect((dropped?.split(separator: " ").last.flatMap { Double($0) } ?? 0) > 0, "\(dropped ?? "none")")
-        // The bound: queue_size events per member (1,000 here), whatever is raised.
-        #expect(after - before < 40 << 20, "RSS grew from \(before) to \(after) bytes")
-        print("blackhole: \(total) events, live member got \(got.count); RSS \(before >> 20) MiB → \(after >> 20) MiB; \(dropped ?? "")")
+        // The bound: queue_size events per member (1,000 here), whatever is raised; the issue's
+        // target is RSS within 10 % from the warmed-up daemon to the peak.
+        #expect(Double(after) <= Double(before) * 1.10, "RSS grew from \(before) to \(after) bytes")
+        print(
+            "blackhole: \(total) events, live member got \(got.count); RSS \(before >> 10) KiB → peak \(after >> 10) KiB; \(dropped ?? "")")
     }
 
     @Test func aMemberKilledAndRestartedMidStreamLosesNothingUnderFailoverAndRoundRobin() async throws {

@@ -1,10 +1,13 @@
 // Raises `E_BENCH` N times to loopback UDP receivers through the library, the way `evi bench`
 // does, with a synchronous main so that `valgrind --tool=callgrind` can run it:
-//   evi-profile udp|parallel3|roundrobin3|failover-dead EVENTS
+//   evi-profile udp|parallel3|roundrobin3|failover-dead|mi-http EVENTS
+// mi-http raises over MI HTTP (the daemon's NIOHTTP1 server) from 8 keep-alive client threads.
 import Dispatch
 import EventDatagram
 import EventInterface
 import EventVirtual
+import ManagementInterface
+import NIOPosix
 import Synchronization
 
 #if canImport(Glibc)
@@ -51,6 +54,37 @@ final class Receiver: @unchecked Sendable {
     }
 }
 
+/// `clients` threads, each with one keep-alive connection, sending `raise_event` requests and
+/// reading each reply (to the end of its Content-Length body) before the next.
+func raiseOverHTTP(port: Int, requests: Int, clients: Int) {
+    let body = #"{"jsonrpc":"2.0","method":"raise_event","params":{"event":"E_BENCH","params":{"str":"hello","num":42}},"id":1}"#
+    let request = Array(
+        "POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)".utf8)
+    let next = Counter()
+    let done = DispatchSemaphore(value: 0)
+    for _ in 0..<clients {
+        detachThread {
+            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            _ = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while next.value.add(1, ordering: .relaxed).oldValue < requests {
+                _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                // The replies here are one small segment each: headers and a 40-byte body.
+                _ = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            }
+            close(fd)
+            done.signal()
+        }
+    }
+    for _ in 0..<clients { done.wait() }
+}
+
 func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) throws -> T {
     let semaphore = DispatchSemaphore(value: 0)
     let result = Mutex<Result<T, any Error>?>(nil)
@@ -86,7 +120,18 @@ let event = try hub.publish("E_BENCH")
 try blocking { try await hub.subscribe(event: "E_BENCH", socket: target) }
 let expected = events * (scenario == "parallel3" ? 3 : 1)
 let started = monotonicNanoseconds()
-for _ in 0..<events { try hub.raise(event, ["str": "hello", "num": 42]) }
+if scenario == "mi-http" {
+    let mi = ManagementInterface()
+    mi.registerEventCommands(hub: hub, server: MIServerInfo(version: "profile"))
+    let server = try blocking {
+        try await MIHTTPServer.bind(
+            host: "127.0.0.1", port: 0, group: MultiThreadedEventLoopGroup.singleton, mi: mi, metrics: { [] },
+            logger: hub.logger)
+    }
+    raiseOverHTTP(port: server.localPort, requests: events, clients: 8)
+} else {
+    for _ in 0..<events { try hub.raise(event, ["str": "hello", "num": 42]) }
+}
 let raised = monotonicNanoseconds()
 var waited = 0
 while receivers.reduce(0, { $0 + $1.count.load(ordering: .relaxed) }) < expected, waited < 20_000 {
