@@ -6,8 +6,8 @@ import Synchronization
 
 /// One file and its descriptor, shared by every subscription that writes the path.
 ///
-/// A lock serialises writers and rotation; each line is one `write` on an `O_APPEND` descriptor,
-/// so no line is torn or lost by a rotation, whoever writes.
+/// A lock serialises writers and rotation; the whole lines between two rotations are one `write`
+/// on an `O_APPEND` descriptor, so no line is torn or lost by a rotation, whoever writes.
 final class FlatstoreFile: @unchecked Sendable {
     // `references` and `lastWrite` are guarded by the transport's table lock and `state`'s lock.
     var references = 1
@@ -42,31 +42,64 @@ final class FlatstoreFile: @unchecked Sendable {
         write(lines: [line])[0]
     }
 
+    /// Writes the lines in order, as few `write` calls as rotation allows: the lines between two
+    /// rotations go out as one `O_APPEND` write (whole, so still never interleaved with another
+    /// writer's lines). One write per line could not keep up with a release build raising over MI:
+    /// a live flatstore member's queue filled and dropped events.
     func write(lines: [[UInt8]]) -> [DeliveryOutcome] {
         let now = transport.wallClock()
         var announcements: [(String, String)] = []
         let wasOpen = isOpen
         let outcomes = state.withLock { state -> [DeliveryOutcome] in
-            lines.map { line in
-                if let reason = rotationDue(&state, adding: line.count, now: now) {
+            var outcomes = [DeliveryOutcome](repeating: .delivered, count: lines.count)
+            var run: [UInt8] = []
+            var runLines: [Int] = []
+            func flush() {
+                guard !runLines.isEmpty else { return }
+                defer {
+                    run.removeAll(keepingCapacity: true)
+                    runLines.removeAll(keepingCapacity: true)
+                }
+                if state.descriptor < 0, let failure = open(&state, now: now) {
+                    for index in runLines { outcomes[index] = .failed(failure) }
+                    return
+                }
+                let written = run.withUnsafeBytes { Glibc.write(state.descriptor, $0.baseAddress, $0.count) }
+                if written == run.count {
+                    state.size += run.count
+                    state.lines += runLines.count
+                    lastWrite = now
+                    return
+                }
+                // Lines wholly written count as delivered; the rest failed.
+                let reason = written < 0 ? String(cString: strerror(errno)) : "short write"
+                let failure = DeliveryFailure(.subscriberFailed, "cannot write \(path): \(reason)")
+                var end = 0
+                for index in runLines {
+                    end += lines[index].count
+                    if written >= 0 && end <= written {
+                        state.size += lines[index].count
+                        state.lines += 1
+                    } else {
+                        outcomes[index] = .failed(failure)
+                    }
+                }
+                Glibc.close(state.descriptor)
+                state.descriptor = -1
+                descriptorOpen.store(false, ordering: .relaxed)
+            }
+            for (index, line) in lines.enumerated() {
+                if let reason = rotationDue(
+                    &state, pendingBytes: run.count, pendingLines: runLines.count, adding: line.count, now: now)
+                {
+                    flush()
                     if let old = rotate(&state) { announcements.append((reason, old)) }
                 }
-                if state.descriptor < 0 {
-                    if let failure = open(&state, now: now) { return .failed(failure) }
-                }
-                let written = line.withUnsafeBytes { Glibc.write(state.descriptor, $0.baseAddress, $0.count) }
-                guard written == line.count else {
-                    let reason = written < 0 ? String(cString: strerror(errno)) : "short write"
-                    Glibc.close(state.descriptor)
-                    state.descriptor = -1
-                    descriptorOpen.store(false, ordering: .relaxed)
-                    return .failed(DeliveryFailure(.subscriberFailed, "cannot write \(path): \(reason)"))
-                }
-                state.size += line.count
-                state.lines += 1
-                lastWrite = now
-                return .delivered
+                run.append(contentsOf: line)
+                runLines.append(index)
             }
+            flush()
+            return outcomes
         }
         for (reason, old) in announcements { announce(reason: reason, oldPath: old, now: now) }
         // Outside the lock: closing other files' descriptors takes their locks.
@@ -74,15 +107,19 @@ final class FlatstoreFile: @unchecked Sendable {
         return outcomes
     }
 
-    /// Which rotation, if any, is due before writing `count` more bytes.
-    private func rotationDue(_ state: inout State, adding count: Int, now: Double) -> String? {
+    /// Which rotation, if any, is due before writing `count` more bytes after the pending ones.
+    private func rotationDue(
+        _ state: inout State, pendingBytes: Int, pendingLines: Int, adding count: Int, now: Double
+    ) -> String? {
+        let size = state.size + pendingBytes
+        let lines = state.lines + pendingLines
         if let period = options.rotatePeriod {
             let current = Int(now) / period
-            if let filePeriod = state.period, filePeriod != current, state.lines > 0 { return "period" }
+            if let filePeriod = state.period, filePeriod != current, lines > 0 { return "period" }
             if state.period == nil { state.period = current }
         }
-        if let limit = options.rotateSize, state.size > 0, state.size + count > limit { return "size" }
-        if let limit = options.rotateCount, state.lines >= limit { return "count" }
+        if let limit = options.rotateSize, size > 0, size + count > limit { return "size" }
+        if let limit = options.rotateCount, lines >= limit { return "count" }
         return nil
     }
 

@@ -156,6 +156,10 @@ final class FlatstoreDeliverer: EventDeliverer {
         file.write(event.payload(transport.format))
     }
 
+    func prepare(_ event: RaisedEvent) {
+        _ = event.payload(transport.format)
+    }
+
     func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] {
         file.write(lines: events.map { $0.payload(transport.format) })
     }

@@ -6,8 +6,12 @@ import Testing
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent()
 
-/// The `evi` binary `swift build` made beside the test bundle.
+/// The `evi` binary `swift build` made beside the test bundle; `EVI_BINARY` names another (the
+/// release build, for the long runs whose figures the README gives).
 let eviBinary: URL = {
+    if let path = ProcessInfo.processInfo.environment["EVI_BINARY"] {
+        return URL(fileURLWithPath: path, relativeTo: repositoryRoot)
+    }
     let bundle = Bundle.main.bundleURL
     for candidate in [
         bundle.deletingLastPathComponent().appendingPathComponent("evi"),
