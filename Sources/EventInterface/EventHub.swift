@@ -355,13 +355,13 @@ public struct SubscriberContext: Sendable {
 
     /// A queue and delivery task for one delivering socket: the plain subscriber's own, or one
     /// member's of a virtual subscriber.
-    public func makeQueue(for member: any DeliverySocket) -> DeliveryQueue {
+    public func makeQueue(for member: any DeliverySocket, observer: DeliveryQueue.Observer? = nil) -> DeliveryQueue {
         let logger = self.logger
         let deliverer = member.makeDeliverer(
             context: DelivererContext(event: event, socket: member.description, logger: logger, clock: clock))
         return DeliveryQueue(
             deliverer: deliverer, socket: member.description, capacity: queueCapacity,
-            counters: statistics.transport(member.scheme), logger: logger)
+            counters: statistics.transport(member.scheme), logger: logger, observer: observer)
     }
 
     /// Raises one of the interface's own events (`E_VIRTUAL_MEMBER_DOWN`, …); failures to raise

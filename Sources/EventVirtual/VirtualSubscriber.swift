@@ -30,38 +30,46 @@ final class VirtualSubscriber: EventSubscriber {
         self.clock = context.clock
         self.logger = context.logger
         self.undelivered = context.eventCounters
-        self.members = socket.members.map { context.makeQueue(for: $0) }
+        // The queues report to the subscriber through a relay: they are made before `self` exists.
+        let relay = CompletionRelay()
+        self.members = socket.members.enumerated().map { member, memberSocket in
+            context.makeQueue(for: memberSocket) { completions in
+                relay.subscriber?.completed(completions, member: member)
+            }
+        }
         self.state = Mutex(
             State(
                 policy: VirtualPolicyState(
                     policy: socket.policy, memberCount: socket.members.count, failoverTimeout: socket.failoverTimeout),
                 lastNotice: Array(repeating: -.infinity, count: socket.members.count)))
-        for (member, queue) in members.enumerated() {
-            queue.observe { [weak self] completions in self?.completed(completions, member: member) }
-        }
+        relay.subscriber = self
     }
 
+    /// Picks the member(s) and queues the event there under the subscriber's lock, the same lock
+    /// under which failed events are moved on, so events reach each member in a consistent order.
     func dispatch(_ event: RaisedEvent) {
         let now = clock.now()
-        let targets = state.withLock { $0.policy.dispatchTargets(now: now) }
-        for member in targets { send(event, to: member, tried: MemberSet(member)) }
-    }
-
-    /// Queues `event` on `member`, tagged with the members it has been tried on; a refusal
-    /// ("queue full") is an outcome like any other, handled here at once.
-    private func send(_ event: RaisedEvent, to member: Int, tried: MemberSet) {
-        if let refusal = members[member].enqueue(event, tag: tried.bits) {
-            completed([DeliveryQueue.Completion(event: event, tag: tried.bits, outcome: .failed(refusal))], member: member)
+        var refused: [(member: Int, completion: DeliveryQueue.Completion)] = []
+        state.withLock { state in
+            for member in state.policy.dispatchTargets(now: now) {
+                let tag = MemberSet(member).bits
+                if let refusal = members[member].enqueue(event, tag: tag) {
+                    refused.append((member, DeliveryQueue.Completion(event: event, tag: tag, outcome: .failed(refusal))))
+                }
+            }
         }
+        // A refusal ("queue full") is an outcome like any other.
+        for (member, completion) in refused { completed([completion], member: member) }
     }
 
-    /// Outcomes of `member`, a chunk at a time: health is recorded under one lock, then failed
-    /// events move on (not PARALLEL) and health changes are announced.
-    private func completed(_ completions: [DeliveryQueue.Completion], member: Int) {
+    /// Outcomes of `member`, a chunk at a time: health is recorded and failed events are moved on
+    /// (not PARALLEL) under one lock, so that an event raised meanwhile cannot overtake them on the
+    /// next member; health changes are announced afterwards.
+    fileprivate func completed(_ completions: [DeliveryQueue.Completion], member: Int) {
         let now = clock.now()
         let parallel = socket.policy == .parallel
         var transitions: [(MemberHealth.Transition, notify: Bool)] = []
-        var reroutes: [(event: RaisedEvent, member: Int, tried: MemberSet)] = []
+        var refused: [(member: Int, completion: DeliveryQueue.Completion)] = []
         var dropped: [(event: RaisedEvent, reason: String)] = []
         state.withLock { state in
             for completion in completions {
@@ -75,17 +83,21 @@ final class VirtualSubscriber: EventSubscriber {
                 }
                 guard case .failed(let failure) = completion.outcome, !parallel else { continue }
                 let tried = MemberSet(bits: completion.tag)
-                if let next = state.policy.reroute(tried: tried, after: member, now: now) {
-                    var moved = tried
-                    moved.insert(next)
-                    reroutes.append((completion.event, next, moved))
-                } else {
+                guard let next = state.policy.reroute(tried: tried, after: member, now: now) else {
                     dropped.append((completion.event, failure.reason))
+                    continue
+                }
+                var moved = tried
+                moved.insert(next)
+                // A queue's lock is only ever taken after this one, never before it.
+                if let refusal = members[next].enqueue(completion.event, tag: moved.bits) {
+                    refused.append(
+                        (next, DeliveryQueue.Completion(event: completion.event, tag: moved.bits, outcome: .failed(refusal))))
                 }
             }
         }
         for (transition, notify) in transitions { announce(transition, member: member, notify: notify) }
-        for reroute in reroutes { send(reroute.event, to: reroute.member, tried: reroute.tried) }
+        for (next, completion) in refused { completed([completion], member: next) }
         for (event, reason) in dropped {
             undelivered.recordUndelivered()
             logger.error(
@@ -129,4 +141,11 @@ final class VirtualSubscriber: EventSubscriber {
             for member in members { group.addTask { await member.close(grace: grace) } }
         }
     }
+}
+
+/// Points the member queues back at their virtual subscriber without keeping it alive. Set once,
+/// in the subscriber's `init`, before any event can be queued; Swift's weak references are safe to
+/// read from the delivery tasks.
+private final class CompletionRelay: @unchecked Sendable {
+    weak var subscriber: VirtualSubscriber?
 }

@@ -96,11 +96,14 @@ import Testing
         }
         // The bound: queue_size events per stuck member (a queued event keeps its parameters and
         // encodings, some 600 bytes), whatever is raised. RSS climbs while those queues fill, then
-        // stays: over the second half of the run it may not grow by more than 10 %.
+        // stays: over the second half of a long run it may not grow by more than 10 % (a short
+        // run's second half is still filling queues, so it is held to the absolute bound only).
         let middle = samples[(samples.count - 1) / 2]
         let latePeak = samples[((samples.count - 1) / 2)...].max() ?? 0
         let peak = samples.max() ?? 0
-        #expect(Double(latePeak) <= Double(middle) * 1.10, "RSS grew from \(middle) to \(latePeak) bytes in the second half")
+        if total >= 1_000_000 {
+            #expect(Double(latePeak) <= Double(middle) * 1.10, "RSS grew from \(middle) to \(latePeak) bytes in the second half")
+        }
         #expect(peak - before < 40 << 20, "RSS grew from \(before) to \(peak) bytes")
         print(
             "\(name), queue_size \(queueSize): \(total) events, live member got \(got.count); RSS at 10 % \(before >> 10) KiB, at half "
