@@ -1,11 +1,12 @@
+import CDatagramBatch
+import EventInterface
+import Synchronization
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
     import Musl
 #endif
-import CDatagramBatch
-import EventInterface
-import Synchronization
 
 /// The receiving side of udp and unix: binds a datagram socket and hands every datagram to a
 /// callback, from a thread of its own. Used by `evi listen`, `evi demo` and the tests.
@@ -20,7 +21,8 @@ public final class DatagramListener: Sendable {
 
     /// Binds `udp:HOST:PORT` (port 0 picks a free one) or `unix:/PATH` (an existing file there is
     /// replaced) and starts calling `onDatagram`.
-    public convenience init(socket text: String, onDatagram: @escaping @Sendable ([UInt8]) -> Void) throws(SocketError) {
+    public convenience init(socket text: String, onDatagram: @escaping @Sendable ([UInt8]) -> Void) throws(SocketError)
+    {
         if text.hasPrefix("unix:") {
             let path = String(text.dropFirst(5))
             guard path.hasPrefix("/") else { throw SocketError("unix socket path must be absolute: \(text)") }

@@ -172,7 +172,8 @@ final class DatagramDeliverer: EventDeliverer {
             var offset = 0
             while position < lengths.count {
                 var error: Int32 = 0
-                let sent = sendPacked(fd: fd, packed: packed, offset: offset, lengths: lengths, from: position, error: &error)
+                let sent = sendPacked(
+                    fd: fd, packed: packed, offset: offset, lengths: lengths, from: position, error: &error)
                 if sent > 0 {
                     for _ in 0..<Int(sent) {
                         offset += lengths[position]

@@ -1,8 +1,9 @@
+import EventInterface
+import Synchronization
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import EventInterface
-import Synchronization
 
 /// One file and its descriptor, shared by every subscription that writes the path.
 ///

@@ -1,8 +1,9 @@
+import EventInterface
+import Synchronization
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import EventInterface
-import Synchronization
 
 /// `flatstore:/ABSOLUTE/PATH`: one line per event appended to a file (transports.md).
 public final class FlatstoreTransport: EventTransport {
@@ -15,7 +16,8 @@ public final class FlatstoreTransport: EventTransport {
     private let hub = Mutex<WeakHub?>(nil)
     let format: FlatstoreLineFormat
 
-    public init(options: FlatstoreOptions = FlatstoreOptions(), wallClock: @escaping @Sendable () -> Double = unixTime) {
+    public init(options: FlatstoreOptions = FlatstoreOptions(), wallClock: @escaping @Sendable () -> Double = unixTime)
+    {
         self.options = options
         self.wallClock = wallClock
         self.format = FlatstoreLineFormat(options: options)
@@ -28,7 +30,9 @@ public final class FlatstoreTransport: EventTransport {
         self.hub.withLock { $0 = WeakHub(hub) }
     }
 
-    public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError) -> any EventSocket {
+    public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError)
+        -> any EventSocket
+    {
         let text = "flatstore:" + address
         guard !address.isEmpty else { throw SocketError("flatstore socket needs a file path: \(text)") }
         guard address.hasPrefix("/") else { throw SocketError("flatstore path must be absolute: \(text)") }
@@ -47,7 +51,8 @@ public final class FlatstoreTransport: EventTransport {
                 return path.hasPrefix(prefix)
             }
             guard inside else {
-                throw SocketError("flatstore path is outside allowed_dirs (\(allowed.joined(separator: ", "))): \(text)")
+                throw SocketError(
+                    "flatstore path is outside allowed_dirs (\(allowed.joined(separator: ", "))): \(text)")
             }
         }
         let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])

@@ -126,7 +126,8 @@ public final class EventHub: Sendable {
         clock: any EventClock = SystemEventClock(),
         logger: Logger = Logger(label: "evi")
     ) {
-        self.registry = TransportRegistry(destinationPolicy: DestinationPolicy(allowed: configuration.allowedDestinations))
+        self.registry = TransportRegistry(
+            destinationPolicy: DestinationPolicy(allowed: configuration.allowedDestinations))
         self.configuration = configuration
         self.clock = clock
         self.logger = logger
@@ -216,7 +217,8 @@ public final class EventHub: Sendable {
             return .unsubscribed(found: await unsubscribe(event: name, parsed: socket))
         }
         let now = clock.now()
-        let expiresAt: Double? = if case .seconds(let seconds) = expiry { now + (remaining ?? Double(seconds)) } else { nil }
+        let expiresAt: Double? =
+            if case .seconds(let seconds) = expiry { now + (remaining ?? Double(seconds)) } else { nil }
         let outcome = state.withLock { state -> Result<(SubscribeResult, [any EventSubscriber]), EventInterfaceError> in
             guard let id = state.idsByName[name] else { return .failure(.eventNotPublished(name)) }
             let expired = state.events[id].removeExpired(now: now)

@@ -25,14 +25,18 @@ public final class RabbitMQTransport: EventTransport {
     let group: any EventLoopGroup
     private let connections = Mutex<[BrokerKey: BrokerConnection]>([:])
 
-    public init(options: RabbitMQOptions = RabbitMQOptions(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    public init(
+        options: RabbitMQOptions = RabbitMQOptions(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
         self.options = options
         self.group = group
     }
 
     public var scheme: String { "rabbitmq" }
 
-    public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError) -> any EventSocket {
+    public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError)
+        -> any EventSocket
+    {
         let text = "rabbitmq:" + address
         guard !address.contains(where: \.isWhitespace) else { throw SocketError("rabbitmq socket contains whitespace") }
         var rest = Substring(address)
@@ -77,7 +81,8 @@ public final class RabbitMQTransport: EventTransport {
                     vhost = String(parameter.dropFirst("vhost=".count))
                 } else {
                     throw SocketError(
-                        "unknown rabbitmq parameter '\(parameter)' (exchange=NAME, vhost=NAME, persistent): \(Self.redacted(text))")
+                        "unknown rabbitmq parameter '\(parameter)' (exchange=NAME, vhost=NAME, persistent): \(Self.redacted(text))"
+                    )
                 }
             }
         }
@@ -85,7 +90,8 @@ public final class RabbitMQTransport: EventTransport {
         guard target.utf8.count <= 255, exchange.utf8.count <= 255 else {
             throw SocketError("rabbitmq routing key and exchange are at most 255 bytes: \(Self.redacted(text))")
         }
-        let resolved = try await context.resolve(hostPort, socketType: Int32(SOCK_STREAM.rawValue), socket: Self.redacted(text))
+        let resolved = try await context.resolve(
+            hostPort, socketType: Int32(SOCK_STREAM.rawValue), socket: Self.redacted(text))
         return RabbitMQSocket(
             broker: BrokerKey(host: hostPort, user: user, password: password, vhost: vhost), address: resolved,
             exchange: exchange, routingKey: target, persistent: persistent, transport: self)
@@ -107,7 +113,8 @@ public final class RabbitMQTransport: EventTransport {
                 connection.references += 1
                 return connection
             }
-            let connection = BrokerConnection(key: key, address: address, options: options, group: group, logger: logger)
+            let connection = BrokerConnection(
+                key: key, address: address, options: options, group: group, logger: logger)
             table[key] = connection
             return connection
         }
@@ -161,7 +168,8 @@ public struct RabbitMQSocket: DeliverySocket {
 
     public func matches(_ other: any EventSocket) -> Bool {
         guard let other = other as? RabbitMQSocket else { return false }
-        return other.broker.user == broker.user && other.broker.host == broker.host && other.broker.vhost == broker.vhost
+        return other.broker.user == broker.user && other.broker.host == broker.host
+            && other.broker.vhost == broker.vhost
             && other.exchange == exchange && other.routingKey == routingKey && other.persistent == persistent
     }
 
@@ -211,7 +219,8 @@ final class BrokerConnection: @unchecked Sendable {
     private let timeout: TimeAmount
     private let link = Mutex<ReconnectingChannel?>(nil)
 
-    init(key: BrokerKey, address: ResolvedAddress, options: RabbitMQOptions, group: any EventLoopGroup, logger: Logger) {
+    init(key: BrokerKey, address: ResolvedAddress, options: RabbitMQOptions, group: any EventLoopGroup, logger: Logger)
+    {
         self.key = key
         self.address = address
         self.group = group
@@ -253,7 +262,9 @@ final class BrokerConnection: @unchecked Sendable {
         } catch {
             ready.fail(AMQPError("not connected"))
             let text = "\(error)"
-            let reason = text.contains("refused") || text.contains("errno: 111") ? "connection refused" : "cannot connect: \(text)"
+            let reason =
+                text.contains("refused") || text.contains("errno: 111")
+                ? "connection refused" : "cannot connect: \(text)"
             return .failure(DeliveryFailure(.subscriberFailed, reason))
         }
         let handshake: Result<Void, any Error>? = await ready.futureResult.map { Result<Void, any Error>.success(()) }
@@ -269,7 +280,8 @@ final class BrokerConnection: @unchecked Sendable {
         }
     }
 
-    func publish(_ bodies: [[UInt8]], exchange: String, routingKey: String, persistent: Bool) async -> [DeliveryOutcome] {
+    func publish(_ bodies: [[UInt8]], exchange: String, routingKey: String, persistent: Bool) async -> [DeliveryOutcome]
+    {
         let channel: any Channel
         switch await reconnecting?.channel() ?? .failure(DeliveryFailure(.subscriberFailed, "shutting down")) {
         case .success(let open): channel = open
@@ -288,7 +300,8 @@ final class BrokerConnection: @unchecked Sendable {
                 return EventLoopFuture.whenAllSucceed(futures, on: channel.eventLoop)
             } catch {
                 return channel.eventLoop.makeSucceededFuture(
-                    Array(repeating: .failed(DeliveryFailure(.subscriberFailed, "connection lost")), count: bodies.count))
+                    Array(
+                        repeating: .failed(DeliveryFailure(.subscriberFailed, "connection lost")), count: bodies.count))
             }
         }
         return (try? await confirms.get())

@@ -54,7 +54,8 @@ final class VirtualSubscriber: EventSubscriber {
             for member in state.policy.dispatchTargets(now: now) {
                 let tag = MemberSet(member).bits
                 if let refusal = members[member].enqueue(event, tag: tag) {
-                    refused.append((member, DeliveryQueue.Completion(event: event, tag: tag, outcome: .failed(refusal))))
+                    refused.append(
+                        (member, DeliveryQueue.Completion(event: event, tag: tag, outcome: .failed(refusal))))
                 }
             }
         }
@@ -92,7 +93,11 @@ final class VirtualSubscriber: EventSubscriber {
                 // A queue's lock is only ever taken after this one, never before it.
                 if let refusal = members[next].enqueue(completion.event, tag: moved.bits) {
                     refused.append(
-                        (next, DeliveryQueue.Completion(event: completion.event, tag: moved.bits, outcome: .failed(refusal))))
+                        (
+                            next,
+                            DeliveryQueue.Completion(
+                                event: completion.event, tag: moved.bits, outcome: .failed(refusal))
+                        ))
                 }
             }
         }

@@ -1,9 +1,10 @@
+import EventInterface
+
 #if canImport(Glibc)
     import Glibc
 #elseif canImport(Musl)
     import Musl
 #endif
-import EventInterface
 
 /// What the daemon tells the core commands about itself.
 public struct MIServerInfo: Sendable {
@@ -207,7 +208,9 @@ extension ManagementInterface {
             return ["Events": .array(events)]
         }
         let name = try params.string("event")
-        guard let event = hub.event(named: name) else { throw .notFound("Event not published", "unknown event: \(name)") }
+        guard let event = hub.event(named: name) else {
+            throw .notFound("Event not published", "unknown event: \(name)")
+        }
         if params.has("socket") {
             let socket = try params.string("socket")
             let found: SubscriberInfo?

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 import ArgumentParser
 import EventDatagram
 import EventFlatstore
@@ -9,6 +6,10 @@ import EventVirtual
 import Logging
 import Prometheus
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// `evi bench`: raises `E_BENCH` through the library's public API (in-process, as OpenSIPS raises
 /// from its workers) to loopback receivers that count and timestamp what arrives, and measures
@@ -192,7 +193,9 @@ struct Bench: AsyncParsableCommand {
 
     static func text(_ value: EventValue) -> String {
         if case .string(let text) = value { return text }
-        if case .double(let number) = value, number.rounded() == number, abs(number) < 1e15 { return String(Int64(number)) }
+        if case .double(let number) = value, number.rounded() == number, abs(number) < 1e15 {
+            return String(Int64(number))
+        }
         return value.jsonText
     }
 
@@ -273,7 +276,9 @@ final class CountingReceiver: @unchecked Sendable {
         var timeout = timeval(tv_sec: 0, tv_usec: 20_000)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard bound == 0 else { throw ValidationError("cannot bind a receiver") }
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
@@ -319,12 +324,16 @@ final class CountingReceiver: @unchecked Sendable {
 
 /// Keep-alive HTTP clients raising over MI: each client a thread with one connection.
 enum MIHTTPLoad {
-    static func run(port: Int, requests: Int, clients: Int, raisedAt: UnsafeMutableBufferPointer<UInt64>) async throws -> Int {
+    static func run(port: Int, requests: Int, clients: Int, raisedAt: UnsafeMutableBufferPointer<UInt64>) async throws
+        -> Int
+    {
         let body = Array(
             #"{"jsonrpc":"2.0","method":"raise_event","params":{"event":"E_BENCH","params":{"str":"hello","num":42}},"id":1}"#
                 .utf8)
         let request =
-            Array("POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n".utf8)
+            Array(
+                "POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n"
+                    .utf8)
             + body
         let next = Atomic<Int>(0)
         let done = Atomic<Int>(0)
@@ -340,7 +349,9 @@ enum MIHTTPLoad {
                 address.sin_port = in_port_t(UInt16(port).bigEndian)
                 address.sin_addr.s_addr = inet_addr("127.0.0.1")
                 let connected = withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                    }
                 }
                 var buffer = [UInt8](repeating: 0, count: 4096)
                 while connected == 0 {
