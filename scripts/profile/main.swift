@@ -20,37 +20,15 @@ final class Counter: Sendable {
     func add(_ amount: Int, ordering: AtomicUpdateOrdering) { value.add(amount, ordering: .relaxed) }
 }
 
-final class Receiver: @unchecked Sendable {
-    let port: Int
-    let descriptor: Int32
+/// A loopback UDP receiver counting what arrives (the library's own listener, on its own thread).
+final class Receiver: Sendable {
     let count = Counter()
+    private let listener: DatagramListener
+    var port: Int { listener.port }
 
-    init() {
-        let descriptor = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        self.descriptor = descriptor
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var size: Int32 = 16 << 20
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-        var timeout = timeval(tv_sec: 0, tv_usec: 20_000)
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        _ = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
-        }
-        port = Int(UInt16(bigEndian: address.sin_port))
+    init() throws {
         let count = self.count
-        detachThread { [self] in
-            var buffer = [UInt8](repeating: 0, count: 2048)
-            while true {
-                let got = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
-                if got > 0 { count.add(1, ordering: .relaxed) }
-            }
-        }
+        listener = try DatagramListener(socket: "udp:127.0.0.1:0") { _ in count.add(1, ordering: .relaxed) }
     }
 }
 
@@ -104,7 +82,7 @@ func blocking<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) thr
 let arguments = CommandLine.arguments
 let scenario = arguments.count > 1 ? arguments[1] : "udp"
 let events = arguments.count > 2 ? Int(arguments[2]) ?? 20_000 : 20_000
-let receivers = (0..<(["parallel3", "roundrobin3"].contains(scenario) ? 3 : 1)).map { _ in Receiver() }
+let receivers = try (0..<(["parallel3", "roundrobin3"].contains(scenario) ? 3 : 1)).map { _ in try Receiver() }
 let sockets = receivers.map { "udp:127.0.0.1:\($0.port)" }
 let target: String =
     switch scenario {
