@@ -43,8 +43,13 @@ public final class RaisedEvent: Sendable {
     /// When it was raised, on the interface's clock (seconds).
     public let raisedAt: Double
 
-    private let jsonRPCCache = Mutex<[UInt8]?>(nil)
-    private let otherCaches = Mutex<[String: [UInt8]]>([:])
+    /// Encodings made so far. One lock and a short list rather than a dictionary: an event may sit
+    /// in a stuck member's queue for long, and its footprint is what such a queue costs.
+    private struct Encodings {
+        var jsonRPC: [UInt8]?
+        var others: [(key: String, bytes: [UInt8])] = []
+    }
+    private let encodings = Mutex(Encodings())
 
     public var name: String { event.name }
 
@@ -56,10 +61,10 @@ public final class RaisedEvent: Sendable {
 
     /// The JSON-RPC notification bytes, encoded on first use and shared afterwards.
     public var jsonRPC: [UInt8] {
-        jsonRPCCache.withLock { cache in
-            if let bytes = cache { return bytes }
+        encodings.withLock { encodings in
+            if let bytes = encodings.jsonRPC { return bytes }
             let bytes = JSONRPCNotification.encode(method: event.name, params: params)
-            cache = bytes
+            encodings.jsonRPC = bytes
             return bytes
         }
     }
@@ -68,9 +73,11 @@ public final class RaisedEvent: Sendable {
     public func payload(_ format: some PayloadFormat) -> [UInt8] {
         if format is JSONRPCNotificationFormat { return jsonRPC }
         let key = format.key
-        if let bytes = otherCaches.withLock({ $0[key] }) { return bytes }
+        if let bytes = encodings.withLock({ $0.others.first { $0.key == key }?.bytes }) { return bytes }
         let bytes = format.encode(self)
-        otherCaches.withLock { $0[key] = bytes }
+        encodings.withLock { encodings in
+            if !encodings.others.contains(where: { $0.key == key }) { encodings.others.append((key, bytes)) }
+        }
         return bytes
     }
 }
