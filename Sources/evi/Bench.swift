@@ -271,8 +271,12 @@ final class CountingReceiver: @unchecked Sendable {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var size: Int32 = 16 << 20
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        // A deep buffer, so that a receiver thread kept off the cores for a while loses nothing:
+        // SO_RCVBUFFORCE passes net.core.rmem_max when allowed (root), SO_RCVBUF otherwise.
+        var size: Int32 = 64 << 20
+        if setsockopt(descriptor, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+            setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         var timeout = timeval(tv_sec: 0, tv_usec: 20_000)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let bound = withUnsafePointer(to: &address) {
