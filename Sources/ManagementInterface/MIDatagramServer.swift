@@ -3,7 +3,7 @@ import NIOCore
 import NIOPosix
 
 /// MI over UDP: one JSON-RPC request per datagram, the reply sent back to the sender.
-public final class MIDatagramServer: Sendable {
+public final class MIDatagramServer: MIListener {
     public let channel: any Channel
     public var localPort: Int { channel.localAddress?.port ?? 0 }
 
@@ -20,19 +20,6 @@ public final class MIDatagramServer: Sendable {
             }
             .bind(host: host, port: port).get()
         return MIDatagramServer(channel: channel)
-    }
-
-    /// Waits until the listener is closed; cancelling the waiting task closes it.
-    public func run() async throws {
-        try await withTaskCancellationHandler {
-            try await channel.closeFuture.get()
-        } onCancel: {
-            channel.close(promise: nil)
-        }
-    }
-
-    public func close() async {
-        try? await channel.close()
     }
 }
 

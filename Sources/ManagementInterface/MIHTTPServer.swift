@@ -8,7 +8,7 @@ import NIOPosix
 /// A plain NIOHTTP1 handler rather than a framework: measured here a NIOHTTP1 handler served
 /// ~69k req/s against Hummingbird 2's ~31k, and built in half the time. Immediate commands
 /// (raise, lists) are answered on the event loop without a task hop.
-public final class MIHTTPServer: Sendable {
+public final class MIHTTPServer: MIListener {
     /// Largest request body accepted (mi.md); larger ones are read, discarded and answered 413.
     public static let maximumBodySize = 1 << 20
 
@@ -35,19 +35,6 @@ public final class MIHTTPServer: Sendable {
             }
             .bind(host: host, port: port).get()
         return MIHTTPServer(channel: channel)
-    }
-
-    /// Waits until the listener is closed; cancelling the waiting task closes it.
-    public func run() async throws {
-        try await withTaskCancellationHandler {
-            try await channel.closeFuture.get()
-        } onCancel: {
-            channel.close(promise: nil)
-        }
-    }
-
-    public func close() async {
-        try? await channel.close()
     }
 }
 
