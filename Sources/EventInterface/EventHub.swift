@@ -174,21 +174,29 @@ public final class EventHub: Sendable {
     /// `subscribers == 0`.
     @discardableResult
     public func raise(_ name: String, _ params: EventParams = .none) throws(EventInterfaceError) -> RaiseResult {
-        guard let event = event(named: name) else { throw .eventNotPublished(name) }
-        return try raise(event, params)
+        try raise(params, named: name) { state in state.idsByName[name] }
     }
 
     /// Raises by the handle ``publish(_:)`` returned, as OpenSIPS modules raise by event id: no
     /// name lookup on the hot path. Throws only for an `Event` this interface did not publish.
     @discardableResult
     public func raise(_ event: Event, _ params: EventParams = .none) throws(EventInterfaceError) -> RaiseResult {
-        let now = clock.now()
-        let found = state.withLock { state -> (EventCounters, [any EventSubscriber], [any EventSubscriber])? in
-            guard state.events.indices.contains(event.id), state.events[event.id].event == event else { return nil }
-            let expired = state.events[event.id].removeExpired(now: now)
-            return (state.events[event.id].counters, state.events[event.id].subscribers, expired)
+        try raise(params, named: event.name) { state in
+            state.events.indices.contains(event.id) && state.events[event.id].event == event ? event.id : nil
         }
-        guard let (counters, subscribers, expired) = found else { throw .eventNotPublished(event.name) }
+    }
+
+    /// The raise itself, under one lock whichever way the event was found.
+    private func raise(
+        _ params: EventParams, named name: String, locate: (borrowing State) -> Int?
+    ) throws(EventInterfaceError) -> RaiseResult {
+        let now = clock.now()
+        let found = state.withLock { state -> (Event, EventCounters, [any EventSubscriber], [any EventSubscriber])? in
+            guard let id = locate(state) else { return nil }
+            let expired = state.events[id].removeExpired(now: now)
+            return (state.events[id].event, state.events[id].counters, state.events[id].subscribers, expired)
+        }
+        guard let (event, counters, subscribers, expired) = found else { throw .eventNotPublished(name) }
         counters.recordRaised()
         closeInBackground(expired)
         if !subscribers.isEmpty {

@@ -82,13 +82,8 @@ struct Bench: AsyncParsableCommand {
         configuration.state = "memory"
         configuration.queueSize = max(10_000, events)
         configuration.events = ["E_BENCH"]
-        let daemon: Daemon
-        do {
-            daemon = try await Daemon.start(configuration, registry: PrometheusCollectorRegistry(), logger: logger)
-        } catch {
-            printError("evi: \(error)")
-            throw ExitCode(1)
-        }
+        let daemon = try await Daemon.startOrExit(
+            configuration, registry: PrometheusCollectorRegistry(), logger: logger)
         let hub = daemon.hub
         // Raised by handle, as OpenSIPS modules raise by event id (the name lookup is for MI).
         let event = try hub.publish("E_BENCH")

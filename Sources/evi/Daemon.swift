@@ -1,14 +1,12 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
+import ArgumentParser
 import EventDatagram
 import EventFlatstore
 import EventInterface
 import EventRabbitMQ
 import EventState
 import EventStream
-import EventXMLRPC
 import EventVirtual
+import EventXMLRPC
 import Logging
 import ManagementInterface
 import Metrics
@@ -17,6 +15,10 @@ import NIOPosix
 import Prometheus
 import ServiceLifecycle
 import UnixSignals
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// evi's version, as `core:version` reports it.
 let eviVersion = "0.1.0"
@@ -46,10 +48,12 @@ final class Daemon: Sendable {
     let flatstore: FlatstoreTransport
 
     /// The transports of this build, configured.
-    static func transports(_ configuration: DaemonConfiguration, flatstore: FlatstoreTransport) -> [any EventTransport] {
+    static func transports(_ configuration: DaemonConfiguration, flatstore: FlatstoreTransport) -> [any EventTransport]
+    {
         [
             UDPTransport(), UnixTransport(), StreamTransport(options: configuration.stream),
-            XMLRPCTransport(options: configuration.xmlrpc), RabbitMQTransport(options: configuration.rabbitmq), flatstore,
+            XMLRPCTransport(options: configuration.xmlrpc), RabbitMQTransport(options: configuration.rabbitmq),
+            flatstore,
             VirtualTransport(failoverTimeout: configuration.failoverTimeout),
         ]
     }
@@ -67,6 +71,22 @@ final class Daemon: Sendable {
         self.registry = registry
     }
 
+    /// Starts the daemon for a command (`serve`, `bench`, `demo`): a start-up error is printed
+    /// and ends the command with status 2 (configuration) or 1 (a listener that cannot bind).
+    static func startOrExit(
+        _ configuration: DaemonConfiguration, registry: PrometheusCollectorRegistry, logger: Logger
+    ) async throws -> Daemon {
+        do {
+            return try await start(configuration, registry: registry, logger: logger)
+        } catch {
+            printError("evi: \(error)")
+            switch error {
+            case .configuration: throw ExitCode(2)
+            case .bind: throw ExitCode(1)
+            }
+        }
+    }
+
     static func start(
         _ configuration: DaemonConfiguration, registry: PrometheusCollectorRegistry, logger: Logger
     ) async throws(StartError) -> Daemon {
@@ -78,7 +98,8 @@ final class Daemon: Sendable {
         let flatstore = FlatstoreTransport(options: configuration.flatstore)
         let hub = EventHub(
             transports: transports(configuration, flatstore: flatstore),
-            configuration: .init(queueSize: configuration.queueSize, allowedDestinations: configuration.allowedDestinations),
+            configuration: .init(
+                queueSize: configuration.queueSize, allowedDestinations: configuration.allowedDestinations),
             logger: logger)
         for name in configuration.events {
             do throws(EventInterfaceError) { try hub.publish(name) } catch { throw .configuration("events: \(error)") }
@@ -118,7 +139,9 @@ final class Daemon: Sendable {
             hub: hub,
             server: MIServerInfo(
                 version: eviVersion,
-                processes: { ["main"] + listeners + ["delivery (\(hub.statistics.snapshot().transports.count) transports)"] },
+                processes: {
+                    ["main"] + listeners + ["delivery (\(hub.statistics.snapshot().transports.count) transports)"]
+                },
                 subscriptionChanged: { event, socket, expiry in
                     guard let store = durable else { return }
                     let canonical = (try? await hub.registry.parseSocket(socket))?.description ?? socket
@@ -130,11 +153,13 @@ final class Daemon: Sendable {
                 },
                 admitSocket: { socket in
                     guard guardFiles, socket.contains("flatstore:") else { return nil }
-                    return "flatstore subscriptions over MI need event_flatstore.allowed_dirs when MI is not on loopback"
+                    return
+                        "flatstore subscriptions over MI need event_flatstore.allowed_dirs when MI is not on loopback"
                 },
                 eventPublished: { event in
                     do { try durable?.savePublished(event) } catch {
-                        logger.error("cannot save published event", metadata: ["event": "\(event)", "error": "\(error)"])
+                        logger.error(
+                            "cannot save published event", metadata: ["event": "\(event)", "error": "\(error)"])
                     }
                 }))
         mi.register(
@@ -193,7 +218,9 @@ final class Daemon: Sendable {
             configuration: ServiceGroupConfiguration(
                 services: [
                     .init(service: HubService(hub: hub, grace: configuration.shutdownGrace, logger: logger)),
-                    .init(service: ReopenOnHangup(flatstore: flatstore, logger: logger), successTerminationBehavior: .ignore),
+                    .init(
+                        service: ReopenOnHangup(flatstore: flatstore, logger: logger),
+                        successTerminationBehavior: .ignore),
                     .init(
                         service: MIService(http: http, datagram: datagram), successTerminationBehavior: .ignore,
                         failureTerminationBehavior: .gracefullyShutdownGroup),
@@ -221,7 +248,8 @@ func restore(from store: SubscriptionStore, into hub: EventHub, logger: Logger) 
             logger.warning("subscription not restored", metadata: ["event": "\(record.event)", "error": "\(error)"])
         }
     }
-    logger.info("state restored", metadata: ["subscriptions": "\(restored) of \(records.count)", "path": "\(store.path)"])
+    logger.info(
+        "state restored", metadata: ["subscriptions": "\(restored) of \(records.count)", "path": "\(store.path)"])
 }
 
 /// Prometheus text for `GET /metrics`: the counters the core keeps, plus gauges read now.
@@ -294,6 +322,7 @@ struct ReopenOnHangup: Service {
                 logger.info("SIGHUP: reopening flatstore files", metadata: ["files": "\(flatstore.openPaths.count)"])
                 flatstore.reopenAll()
             }
-        } onGracefulShutdown: {}
+        } onGracefulShutdown: {
+        }
     }
 }

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 import ArgumentParser
 import EventDatagram
 import EventInterface
@@ -8,6 +5,10 @@ import EventVirtual
 import Logging
 import Prometheus
 import Synchronization
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -25,13 +26,8 @@ struct Demo: AsyncParsableCommand {
         configuration.events = ["E_DEMO_PARALLEL", "E_DEMO_ROUND_ROBIN", "E_DEMO_FAILOVER"]
         var logger = Logger(label: "evi-demo")
         logger.logLevel = .critical
-        let daemon: Daemon
-        do {
-            daemon = try await Daemon.start(configuration, registry: PrometheusCollectorRegistry(), logger: logger)
-        } catch {
-            printError("evi: \(error)")
-            throw ExitCode(1)
-        }
+        let daemon = try await Daemon.startOrExit(
+            configuration, registry: PrometheusCollectorRegistry(), logger: logger)
         let hub = daemon.hub
         let directory = "/tmp/evi-demo-\(getpid())"
         _ = mkdir(directory, 0o700)

@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 import ArgumentParser
 import EventInterface
 import Logging
 import Metrics
 import Prometheus
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 @main
 struct Evi: AsyncParsableCommand {
@@ -51,16 +52,7 @@ struct Serve: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: "evi")
-        let daemon: Daemon
-        do {
-            daemon = try await Daemon.start(configuration, registry: registry, logger: logger)
-        } catch {
-            printError("evi: \(error)")
-            switch error {
-            case .configuration: throw ExitCode(2)
-            case .bind: throw ExitCode(1)
-            }
-        }
+        let daemon = try await Daemon.startOrExit(configuration, registry: registry, logger: logger)
         printLine(daemon.listeningLine)
         try await daemon.run(logger: logger)
     }
