@@ -180,11 +180,7 @@ import Testing
 
     @Test func badSocketsAreRejectedWithTheirReasonAndNothingIsStored() async throws {
         let hub = try makeHub()
-        for (socket, reason) in Self.badSockets {
-            await #expect(throws: EventInterfaceError.badSocket(SocketError(reason)), "\(socket)") {
-                try await hub.subscribe(event: "E_MY_EVENT", socket: socket)
-            }
-        }
+        await expectRefused(Self.badSockets, event: "E_MY_EVENT", by: hub)
         #expect(try hub.subscribers(of: "E_MY_EVENT").isEmpty)
     }
 
