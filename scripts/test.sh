@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 
 log() { printf '== %s\n' "$*" >&2; }
 
-# Debian packages the tests use (none yet beyond the toolchain; later issues add clients and servers).
-packages=()
+# Debian packages the tests use: the RabbitMQ broker (the tests start a private one); python3-venv
+# too where the python3 on PATH cannot make a virtual environment.
+packages=(rabbitmq-server)
+python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv)
 missing=()
 for package in "${packages[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -22,22 +24,21 @@ fi
 # environment of the repository (.venv, not committed).
 python_packages=(opensipscli opensips pika)
 if [ ! -x .venv/bin/opensips-cli ] || [ ! -x .venv/bin/opensips-event ] || ! .venv/bin/python3 -c "import pika" 2>/dev/null; then
-  if ! python3 -m venv --help >/dev/null 2>&1; then
-    log "installing python3-venv"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
-  fi
   log "creating .venv with ${python_packages[*]}"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check "${python_packages[@]}"
 fi
 
-# The real RabbitMQ broker the rabbitmq tests publish to (Debian's rabbitmq-server, loopback only).
-if ! bash scripts/rabbitmq.sh status >/dev/null 2>&1; then
-  log "starting rabbitmq-server on 127.0.0.1:5672"
-  bash scripts/rabbitmq.sh start
-  trap 'bash scripts/rabbitmq.sh stop' EXIT  # we started it: stop it when the tests end
-fi
+# A private RabbitMQ broker for the rabbitmq tests: its own node, free loopback ports and a data
+# directory of its own, stopped (by the PIDs it started) when the tests end. A broker already on the
+# machine is neither used nor touched.
+export EVI_RABBITMQ_DIR
+EVI_RABBITMQ_DIR="$(mktemp -d /tmp/evi-rabbitmq.XXXXXX)"
+trap 'bash scripts/rabbitmq.sh stop-all; rm -rf "$EVI_RABBITMQ_DIR"' EXIT
+log "starting a private rabbitmq-server"
+EVI_RABBITMQ_PORT="$(bash scripts/rabbitmq.sh start)"
+export EVI_RABBITMQ_PORT
+log "rabbitmq-server listening on 127.0.0.1:$EVI_RABBITMQ_PORT"
 
 log "building"
 swift build --build-tests

@@ -101,12 +101,11 @@ import Testing
     }
 }
 
-/// What OpenSIPS corrupted (recorded in ../shared/vectors), sent through evi: the bytes decode to
+/// What OpenSIPS corrupted (recorded in Tests/Fixtures/opensips), sent through evi: the bytes decode to
 /// exactly the values raised.
 @Suite struct ReferenceVectorTests {
     static let vectors = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("shared/vectors")
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures/opensips")
 
     /// The `params` string of a recorded `raise_event` request, parsed by evi.
     func recordedParams(_ file: String) throws -> (event: String, params: EventParams) {

@@ -10,6 +10,20 @@ import Testing
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent()
 
+/// The private broker `scripts/test.sh` started for these tests (`scripts/rabbitmq.sh`): its AMQP
+/// port and data directory. Never the machine's own broker on 5672.
+enum TestBroker {
+    static var port: Int {
+        get throws {
+            guard let text = ProcessInfo.processInfo.environment["EVI_RABBITMQ_PORT"], let port = Int(text) else {
+                throw ReceiverError(
+                    "EVI_RABBITMQ_PORT is not set: run the tests with scripts/test.sh, which starts a private broker")
+            }
+            return port
+        }
+    }
+}
+
 /// A consumer written with `pika` (a real third-party AMQP client): declares a queue (bound to
 /// an exchange when given), prints "ready", then one JSON line per message with its body,
 /// exchange, routing key, content type and delivery mode.
@@ -19,8 +33,8 @@ final class PikaConsumer: @unchecked Sendable {
 
     static let script = """
         import json, sys, pika
-        queue, exchange, key = sys.argv[1], sys.argv[2], sys.argv[3]
-        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", 5672))
+        queue, exchange, key, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+        connection = pika.BlockingConnection(pika.ConnectionParameters("127.0.0.1", port))
         channel = connection.channel()
         channel.queue_delete(queue=queue)  # whatever an earlier run left, with whatever arguments
         channel.queue_declare(queue=queue, auto_delete=True)
@@ -42,11 +56,11 @@ final class PikaConsumer: @unchecked Sendable {
         let script = directory.file("consume.py")
         try Self.script.write(toFile: script, atomically: true, encoding: .utf8)
         child = try ChildProcess(
-            executable: python, arguments: [script, queue, exchange, key], directory: directory.path,
+            executable: python, arguments: [script, queue, exchange, key, String(try TestBroker.port)], directory: directory.path,
             outputPath: directory.file("out"), errorPath: directory.file("err"))
         guard await eventually(timeout: .seconds(20), { self.child.output.hasPrefix("ready") }) else {
             throw ReceiverError(
-                "pika consumer did not start (is the broker up? scripts/rabbitmq.sh start): \(child.errors)")
+                "pika consumer did not start (is the test broker up? scripts/test.sh starts it): \(child.errors)")
         }
     }
 
@@ -82,8 +96,8 @@ func lines(_ path: String) -> [String] {
     ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
 }
 
-/// The real broker (Debian's rabbitmq-server on 127.0.0.1:5672, started by scripts/test.sh) and
-/// pika. Serialized: one test stops and restarts the broker.
+/// The real broker (Debian's rabbitmq-server, a private one on a free port started by
+/// scripts/test.sh) and pika. Serialized: one test stops and restarts the broker.
 @Suite(.serialized) struct RabbitMQTests {
     @Test func theFoundingExampleWorksAsWritten() async throws {
         let directory = TemporaryDirectory(prefix: "evi-seed")
@@ -91,12 +105,13 @@ func lines(_ path: String) -> [String] {
         let consumer = try await PikaConsumer(queue: "pike")
         let hub = try makeHub(flatstore: true)
         let log = directory.file("opensips_proxy.log")
+        let port = try TestBroker.port
         try await hub.subscribe(
             event: "E_PIKE_BLOCKED",
-            socket: "virtual:PARALLEL rabbitmq:guest:guest@127.0.0.1:5672/pike flatstore:\(log)")
+            socket: "virtual:PARALLEL rabbitmq:guest:guest@127.0.0.1:\(port)/pike flatstore:\(log)")
         #expect(
             try hub.subscribers(of: "E_PIKE_BLOCKED").first?.socket
-                == "virtual:PARALLEL rabbitmq:guest@127.0.0.1/pike flatstore:\(log)")
+                == "virtual:PARALLEL rabbitmq:guest@127.0.0.1:\(port)/pike flatstore:\(log)")
         try hub.raise("E_PIKE_BLOCKED", ["ip": "10.0.0.1", "count": 42])
         let got = await consumer.waitFor(count: 1)
         #expect(
@@ -116,10 +131,11 @@ func lines(_ path: String) -> [String] {
         let consumer = try await PikaConsumer(queue: "evi_topic_test", exchange: "amq.topic", key: "calls.*")
         let hub = try makeHub()
         try await hub.subscribe(
-            event: "E_PIKE_BLOCKED", socket: "rabbitmq:127.0.0.1/exchange=amq.topic;persistent?calls.ended")
+            event: "E_PIKE_BLOCKED",
+            socket: "rabbitmq:127.0.0.1:\(try TestBroker.port)/exchange=amq.topic;persistent?calls.ended")
         #expect(
             try hub.subscribers(of: "E_PIKE_BLOCKED").first?.socket
-                == "rabbitmq:guest@127.0.0.1/exchange=amq.topic;persistent?calls.ended")
+                == "rabbitmq:guest@127.0.0.1:\(try TestBroker.port)/exchange=amq.topic;persistent?calls.ended")
         for index in 1...20 { try hub.raise("E_PIKE_BLOCKED", ["n": .int(Int64(index))]) }
         let got = await consumer.waitFor(count: 20)
         #expect(got.count == 20)
@@ -168,11 +184,12 @@ func lines(_ path: String) -> [String] {
         let hub = EventHub(transports: [transport])
         for name in ["E_A", "E_B", "E_C"] {
             try hub.publish(name)
-            try await hub.subscribe(event: name, socket: "rabbitmq:guest:guest@127.0.0.1/\(name.lowercased())")
+            try await hub.subscribe(
+                event: name, socket: "rabbitmq:guest:guest@127.0.0.1:\(try TestBroker.port)/\(name.lowercased())")
         }
         #expect(transport.connectionCount == 1)
         try hub.publish("E_D")
-        try await hub.subscribe(event: "E_D", socket: "rabbitmq:other:pw@127.0.0.1/d")
+        try await hub.subscribe(event: "E_D", socket: "rabbitmq:other:pw@127.0.0.1:\(try TestBroker.port)/d")
         #expect(transport.connectionCount == 2)
         await hub.shutdown()
         #expect(transport.connectionCount == 0)
@@ -189,7 +206,8 @@ func lines(_ path: String) -> [String] {
         try hub.publish("E_WRONG")
         let other = try DatagramReceiver()
         try await hub.subscribe(
-            event: "E_WRONG", socket: "virtual:FAILOVER rabbitmq:guest:wrong@127.0.0.1/pike \(other.socket)")
+            event: "E_WRONG",
+            socket: "virtual:FAILOVER rabbitmq:guest:wrong@127.0.0.1:\(try TestBroker.port)/pike \(other.socket)")
         for index in 1...3 {
             try hub.raise("E_PIKE_BLOCKED", ["n": .int(Int64(index))])
             try hub.raise("E_WRONG", ["n": .int(Int64(index))])
@@ -210,7 +228,8 @@ func lines(_ path: String) -> [String] {
         let hub = try makeHub(failoverTimeout: 2)
         let backup = try DatagramReceiver()
         try await hub.subscribe(
-            event: "E_PIKE_BLOCKED", socket: "virtual:FAILOVER rabbitmq:127.0.0.1/evi_restart_test \(backup.socket)")
+            event: "E_PIKE_BLOCKED",
+            socket: "virtual:FAILOVER rabbitmq:127.0.0.1:\(try TestBroker.port)/evi_restart_test \(backup.socket)")
         try hub.raise("E_PIKE_BLOCKED", ["n": 1])
         let beforeStop = await consumer.waitFor(count: 1)
         #expect(beforeStop.count == 1)
