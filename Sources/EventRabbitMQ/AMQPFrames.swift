@@ -21,17 +21,54 @@ enum AMQP {
         var payload: ByteBuffer
     }
 
+    /// The largest frame evi accepts from a broker: the frame size it negotiates (`frame_max`,
+    /// at most 131,072) — a peer announcing more is broken or hostile, and is not buffered for.
+    static let maximumFrameSize = 131_072
+
     /// Reads one whole frame from `buffer`, or nil when more bytes are needed.
     static func readFrame(_ buffer: inout ByteBuffer) throws -> Frame? {
         guard buffer.readableBytes >= 7,
-            let size = buffer.getInteger(at: buffer.readerIndex + 3, as: UInt32.self),
-            buffer.readableBytes >= 8 + Int(size)
+            let size = buffer.getInteger(at: buffer.readerIndex + 3, as: UInt32.self)
         else { return nil }
+        guard size <= maximumFrameSize else {
+            throw AMQPError("frame of \(size) bytes from the broker exceeds frame_max \(maximumFrameSize)")
+        }
+        guard buffer.readableBytes >= 8 + Int(size) else { return nil }
         guard let type = buffer.readInteger(as: UInt8.self), let channel = buffer.readInteger(as: UInt16.self),
             buffer.readInteger(as: UInt32.self) != nil, let payload = buffer.readSlice(length: Int(size)),
             buffer.readInteger(as: UInt8.self) == frameEnd
         else { throw AMQPError("malformed frame") }
         return Frame(type: type, channel: channel, payload: payload)
+    }
+
+    /// `message-id` in a content header's property flags.
+    static let messageIDFlag: UInt16 = 0x0080
+
+    /// The `message-id` of a mandatory publish: its delivery tag.
+    static func messageID(_ tag: UInt64) -> String { "evi-\(tag)" }
+
+    /// The delivery tag of a returned message, from its content header (class, weight, body size,
+    /// property flags, then the properties in flag order), or nil when it is not one of ours.
+    static func returnedDeliveryTag(header: inout ByteBuffer) -> UInt64? {
+        guard header.readInteger(as: UInt16.self) == 60, header.readInteger(as: UInt16.self) != nil,
+            header.readInteger(as: UInt64.self) != nil, let flags = header.readInteger(as: UInt16.self),
+            flags & messageIDFlag != 0
+        else { return nil }
+        // content-type, content-encoding (short strings), headers (table), delivery-mode, priority
+        // (octets), correlation-id, reply-to, expiration (short strings), then message-id.
+        if flags & 0x8000 != 0, header.readShortString() == nil { return nil }
+        if flags & 0x4000 != 0, header.readShortString() == nil { return nil }
+        if flags & 0x2000 != 0 {
+            guard let length = header.readInteger(as: UInt32.self), header.readSlice(length: Int(length)) != nil
+            else { return nil }
+        }
+        if flags & 0x1000 != 0, header.readInteger(as: UInt8.self) == nil { return nil }
+        if flags & 0x0800 != 0, header.readInteger(as: UInt8.self) == nil { return nil }
+        for bit: UInt16 in [0x0400, 0x0200, 0x0100] where flags & bit != 0 {
+            if header.readShortString() == nil { return nil }
+        }
+        guard let id = header.readShortString(), id.hasPrefix("evi-") else { return nil }
+        return UInt64(id.dropFirst(4))
     }
 
     static func writeFrame(type: FrameType, channel: UInt16, into buffer: inout ByteBuffer, payload: (inout ByteBuffer) -> Void) {

@@ -32,6 +32,10 @@ final class AMQPHandler: ChannelDuplexHandler {
     private var heartbeatTask: RepeatedTask?
     private var lastReceived = NIODeadline.now()
     private var closeReason = "connection closed"
+    /// A `basic.return` whose content header has not arrived yet: its reply code and text.
+    private var returning: (code: UInt16, text: String)?
+    /// Delivery tags the broker returned as unroutable; their confirm fails the delivery.
+    private var returned: [UInt64: String] = [:]
 
     init(settings: Settings, ready: EventLoopPromise<Void>, onClose: @escaping @Sendable (any Channel) -> Void) {
         self.settings = settings
@@ -63,7 +67,15 @@ final class AMQPHandler: ChannelDuplexHandler {
     }
 
     private func handle(_ frame: AMQP.Frame, context: ChannelHandlerContext) throws {
-        guard frame.type == AMQP.FrameType.method.rawValue else { return }  // heartbeats; returned content
+        if frame.type == AMQP.FrameType.header.rawValue, let reply = returning {
+            returning = nil
+            var header = frame.payload
+            if let tag = AMQP.returnedDeliveryTag(header: &header) {
+                returned[tag] = "unroutable: \(reply.code) \(reply.text)"
+            }
+            return
+        }
+        guard frame.type == AMQP.FrameType.method.rawValue else { return }  // heartbeats; returned bodies
         var payload = frame.payload
         guard let classID = payload.readInteger(as: UInt16.self), let methodID = payload.readInteger(as: UInt16.self)
         else { throw AMQPError("short method frame") }
@@ -112,10 +124,19 @@ final class AMQPHandler: ChannelDuplexHandler {
         case (60, 80), (60, 120):  // basic.ack, basic.nack
             let tag = payload.readInteger(as: UInt64.self) ?? 0
             let multiple = (payload.readInteger(as: UInt8.self) ?? 0) & 1 == 1
-            let outcome: DeliveryOutcome =
-                methodID == 80 ? .delivered : .failed(DeliveryFailure(.subscriberFailed, "broker nacked the message"))
             let tags = multiple ? pending.keys.filter { $0 <= tag } : [tag]
-            for confirmed in tags { complete(confirmed, outcome) }
+            for confirmed in tags {
+                if let unroutable = returned.removeValue(forKey: confirmed) {
+                    complete(confirmed, .failed(DeliveryFailure(.subscriberFailed, unroutable)))
+                } else if methodID == 80 {
+                    complete(confirmed, .delivered)
+                } else {
+                    complete(confirmed, .failed(DeliveryFailure(.subscriberFailed, "broker nacked the message")))
+                }
+            }
+        case (60, 50):  // basic.return: the content header that follows names the message
+            let code = payload.readInteger(as: UInt16.self) ?? 0
+            returning = (code, payload.readShortString() ?? "")
         case (10, 50), (20, 40):  // connection.close, channel.close
             let code = payload.readInteger(as: UInt16.self) ?? 0
             let text = payload.readShortString() ?? ""
@@ -127,7 +148,7 @@ final class AMQPHandler: ChannelDuplexHandler {
             }
             fail(context: context, reason: closeReason)
         default:
-            break  // basic.return and others: nothing to do for a publisher
+            break  // nothing else concerns a publisher
         }
     }
 
@@ -159,9 +180,13 @@ final class AMQPHandler: ChannelDuplexHandler {
             header.writeInteger(UInt16(60))
             header.writeInteger(UInt16(0))
             header.writeInteger(UInt64(body.count))
-            header.writeInteger(UInt16(0x8000 | (persistent ? 0x1000 : 0)))  // content-type, delivery-mode
+            // content-type, delivery-mode, and for a mandatory publish the message-id that ties a
+            // basic.return (which carries no delivery tag) to its publish.
+            header.writeInteger(
+                UInt16(0x8000 | (persistent ? 0x1000 : 0) | (mandatory ? AMQP.messageIDFlag : 0)))
             header.writeShortString("application/json")
             if persistent { header.writeInteger(UInt8(2)) }
+            if mandatory { header.writeShortString(AMQP.messageID(tag)) }
         }
         let chunk = frameMax - 8
         var offset = 0
@@ -179,6 +204,7 @@ final class AMQPHandler: ChannelDuplexHandler {
     }
 
     private func complete(_ tag: UInt64, _ outcome: DeliveryOutcome) {
+        returned.removeValue(forKey: tag)
         timers.removeValue(forKey: tag)?.cancel()
         pending.removeValue(forKey: tag)?.succeed(outcome)
     }

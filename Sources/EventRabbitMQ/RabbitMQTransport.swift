@@ -11,10 +11,31 @@ public struct RabbitMQOptions: Sendable, Hashable {
     public var heartbeat: UInt16 = 10
     /// Connect and confirm timeout.
     public var timeout: Duration = .milliseconds(1000)
+    /// Whether publishes carry AMQP's `mandatory` flag (`event_rabbitmq.mandatory`).
+    public var mandatory: Mandatory = .auto
 
-    public init(heartbeat: UInt16 = 10, timeout: Duration = .milliseconds(1000)) {
+    /// With `mandatory`, a message no queue takes comes back (`basic.return`) and its delivery
+    /// fails "unroutable", so FAILOVER moves on; without it the broker confirms and drops it.
+    public enum Mandatory: String, Sendable, Hashable, CaseIterable {
+        /// On for the default exchange (routing key = queue name: a missing queue is a mistake),
+        /// off for named exchanges (where routing nowhere may be intended).
+        case auto
+        case `true`
+        case `false`
+
+        public func applies(toExchange exchange: String) -> Bool {
+            switch self {
+            case .auto: exchange.isEmpty
+            case .true: true
+            case .false: false
+            }
+        }
+    }
+
+    public init(heartbeat: UInt16 = 10, timeout: Duration = .milliseconds(1000), mandatory: Mandatory = .auto) {
         self.heartbeat = heartbeat
         self.timeout = timeout
+        self.mandatory = mandatory
     }
 }
 
@@ -199,7 +220,8 @@ final class RabbitMQDeliverer: EventDeliverer {
     func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] {
         await connection.publish(
             events.map { $0.jsonRPC }, exchange: socket.exchange, routingKey: socket.routingKey,
-            persistent: socket.persistent)
+            persistent: socket.persistent,
+            mandatory: socket.transport.options.mandatory.applies(toExchange: socket.exchange))
     }
 
     func close() async {
@@ -280,8 +302,9 @@ final class BrokerConnection: @unchecked Sendable {
         }
     }
 
-    func publish(_ bodies: [[UInt8]], exchange: String, routingKey: String, persistent: Bool) async -> [DeliveryOutcome]
-    {
+    func publish(
+        _ bodies: [[UInt8]], exchange: String, routingKey: String, persistent: Bool, mandatory: Bool
+    ) async -> [DeliveryOutcome] {
         let channel: any Channel
         switch await reconnecting?.channel() ?? .failure(DeliveryFailure(.subscriberFailed, "shutting down")) {
         case .success(let open): channel = open
@@ -294,7 +317,7 @@ final class BrokerConnection: @unchecked Sendable {
                 let futures = bodies.map {
                     handler.publish(
                         context: context, exchange: exchange, routingKey: routingKey, persistent: persistent,
-                        mandatory: false, body: $0)
+                        mandatory: mandatory, body: $0)
                 }
                 handler.flush(context: context)
                 return EventLoopFuture.whenAllSucceed(futures, on: channel.eventLoop)

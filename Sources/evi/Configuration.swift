@@ -164,6 +164,12 @@ struct DaemonConfiguration {
                     switch key {
                     case "heartbeat": rabbitmq.heartbeat = UInt16(try Self.integer(value, key: name, range: 0...3600))
                     case "timeout": rabbitmq.timeout = .milliseconds(try Self.integer(value, key: name, range: 1...600_000))
+                    case "mandatory":
+                        let text = try Self.string(value, key: name)
+                        guard let mandatory = RabbitMQOptions.Mandatory(rawValue: text.lowercased()) else {
+                            throw ConfigurationError("\(name): expected auto, true or false, got '\(text)'")
+                        }
+                        rabbitmq.mandatory = mandatory
                     default: throw ConfigurationError("unknown key '\(name)'")
                     }
                 }

@@ -127,6 +127,34 @@ func lines(_ path: String) -> [String] {
         await consumer.stop()
     }
 
+    /// Publishing to a queue nobody declared: with `mandatory` (auto: on for the default exchange)
+    /// the broker returns it, the delivery fails "unroutable" and FAILOVER moves the event on;
+    /// with `mandatory: false` the broker confirms and drops it, and evi counts it delivered.
+    @Test func anUnroutableMessageFailsAndFailoverMovesOn() async throws {
+        let port = try TestBroker.port
+        let backup = try DatagramReceiver()
+        let hub = EventHub(transports: [RabbitMQTransport(), UDPTransport(), VirtualTransport(failoverTimeout: 30)])
+        try hub.publish("E_PIKE_BLOCKED")
+        try await hub.subscribe(
+            event: "E_PIKE_BLOCKED",
+            socket: "virtual:FAILOVER rabbitmq:127.0.0.1:\(port)/evi_no_such_queue \(backup.socket)")
+        try hub.raise("E_PIKE_BLOCKED", ["n": 1])
+        #expect(await backup.waitFor(count: 1).count == 1)
+        #expect(await eventually { hub.statistics.snapshot().transports["rabbitmq"]?.failed == 1 })
+        let member = try hub.subscribers(of: "E_PIKE_BLOCKED").first?.members?.first
+        #expect(member?.state == .failed)
+        #expect(hub.statistics.snapshot().transports["rabbitmq"]?.delivered == 0)
+        await hub.shutdown()
+
+        let lax = EventHub(transports: [RabbitMQTransport(options: .init(mandatory: .false))])
+        try lax.publish("E_PIKE_BLOCKED")
+        try await lax.subscribe(event: "E_PIKE_BLOCKED", socket: "rabbitmq:127.0.0.1:\(port)/evi_no_such_queue")
+        try lax.raise("E_PIKE_BLOCKED", ["n": 2])
+        #expect(await eventually { lax.statistics.snapshot().transports["rabbitmq"]?.delivered == 1 })
+        await lax.shutdown()
+        await backup.close()
+    }
+
     @Test func topicExchangeAndPersistent() async throws {
         let consumer = try await PikaConsumer(queue: "evi_topic_test", exchange: "amq.topic", key: "calls.*")
         let hub = try makeHub()
