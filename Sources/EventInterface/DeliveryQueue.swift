@@ -43,6 +43,17 @@ public final class DeliveryQueue: Sendable {
         /// kind's optional went through generic witnesses on every enqueue (scripts/profile).
         var waiter: UnsafeContinuation<Void, Never>?
         var closing = false
+        /// What a shutdown found queued, and what became of it during the drain.
+        var drain = DrainReport()
+    }
+
+    /// What closing a queue did with the events it held: delivered or failed during the grace,
+    /// or abandoned when the grace ran out (logged, and counted in `evi_abandoned_total`).
+    public struct DrainReport: Sendable, Hashable {
+        public var queued = 0
+        public var delivered = 0
+        public var failed = 0
+        public var abandoned: Int { queued - delivered - failed }
     }
 
     /// Largest chunk handed to the deliverer at once, so completions (and virtual re-routing)
@@ -111,9 +122,12 @@ public final class DeliveryQueue: Sendable {
 
     /// Stops taking events and lets the queue drain for at most `grace`; what is still queued
     /// then fails with "shutting down". Returns at the latest one second after `grace` even if
-    /// a delivery is stuck: the delivery task closes the deliverer itself once it ends.
-    public func close(grace: Duration) async {
+    /// a delivery is stuck: the delivery task closes the deliverer itself once it ends. What was
+    /// queued and what became of it is logged (when anything was) and returned.
+    @discardableResult
+    public func close(grace: Duration) async -> DrainReport {
         let waiter = state.withLock { state -> UnsafeContinuation<Void, Never>? in
+            if !state.closing { state.drain.queued = state.pending.count + state.inFlight }
             state.closing = true
             defer { state.waiter = nil }
             return state.waiter
@@ -123,6 +137,17 @@ public final class DeliveryQueue: Sendable {
             abandoned.store(true, ordering: .relaxed)
             _ = await finished.wait(timeout: .seconds(1))
         }
+        let report = state.withLock { $0.drain }
+        if report.queued > 0 {
+            counters.recordAbandoned(count: report.abandoned)
+            logger.log(
+                level: report.abandoned > 0 ? .warning : .info, "queue drained on close",
+                metadata: [
+                    "socket": "\(socket)", "queued": "\(report.queued)", "delivered": "\(report.delivered)",
+                    "failed": "\(report.failed)", "abandoned": "\(report.abandoned)",
+                ])
+        }
+        return report
     }
 
     private enum Step {
@@ -171,7 +196,8 @@ public final class DeliveryQueue: Sendable {
                 let chunk = items[start..<min(start + Self.chunkSize, items.count)]
                 start = chunk.endIndex
                 let outcomes: [DeliveryOutcome]
-                if abandoned.load(ordering: .relaxed) {
+                let abandonedChunk = abandoned.load(ordering: .relaxed)
+                if abandonedChunk {
                     outcomes = Array(repeating: .failed(.shuttingDown), count: chunk.count)
                 } else {
                     let started = monotonicNanoseconds()
@@ -179,7 +205,14 @@ public final class DeliveryQueue: Sendable {
                     counters.recordDeliveryTime(nanoseconds: monotonicNanoseconds() &- started, count: chunk.count)
                 }
                 var delivered = 0
-                state.withLock { $0.inFlight -= chunk.count }
+                for outcome in outcomes where outcome == .delivered { delivered += 1 }
+                state.withLock { state in
+                    state.inFlight -= chunk.count
+                    if state.closing && !abandonedChunk {
+                        state.drain.delivered += delivered
+                        state.drain.failed += chunk.count - delivered
+                    }
+                }
                 counters.queued.subtract(chunk.count, ordering: .relaxed)
                 if let observer {
                     observer(zip(chunk, outcomes).map { Completion(event: $0.event, tag: $0.tag, outcome: $1) })
@@ -187,7 +220,6 @@ public final class DeliveryQueue: Sendable {
                 for outcome in outcomes {
                     switch outcome {
                     case .delivered:
-                        delivered += 1
                         if failing {
                             failing = false
                             logger.info("subscriber delivers again", metadata: ["socket": "\(socket)"])

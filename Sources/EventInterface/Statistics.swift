@@ -11,16 +11,20 @@ public final class TransportCounters: Sendable {
     public let dropped = Atomic<Int>(0)
     /// Events waiting in this transport's queues right now.
     public let queued = Atomic<Int>(0)
+    /// Events still queued when a shutdown's grace ran out, never delivered.
+    public let abandoned = Atomic<Int>(0)
 
     private let deliveredMetric: Counter
     private let failedMetric: Counter
     private let droppedMetric: Counter
+    private let abandonedMetric: Counter
     private let deliveryTimer: Metrics.Timer
 
     init(scheme: String) {
         deliveredMetric = Counter(label: "evi_deliveries_total", dimensions: [("transport", scheme), ("result", "success")])
         failedMetric = Counter(label: "evi_deliveries_total", dimensions: [("transport", scheme), ("result", "failure")])
         droppedMetric = Counter(label: "evi_dropped_total", dimensions: [("transport", scheme)])
+        abandonedMetric = Counter(label: "evi_abandoned_total", dimensions: [("transport", scheme)])
         deliveryTimer = Metrics.Timer(label: "evi_delivery_seconds", dimensions: [("transport", scheme)])
     }
 
@@ -37,6 +41,12 @@ public final class TransportCounters: Sendable {
     func recordDropped() {
         dropped.add(1, ordering: .relaxed)
         droppedMetric.increment()
+    }
+
+    func recordAbandoned(count: Int) {
+        guard count > 0 else { return }
+        abandoned.add(count, ordering: .relaxed)
+        abandonedMetric.increment(by: count)
     }
 
     /// One observation per delivery of a chunk that took `nanoseconds` in all.
@@ -80,6 +90,8 @@ public struct StatisticsSnapshot: Sendable, Hashable {
         public var failed: Int
         public var dropped: Int
         public var queued: Int
+        /// Still queued when a shutdown's grace ran out.
+        public var abandoned: Int = 0
     }
     public struct EventCount: Sendable, Hashable {
         public var raised: Int
@@ -125,7 +137,8 @@ public final class Statistics: Sendable {
                     delivered: $0.delivered.load(ordering: .relaxed),
                     failed: $0.failed.load(ordering: .relaxed),
                     dropped: $0.dropped.load(ordering: .relaxed),
-                    queued: $0.queued.load(ordering: .relaxed))
+                    queued: $0.queued.load(ordering: .relaxed),
+                    abandoned: $0.abandoned.load(ordering: .relaxed))
             },
             events: eventTable.mapValues {
                 .init(raised: $0.raised.load(ordering: .relaxed), undelivered: $0.undelivered.load(ordering: .relaxed))

@@ -166,8 +166,9 @@ final class AMQPHandler: ChannelDuplexHandler {
         let tag = nextTag
         nextTag += 1
         pending[tag] = promise
-        timers[tag] = context.eventLoop.scheduleTask(in: settings.confirmTimeout) { [self] in
-            complete(tag, .failed(DeliveryFailure(.subscriberFailed, "confirm timeout")))
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timers[tag] = context.eventLoop.scheduleTask(in: settings.confirmTimeout) {
+            bound.value.complete(tag, .failed(DeliveryFailure(.subscriberFailed, "confirm timeout")))
         }
         var buffer = context.channel.allocator.buffer(capacity: body.count + 256)
         AMQP.writeMethod(60, 40, channel: 1, into: &buffer) { arguments in

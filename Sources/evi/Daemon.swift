@@ -305,8 +305,18 @@ struct HubService: Service {
     func run() async throws {
         try? await gracefulShutdown()
         logger.info("stopping: delivering what is queued", metadata: ["grace_seconds": "\(grace)"])
+        let before = hub.statistics.snapshot().transports.values
         await hub.shutdown(grace: .milliseconds(Int(grace * 1000)))
-        logger.info("stopped")
+        let after = hub.statistics.snapshot().transports.values
+        func total(_ counts: some Sequence<StatisticsSnapshot.Transport>, _ field: (StatisticsSnapshot.Transport) -> Int)
+            -> Int
+        { counts.reduce(0) { $0 + field($1) } }
+        logger.info(
+            "stopped",
+            metadata: [
+                "delivered_during_drain": "\(total(after, \.delivered) - total(before, \.delivered))",
+                "abandoned": "\(total(after, \.abandoned))",
+            ])
     }
 }
 

@@ -68,10 +68,12 @@ final class Daemon: @unchecked Sendable {
     var miURL: String { "http://127.0.0.1:\(httpPort)/mi" }
 
     /// Starts `evi serve` with `extra` appended to a configuration that listens on free ports.
-    static func start(extra: String = "", token: String? = nil, state: String? = nil) async throws -> Daemon {
+    static func start(
+        extra: String = "", token: String? = nil, state: String? = nil, logLevel: String = "warning"
+    ) async throws -> Daemon {
         var config = "mi:\n  http: 127.0.0.1:0\n  datagram: 127.0.0.1:0\n"
         if let token { config += "  token: \(token)\n" }
-        config += (state == nil ? "state: memory\n" : "") + "log_level: warning\n" + extra
+        config += (state == nil ? "state: memory\n" : "") + "log_level: \(logLevel)\n" + extra
         let process = try EviProcess(["serve"], config: config)
         let deadline = ContinuousClock.now + .seconds(20)
         while !process.standardOutput.contains("listening"), process.isRunning, ContinuousClock.now < deadline {

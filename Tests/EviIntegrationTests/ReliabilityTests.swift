@@ -165,6 +165,44 @@ import Testing
     }
 }
 
+extension ReliabilityTests {
+    /// SIGINT with events queued for a peer that never reads: the daemon exits 0 within its grace
+    /// and says, per subscriber and in all, how many it delivered while draining and how many it
+    /// abandoned (day-one issue: it used to log only "stopping" and "stopped").
+    @Test func shutdownSaysWhatItDeliveredAndWhatItAbandoned() async throws {
+        let daemon = try await Daemon.start(
+            extra:
+                "events: [E_X]\nshutdown_grace: 1\nqueue_size: 100000\nmodules:\n  event_stream: { timeout: 60000 }\n",
+            logLevel: "info")
+        defer { Task { await daemon.stop() } }
+        let neverReads = try JSONRPCTestServer(mode: .neverRead)
+        defer { neverReads.close() }
+        _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","\#(neverReads.socket)"],"id":1}"#)
+        // 20,000 events of about 1 KB: more than loopback socket buffers take.
+        let padding = String(repeating: "x", count: 1000)
+        for first in stride(from: 0, to: 20_000, by: 500) {
+            let batch = (first..<first + 500).map {
+                #"{"jsonrpc":"2.0","method":"evi:raise","params":["E_X",{"n":\#($0),"pad":"\#(padding)"}],"id":\#($0)}"#
+            }
+            _ = try daemon.mi("[" + batch.joined(separator: ",") + "]")
+        }
+        daemon.process.signal(SIGINT)
+        #expect(await daemon.process.waitForExit(timeout: .seconds(10)) == 0)
+        let log = daemon.process.standardError
+        func number(after marker: String, in line: Substring) -> Int? {
+            guard let range = line.range(of: marker) else { return nil }
+            return Int(line[range.upperBound...].prefix { $0.isNumber })
+        }
+        let drained = log.split(separator: "\n").first { $0.contains("queue drained on close") }
+        let stopped = log.split(separator: "\n").first { $0.contains("stopped") }
+        let abandoned = drained.flatMap { number(after: "abandoned=", in: $0) } ?? 0
+        #expect(abandoned > 0, "\(log.suffix(2000))")
+        #expect(drained?.contains("socket=\(neverReads.socket)") == true)
+        #expect(drained.flatMap { number(after: "queued=", in: $0) }.map { $0 > 0 && $0 <= 20_000 } == true)
+        #expect(stopped.flatMap { number(after: "abandoned=", in: $0) } == abandoned)
+    }
+}
+
 /// A Unix datagram socket that is bound and never read: its buffer fills and stays full.
 final class UndrainedUnixSocket: Sendable {
     let path: String
