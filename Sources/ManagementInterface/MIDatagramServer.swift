@@ -10,9 +10,11 @@ public final class MIDatagramServer: MIListener {
     private init(channel: any Channel) { self.channel = channel }
 
     public static func bind(
-        host: String, port: Int, group: any EventLoopGroup, mi: ManagementInterface, logger: Logger
+        host: String, port: Int, group: any EventLoopGroup, mi: ManagementInterface, logger: Logger,
+        paused: Bool = false
     ) async throws -> MIDatagramServer {
         let channel = try await DatagramBootstrap(group: group)
+            .channelOption(.autoRead, value: !paused)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(MIDatagramHandler(mi: mi, logger: logger))

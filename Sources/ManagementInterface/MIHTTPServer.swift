@@ -20,9 +20,10 @@ public final class MIHTTPServer: MIListener {
     /// Binds the listener; throws at once when the address is taken.
     public static func bind(
         host: String, port: Int, group: any EventLoopGroup, mi: ManagementInterface,
-        metrics: @escaping @Sendable () -> [UInt8], logger: Logger
+        metrics: @escaping @Sendable () -> [UInt8], logger: Logger, paused: Bool = false
     ) async throws -> MIHTTPServer {
         let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.autoRead, value: !paused)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)

@@ -18,4 +18,11 @@ extension MIListener {
     public func close() async {
         try? await channel.close()
     }
+
+    /// Starts taking requests on a listener bound with `paused: true`. The port is held from the
+    /// bind, so a taken port fails start-up before anything else (state on disk) is touched, and
+    /// no request is served before the daemon is ready.
+    public func startReading() async {
+        try? await channel.setOption(ChannelOptions.autoRead, value: true).get()
+    }
 }

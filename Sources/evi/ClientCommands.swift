@@ -12,11 +12,13 @@ struct MIOptions: ParsableArguments {
     @Option(name: .long, help: "MI token (default: $EVI_MI_TOKEN).")
     var token: String?
 
+    /// `--token`, else `$EVI_MI_TOKEN`.
+    var resolvedToken: String? { token ?? ProcessEnvironment.value("EVI_MI_TOKEN") }
+
     /// Calls the command, prints its JSON result; on an error reply prints it and exits 1.
     func call(_ method: String, _ params: [EventField]) throws {
         do {
-            let client = try MIClient(
-                url: mi, token: token ?? ProcessEnvironment.value("EVI_MI_TOKEN"))
+            let client = try MIClient(url: mi, token: resolvedToken)
             print(try client.call(method, params).jsonText)
         } catch {
             printError("evi: \(error)")

@@ -61,6 +61,18 @@ struct DaemonConfiguration {
     var xmlrpc = XMLRPCOptions()
     var rabbitmq = RabbitMQOptions()
 
+    /// `state` made absolute against `directory` ("memory" and absolute paths stay), with `.`
+    /// components and a trailing `/` removed, so the start line prints where state really is.
+    static func resolve(state: String, relativeTo directory: String) -> String {
+        guard state != "memory" else { return state }
+        let joined = state.hasPrefix("/") ? state : directory + "/" + state
+        var parts: [Substring] = []
+        for part in joined.split(separator: "/") where part != "." {
+            if part == ".." { if !parts.isEmpty { parts.removeLast() } } else { parts.append(part) }
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
     /// Reads a configuration file; unknown keys and bad values are errors naming them.
     static func load(yaml text: String) throws -> DaemonConfiguration {
         var configuration = DaemonConfiguration()

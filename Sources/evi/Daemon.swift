@@ -113,20 +113,7 @@ final class Daemon: Sendable {
                 throw .configuration("subscriptions[\(index)]: \(error)")
             }
         }
-        var store: SubscriptionStore?
-        if configuration.state != "memory" {
-            do {
-                let opened = try SubscriptionStore(directory: configuration.state)
-                try await restore(from: opened, into: hub, logger: logger)
-                store = opened
-            } catch {
-                throw .configuration("state: \(configuration.state): \(error)")
-            }
-        }
-        let durable = store
-        // Every metric family exists from start-up, at zero.
-        for scheme in hub.registry.schemes { _ = hub.statistics.transport(scheme) }
-        for event in hub.events { _ = hub.statistics.event(event.name) }
+        let durable = DurableState()
 
         let mi = ManagementInterface(token: configuration.token)
         let listeners = [
@@ -143,7 +130,7 @@ final class Daemon: Sendable {
                     ["main"] + listeners + ["delivery (\(hub.statistics.snapshot().transports.count) transports)"]
                 },
                 subscriptionChanged: { event, socket, expiry in
-                    guard let store = durable else { return }
+                    guard let store = durable.store else { return }
                     let canonical = (try? await hub.registry.parseSocket(socket))?.description ?? socket
                     do {
                         try store.save(event: event, canonical: canonical, socket: socket, expiry: expiry)
@@ -157,7 +144,7 @@ final class Daemon: Sendable {
                         "flatstore subscriptions over MI need event_flatstore.allowed_dirs when MI is not on loopback"
                 },
                 eventPublished: { event in
-                    do { try durable?.savePublished(event) } catch {
+                    do { try durable.store?.savePublished(event) } catch {
                         logger.error(
                             "cannot save published event", metadata: ["event": "\(event)", "error": "\(error)"])
                     }
@@ -177,30 +164,55 @@ final class Daemon: Sendable {
         var http: MIHTTPServer?
         var datagram: MIDatagramServer?
         let metrics: @Sendable () -> [UInt8] = { renderMetrics(hub: hub, registry: registry) }
+        // Bound paused: a taken port fails start-up before the state directory is touched, and
+        // no request is served until the state is restored.
         if let address = configuration.miHTTP {
             do {
                 http = try await MIHTTPServer.bind(
-                    host: address.host, port: address.port, group: group, mi: mi, metrics: metrics, logger: logger)
+                    host: address.host, port: address.port, group: group, mi: mi, metrics: metrics, logger: logger,
+                    paused: true)
             } catch {
-                throw .bind("cannot listen for MI over HTTP on \(address): \(error)")
+                throw .bind("cannot listen for MI over HTTP on \(address): \(plainReason(error))")
             }
         }
         if let address = configuration.miDatagram {
             do {
                 datagram = try await MIDatagramServer.bind(
-                    host: address.host, port: address.port, group: group, mi: mi, logger: logger)
+                    host: address.host, port: address.port, group: group, mi: mi, logger: logger, paused: true)
             } catch {
                 await http?.close()
-                throw .bind("cannot listen for MI over UDP on \(address): \(error)")
+                throw .bind("cannot listen for MI over UDP on \(address): \(plainReason(error))")
             }
         }
+        if configuration.state != "memory" {
+            do {
+                let opened = try SubscriptionStore(directory: configuration.state)
+                try await restore(from: opened, into: hub, logger: logger)
+                durable.store = opened
+            } catch {
+                await http?.close()
+                await datagram?.close()
+                throw .configuration("state: \(configuration.state): \(error)")
+            }
+        }
+        // Every metric family exists from start-up, at zero.
+        for scheme in hub.registry.schemes { _ = hub.statistics.transport(scheme) }
+        for event in hub.events { _ = hub.statistics.event(event.name) }
+        await http?.startReading()
+        await datagram?.startReading()
         return Daemon(
             configuration: configuration, hub: hub, mi: mi, http: http, datagram: datagram, registry: registry,
             flatstore: flatstore)
     }
 
-    /// The line `evi serve` prints once it listens.
+    /// The line `evi serve` prints once it listens: its listeners and where its state is.
     var listeningLine: String {
+        let state = configuration.state == "memory" ? "in memory (nothing kept)" : "in \(configuration.state)"
+        return "evi \(eviVersion) listening: \(listeners); state \(state)"
+    }
+
+    /// Where MI listens, for people: "MI over HTTP on http://…/mi, MI over UDP on …".
+    var listeners: String {
         var parts: [String] = []
         if let http, let address = configuration.miHTTP {
             parts.append("MI over HTTP on http://\(ListenAddress(host: address.host, port: http.localPort))/mi")
@@ -208,7 +220,7 @@ final class Daemon: Sendable {
         if let datagram, let address = configuration.miDatagram {
             parts.append("MI over UDP on \(ListenAddress(host: address.host, port: datagram.localPort))")
         }
-        return "evi \(eviVersion) listening: " + (parts.isEmpty ? "no MI listener" : parts.joined(separator: ", "))
+        return parts.isEmpty ? "no MI listener" : parts.joined(separator: ", ")
     }
 
     /// Runs until SIGTERM or SIGINT: then MI stops taking requests, queues drain for
@@ -229,6 +241,18 @@ final class Daemon: Sendable {
                 logger: logger))
         try await services.run()
     }
+}
+
+/// The subscription store once it is open (after the listeners are bound); until then, and with
+/// `state: memory`, nil. Set once during start-up, before any request is read.
+final class DurableState: @unchecked Sendable {
+    var store: SubscriptionStore?
+}
+
+/// What went wrong with a bind, in words: "Address already in use", not NIO's call and errno.
+func plainReason(_ error: any Error) -> String {
+    if let error = error as? IOError { return String(cString: strerror(error.errnoCode)) }
+    return "\(error)"
 }
 
 /// Brings back what the state directory holds: events published at run time, then every

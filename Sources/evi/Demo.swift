@@ -39,7 +39,7 @@ struct Demo: AsyncParsableCommand {
             try await hub.subscribe(event: event, socket: watcher.socket)
         }
 
-        printLine("evi demo — an in-process daemon (\(daemon.listeningLine.drop { $0 != ":" }.dropFirst(2)))")
+        printLine("evi demo — an in-process daemon (\(daemon.listeners))")
         printLine("receivers: A = \(a.socket), B = \(b.socket), C = \(c.socket); failover_timeout \(failoverTimeout) s")
 
         // PARALLEL: everyone gets everything; B dies after event 3 and delays nobody.

@@ -43,6 +43,10 @@ struct Serve: AsyncParsableCommand {
                 throw ExitCode(2)
             }
         }
+        // A relative state directory is the configuration file's neighbour (not wherever the
+        // daemon happens to start); without --config, the working directory's.
+        configuration.state = DaemonConfiguration.resolve(
+            state: configuration.state, relativeTo: config.map { directoryOf($0) } ?? currentDirectory())
         let level = configuration.logLevel
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -62,6 +66,20 @@ struct Serve: AsyncParsableCommand {
 func printLine(_ message: String) {
     var line = message + "\n"
     line.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
+}
+
+/// The directory part of a path ("." for a bare file name).
+func directoryOf(_ path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return currentDirectory() }
+    let directory = String(path[..<slash])
+    if directory.isEmpty { return "/" }
+    return directory.hasPrefix("/") ? directory : currentDirectory() + "/" + directory
+}
+
+func currentDirectory() -> String {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    guard getcwd(&buffer, buffer.count) != nil else { return "." }
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
 
 func readFile(_ path: String) throws -> String {

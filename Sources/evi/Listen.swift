@@ -64,20 +64,45 @@ struct Listen: AsyncParsableCommand {
             let expire = self.expire
             let options = self.options
             refresher = Task {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .seconds(Double(expire) / 2))
-                    if Task.isCancelled { break }
-                    try? Listen.call(options, event: event, socket: bound, expire: expire)
-                }
+                await Listen.keepSubscribed(options, event: event, socket: bound, expire: expire)
             }
         }
         for await _ in signals { break }
         refresher?.cancel()
-        if let event = subscribe {
-            try? Listen.call(options, event: event, socket: bound, expire: 0)
-            printError("evi: unsubscribed \(bound) from \(event)")
-        }
         await closer()
+        if let event = subscribe {
+            do {
+                let client = try MIClient(url: options.mi, token: options.resolvedToken)
+                _ = try client.call(
+                    "evi:unsubscribe", [EventField("event", .string(event)), EventField("socket", .string(bound))])
+                printError("evi: unsubscribed \(bound) from \(event)")
+            } catch {
+                printError("evi: cannot unsubscribe \(bound) from \(event): \(error)")
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    /// Refreshes the subscription at half its expire. A failed refresh is printed and retried
+    /// (1 s, doubling, at most a quarter of the expire) until one succeeds: a listener must not
+    /// silently stop receiving.
+    static func keepSubscribed(_ options: MIOptions, event: String, socket: String, expire: Int) async {
+        var delay = Double(expire) / 2
+        var retry = 1.0
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .seconds(delay))
+            if Task.isCancelled { return }
+            do {
+                try call(options, event: event, socket: socket, expire: expire)
+                if retry > 1 { printError("evi: subscription of \(socket) to \(event) refreshed again") }
+                delay = Double(expire) / 2
+                retry = 1
+            } catch {
+                printError("evi: cannot refresh the subscription of \(socket) to \(event): \(error); retrying in \(Int(retry)) s")
+                delay = retry
+                retry = min(retry * 2, max(1, Double(expire) / 4))
+            }
+        }
     }
 
     private func subscribeSelf(event: String, socket: String, expire: Int) throws {
@@ -91,7 +116,7 @@ struct Listen: AsyncParsableCommand {
     }
 
     static func call(_ options: MIOptions, event: String, socket: String, expire: Int) throws {
-        let client = try MIClient(url: options.mi, token: options.token ?? ProcessEnvironment.value("EVI_MI_TOKEN"))
+        let client = try MIClient(url: options.mi, token: options.resolvedToken)
         _ = try client.call(
             "evi:subscribe",
             [EventField("event", .string(event)), EventField("socket", .string(socket)), EventField("expire", .int(Int64(expire)))])

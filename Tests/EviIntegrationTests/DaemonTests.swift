@@ -20,12 +20,40 @@ import Testing
             "\(evi.standardError)")
         #expect(
             evi.standardOutput
-                == "evi 0.1.0 listening: MI over HTTP on http://127.0.0.1:8888/mi, MI over UDP on 127.0.0.1:8080\n")
+                == "evi 0.1.0 listening: MI over HTTP on http://127.0.0.1:8888/mi, MI over UDP on 127.0.0.1:8080; "
+                + "state in \(evi.directory.path)/evi-state\n")
         let reply = try RawHTTP.request(
             port: 8888, method: "POST", path: "/mi", body: Array(#"{"jsonrpc":"2.0","method":"version","id":1}"#.utf8))
         #expect(reply.bodyText == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.1.0"},"id":1}"#)
         evi.signal(SIGTERM)
         #expect(await evi.waitForExit() == 0)
+    }
+
+    /// A relative `state` is the configuration file's neighbour, printed absolute; a port that is
+    /// taken ends start-up with a plain reason before the state directory is made.
+    @Test func stateIsResolvedAgainstTheConfigurationAndATakenPortTouchesNothing() async throws {
+        let directory = TemporaryDirectory(prefix: "evi-state-path")
+        defer { directory.remove() }
+        let config = directory.file("evi.yaml")
+        try "mi:\n  http: 127.0.0.1:0\n  datagram: 127.0.0.1:0\nstate: ./here/state\n".write(
+            toFile: config, atomically: true, encoding: .utf8)
+        let evi = try EviProcess(["serve", "--config", config])
+        defer { Task { await evi.stop() } }
+        #expect(await eventually(timeout: .seconds(20)) { evi.standardOutput.contains("listening") })
+        #expect(evi.standardOutput.hasSuffix("; state in \(directory.path)/here/state\n"), "\(evi.standardOutput)")
+        #expect(FileManager.default.fileExists(atPath: directory.file("here/state/subscriptions.sqlite")))
+        #expect(!FileManager.default.fileExists(atPath: evi.directory.file("here")))
+        let port = Int(evi.standardOutput.components(separatedBy: "http://127.0.0.1:")[1].prefix { $0.isNumber }) ?? 0
+
+        try "mi:\n  http: 127.0.0.1:\(port)\n  datagram: 127.0.0.1:0\nstate: ./second\n".write(
+            toFile: config, atomically: true, encoding: .utf8)
+        let second = try EviProcess(["serve", "--config", config])
+        defer { Task { await second.stop() } }
+        #expect(await second.waitForExit() == 1)
+        #expect(
+            second.standardError
+                == "evi: cannot listen for MI over HTTP on 127.0.0.1:\(port): Address already in use\n")
+        #expect(!FileManager.default.fileExists(atPath: directory.file("second")))
     }
 
     @Test func badConfigurationsExitWithStatusTwoNamingTheKey() async throws {

@@ -49,6 +49,35 @@ import Testing
         #expect(try daemon.mi(list) == #"{"jsonrpc":"2.0","result":{"Event":{}},"id":1}"#)
     }
 
+    /// A listener never pretends: a refresh that fails is printed (and retried), and an
+    /// unsubscribe that does not happen ends it with status 1 and the reason.
+    @Test func listenReportsFailedRefreshesAndAFailedUnsubscribe() async throws {
+        let daemon = try await Daemon.start(extra: "events: [E_X]\n")
+        defer { Task { await daemon.stop() } }
+        let list = #"{"jsonrpc":"2.0","method":"evi:subscribers","params":["E_X"],"id":1}"#
+        let kept = try EviProcess(["listen", "udp:127.0.0.1:0", "--subscribe", "E_X", "--mi", daemon.miURL, "--expire", "60"])
+        defer { Task { await kept.stop() } }
+        #expect(await eventually(timeout: .seconds(10)) { (try? daemon.mi(list))?.contains("udp:127.0.0.1:") == true })
+        let socket = "udp:127.0.0.1:" + kept.standardError.components(separatedBy: "udp:127.0.0.1:")[1].prefix { $0.isNumber }
+        _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:unsubscribe","params":["E_X","\#(socket)"],"id":2}"#)
+        kept.signal(SIGTERM)
+        #expect(await kept.waitForExit() == 1)
+        #expect(kept.standardError.contains("evi: cannot unsubscribe \(socket) from E_X"), "\(kept.standardError)")
+        #expect(kept.standardError.contains("Subscriber does not exist"))
+
+        let refreshing = try EviProcess(["listen", "udp:127.0.0.1:0", "--subscribe", "E_X", "--mi", daemon.miURL, "--expire", "2"])
+        defer { Task { await refreshing.stop() } }
+        #expect(await eventually(timeout: .seconds(10)) { refreshing.standardError.contains("subscribed udp:") })
+        await daemon.stop()
+        #expect(
+            await eventually(timeout: .seconds(10)) { refreshing.standardError.contains("cannot refresh the subscription") },
+            "\(refreshing.standardError)")
+        #expect(refreshing.isRunning)
+        refreshing.signal(SIGTERM)
+        #expect(await refreshing.waitForExit() == 1)
+        #expect(refreshing.standardError.contains("cannot unsubscribe"))
+    }
+
     @Test func listenOnTCPSplitsBackToBackMessagesAndAnswersRequests() async throws {
         let listener = try EviProcess(["listen", "tcp:127.0.0.1:0"])
         defer { Task { await listener.stop() } }
