@@ -15,13 +15,15 @@ struct MIOptions: ParsableArguments {
     /// `--token`, else `$EVI_MI_TOKEN`.
     var resolvedToken: String? { token ?? ProcessEnvironment.value("EVI_MI_TOKEN") }
 
-    /// Calls the command, prints its JSON result; on an error reply prints it and exits 1.
-    func call(_ method: String, _ params: [EventField]) throws {
+    /// Calls the command, prints its JSON result; on an error reply prints it (and what `hint`
+    /// makes of it, on a line of its own) and exits 1.
+    func call(_ method: String, _ params: [EventField], hint: (String) -> String? = { _ in nil }) throws {
         do {
             let client = try MIClient(url: mi, token: resolvedToken)
             print(try client.call(method, params).jsonText)
         } catch {
             printError("evi: \(error)")
+            if let hint = hint("\(error)") { printError("evi: \(hint)") }
             throw ExitCode(1)
         }
     }
@@ -80,10 +82,18 @@ struct Raise: ParsableCommand {
     @Argument var event: String
     @Argument(help: "JSON, or NAME=VALUE …") var params: [String] = []
 
+    /// Parameters checked here rather than in `run`, so a mistake shows `evi raise`'s usage.
+    func validate() throws { _ = try Self.params(params) }
+
     func run() throws {
         var fields = [EventField("event", .string(event))]
         if let value = try Self.params(params) { fields.append(EventField("params", value)) }
-        try options.call("evi:raise", fields)
+        try options.call(
+            "evi:raise", fields,
+            hint: { error in
+                error.contains("unknown event: ")
+                    ? "publish it first (evi publish \(event)) or list it under events: in the configuration" : nil
+            })
     }
 
     static func params(_ arguments: [String]) throws -> EventValue? {

@@ -10,6 +10,22 @@ import Yams
 struct ConfigurationError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
+
+    /// "unknown key 'quue_size' (did you mean 'queue_size'?)": the suggestion is the nearest key
+    /// of the same mapping.
+    static func unknownKey(_ path: String) -> ConfigurationError {
+        let generic = path.replacing(/\[\d+\]/, with: "[]")
+        let parent = generic.lastIndex(of: ".").map { String(generic[..<$0]) }
+        let name = String(generic.split(separator: ".").last ?? "")
+        let siblings = DaemonConfiguration.knownKeys.compactMap { key -> String? in
+            let keyParent = key.lastIndex(of: ".").map { String(key[..<$0]) }
+            guard keyParent == parent else { return nil }
+            return String(key.split(separator: ".").last ?? "")
+        }
+        var message = "unknown key '\(path)'"
+        if let suggestion = closest(to: name, among: siblings) { message += " (did you mean '\(suggestion)'?)" }
+        return ConfigurationError(message)
+    }
 }
 
 /// `HOST:PORT` a listener binds, or off.
@@ -43,6 +59,26 @@ struct DaemonConfiguration {
         /// `nil`: never expires.
         var expire: Int?
     }
+
+    /// The modules this build has, as `modules:` names them.
+    static let modules = [
+        "event_virtual", "event_datagram", "event_flatstore", "event_stream", "event_xmlrpc", "event_rabbitmq",
+    ]
+
+    /// Every key the file may hold (a list's entries as `[]`), for "did you mean".
+    static let knownKeys: [String] =
+        [
+            "mi", "state", "queue_size", "shutdown_grace", "log_level", "allowed_destinations", "events",
+            "subscriptions", "modules", "mi.http", "mi.datagram", "mi.token", "subscriptions[].event",
+            "subscriptions[].socket", "subscriptions[].expire", "modules.event_virtual.failover_timeout",
+            "modules.event_rabbitmq.heartbeat", "modules.event_rabbitmq.timeout", "modules.event_rabbitmq.mandatory",
+            "modules.event_xmlrpc.use_struct_param", "modules.event_xmlrpc.timeout",
+            "modules.event_stream.reliable_mode", "modules.event_stream.timeout", "modules.event_stream.event_param",
+        ]
+        + [
+            "delimiter", "escape_delimiter", "file_permissions", "suppress_event_name", "format", "max_open_files",
+            "rotate_size", "rotate_count", "rotate_period", "rotate_keep", "allowed_dirs",
+        ].map { "modules.event_flatstore.\($0)" }
 
     var miHTTP: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8888)
     var miDatagram: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8080)
@@ -119,7 +155,7 @@ struct DaemonConfiguration {
                 }
             case "subscriptions": try configuration.readSubscriptions(value)
             case "modules": try configuration.readModules(value)
-            default: throw ConfigurationError("unknown key '\(key)'")
+            default: throw ConfigurationError.unknownKey("\(key)")
             }
         }
         return configuration
@@ -131,7 +167,7 @@ struct DaemonConfiguration {
             case "http": miHTTP = try Self.listenAddress(value, key: "mi.http")
             case "datagram": miDatagram = try Self.listenAddress(value, key: "mi.datagram")
             case "token": token = Self.isNull(value) ? nil : try Self.string(value, key: "mi.token")
-            default: throw ConfigurationError("unknown key 'mi.\(key)'")
+            default: throw ConfigurationError.unknownKey("mi.\(key)")
             }
         }
     }
@@ -147,7 +183,7 @@ struct DaemonConfiguration {
                 case "event": event = try Self.string(value, key: "\(prefix).event")
                 case "socket": socket = try Self.string(value, key: "\(prefix).socket")
                 case "expire": expire = try Self.integer(value, key: "\(prefix).expire", range: 1...Int(Int32.max))
-                default: throw ConfigurationError("unknown key '\(prefix).\(key)'")
+                default: throw ConfigurationError.unknownKey("\(prefix).\(key)")
                 }
             }
             guard let event else { throw ConfigurationError("\(prefix): missing key 'event'") }
@@ -165,7 +201,7 @@ struct DaemonConfiguration {
                     case "failover_timeout":
                         failoverTimeout = try Self.number(
                             value, key: "modules.event_virtual.failover_timeout", range: 0...86_400)
-                    default: throw ConfigurationError("unknown key 'modules.event_virtual.\(key)'")
+                    default: throw ConfigurationError.unknownKey("modules.event_virtual.\(key)")
                     }
                 }
             case "event_flatstore":
@@ -182,7 +218,7 @@ struct DaemonConfiguration {
                             throw ConfigurationError("\(name): expected auto, true or false, got '\(text)'")
                         }
                         rabbitmq.mandatory = mandatory
-                    default: throw ConfigurationError("unknown key '\(name)'")
+                    default: throw ConfigurationError.unknownKey("\(name)")
                     }
                 }
             case "event_xmlrpc":
@@ -191,7 +227,7 @@ struct DaemonConfiguration {
                     switch key {
                     case "use_struct_param": xmlrpc.useStructParam = try Self.boolean(value, key: name)
                     case "timeout": xmlrpc.timeout = .milliseconds(try Self.integer(value, key: name, range: 1...600_000))
-                    default: throw ConfigurationError("unknown key '\(name)'")
+                    default: throw ConfigurationError.unknownKey("\(name)")
                     }
                 }
             case "event_stream":
@@ -202,16 +238,20 @@ struct DaemonConfiguration {
                     case "timeout": stream.timeout = .milliseconds(try Self.integer(value, key: name, range: 1...600_000))
                     case "event_param":
                         stream.eventParam = Self.isNull(value) ? nil : try Self.string(value, key: name)
-                    default: throw ConfigurationError("unknown key '\(name)'")
+                    default: throw ConfigurationError.unknownKey("\(name)")
                     }
                 }
             case "event_datagram":
                 for (key, _) in try Self.mapping(options, key: "modules.event_datagram") {
-                    throw ConfigurationError("unknown key 'modules.event_datagram.\(key)'")
+                    throw ConfigurationError.unknownKey("modules.event_datagram.\(key)")
                 }
             default:
+                var message = "unknown module 'modules.\(module)'"
+                if let suggestion = closest(to: module, among: DaemonConfiguration.modules) {
+                    message += " (did you mean '\(suggestion)'?)"
+                }
                 throw ConfigurationError(
-                    "unknown module 'modules.\(module)' (this build has event_virtual, event_datagram, event_flatstore, event_stream, event_xmlrpc, event_rabbitmq)")
+                    message + " (this build has \(DaemonConfiguration.modules.joined(separator: ", ")))")
             }
         }
     }
@@ -237,6 +277,9 @@ struct DaemonConfiguration {
                 }
                 flatstore.format = format
             case "max_open_files": flatstore.maxOpenFiles = try Self.integer(value, key: name, range: 1...100_000)
+            case "rotate_size" where Self.isNull(value): flatstore.rotateSize = nil
+            case "rotate_count" where Self.isNull(value): flatstore.rotateCount = nil
+            case "rotate_period" where Self.isNull(value): flatstore.rotatePeriod = nil
             case "rotate_size":
                 let text = try Self.string(value, key: name)
                 guard let size = FlatstoreOptions.parseSize(text), size > 0 else {
@@ -250,7 +293,7 @@ struct DaemonConfiguration {
                 flatstore.allowedDirs = Self.isNull(value) ? nil : try Self.sequence(value, key: name).map {
                     try Self.string($0, key: "\(name)[]")
                 }
-            default: throw ConfigurationError("unknown key '\(name)'")
+            default: throw ConfigurationError.unknownKey("\(name)")
             }
         }
         do { try flatstore.validate() } catch { throw ConfigurationError("\(prefix): \(error.message)") }

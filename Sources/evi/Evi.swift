@@ -18,6 +18,17 @@ struct Evi: AsyncParsableCommand {
             Serve.self, Subscribe.self, Unsubscribe.self, Publish.self, Raise.self, Events.self, Subscribers.self,
             Rotate.self, Listen.self, Demo.self, Bench.self,
         ])
+
+    /// The MI options may stand before the subcommand; a mistyped subcommand gets a suggestion.
+    static func main() async {
+        let arguments = EviCommandLine.hoistingGlobalOptions(Array(CommandLine.arguments.dropFirst()))
+        let names = configuration.subcommands.compactMap { $0.configuration.commandName ?? $0._commandName }
+        if let message = EviCommandLine.unknownSubcommand(arguments, known: names) {
+            printError("evi: \(message)")
+            Glibc.exit(64)
+        }
+        await main(arguments)
+    }
 }
 
 /// Writes a line to standard error.
@@ -33,7 +44,14 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .long, help: "YAML configuration file.")
     var config: String?
 
+    @Flag(name: .long, help: "Print the built-in configuration, every key with its default and meaning, and exit.")
+    var printConfig = false
+
     func run() async throws {
+        if printConfig {
+            print(DaemonConfiguration.annotatedDefaults, terminator: "")
+            return
+        }
         var configuration = DaemonConfiguration()
         if let config {
             do {

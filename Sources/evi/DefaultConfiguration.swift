@@ -1,0 +1,71 @@
+import EventFlatstore
+
+extension DaemonConfiguration {
+    /// `evi serve --print-config`: every key at its built-in value, with what it means. Written
+    /// from the defaults themselves, so it cannot drift from what `evi serve` runs with.
+    static var annotatedDefaults: String {
+        let d = DaemonConfiguration()
+        func address(_ value: ListenAddress?) -> String { value.map(\.description) ?? "off" }
+        func milliseconds(_ value: Duration) -> Int64 {
+            value.components.seconds * 1000 + value.components.attoseconds / 1_000_000_000_000_000
+        }
+        func number(_ value: Double) -> String { value == value.rounded() ? String(Int(value)) : String(value) }
+        func optional(_ value: Int?) -> String { value.map(String.init) ?? "null" }
+        let f = d.flatstore
+        let text = """
+            # evi: the built-in configuration, every key at its default (`evi serve --print-config`).
+            # Save it, change what you need, and run `evi serve --config FILE`. Unknown keys, keys given
+            # twice and values out of range stop start-up (exit 2) with a message naming the key.
+            mi:
+              http: \(address(d.miHTTP))        # MI over HTTP (POST /mi, GET /metrics); "off" disables; port 0: any free port
+              datagram: \(address(d.miDatagram))    # MI over UDP, one JSON-RPC request per datagram; "off" disables
+              token: null                 # required when a listener is not on loopback
+            state: \(d.state)             # directory of subscriptions.sqlite, relative to this file; "memory" keeps nothing
+            queue_size: \(d.queueSize)             # events queued per subscriber and per virtual member
+            shutdown_grace: \(number(d.shutdownGrace))             # seconds to deliver what is queued on SIGTERM or SIGINT
+            log_level: \(d.logLevel.rawValue)             # trace, debug, info, notice, warning, error, critical
+            allowed_destinations: null    # e.g. [127.0.0.0/8, "::1/128"]: udp, tcp, xmlrpc, rabbitmq targets allowed
+            events: []                    # published at start, e.g. [E_PIKE_BLOCKED, E_MY_EVENT]
+            subscriptions: []             # made at start, e.g. - {event: E_PIKE_BLOCKED, socket: "udp:127.0.0.1:9000"}
+            modules:
+              event_virtual:
+                failover_timeout: \(number(d.failoverTimeout))        # seconds a failed FAILOVER member is skipped
+              event_datagram: {}
+              event_stream:
+                reliable_mode: \(d.stream.reliableMode)        # true: JSON-RPC requests, success only on a reply without error
+                timeout: \(milliseconds(d.stream.timeout))              # ms: connect, write and reply
+                event_param: null         # e.g. event: adds {"event":"E_X"} first to the params
+              event_flatstore:
+                delimiter: "\(f.delimiter)"
+                escape_delimiter: "\(f.escapeDelimiter)"     # written for a delimiter inside a value; as long as delimiter
+                file_permissions: "\(String(f.filePermissions, radix: 8))"
+                suppress_event_name: \(f.suppressEventName)
+                format: \(f.format.rawValue)          # or jsonl: each line the JSON-RPC notification
+                max_open_files: \(f.maxOpenFiles)
+                rotate_size: \(optional(f.rotateSize))         # e.g. 10m (k, m, g suffixes)
+                rotate_count: \(optional(f.rotateCount))        # lines
+                rotate_period: \(optional(f.rotatePeriod))       # seconds, at wall-clock multiples
+                rotate_keep: \(f.rotateKeep)              # PATH.1 … PATH.N
+                allowed_dirs: null        # e.g. [/var/log/evi]; required for flatstore over an exposed MI
+              event_xmlrpc:
+                use_struct_param: \(d.xmlrpc.useStructParam)
+                timeout: \(milliseconds(d.xmlrpc.timeout))              # ms
+              event_rabbitmq:
+                heartbeat: \(d.rabbitmq.heartbeat)             # seconds; 0: none
+                timeout: \(milliseconds(d.rabbitmq.timeout))              # ms: connect and publisher confirm
+                mandatory: \(d.rabbitmq.mandatory.rawValue)           # auto: on for the default exchange (an unroutable message fails)
+
+            """
+        return alignComments(text, column: 32)
+    }
+
+    /// Lines of `key: value    # comment` with every comment starting at `column`.
+    private static func alignComments(_ text: String, column: Int) -> String {
+        text.split(separator: "\n", omittingEmptySubsequences: false).map { line -> String in
+            guard !line.hasPrefix("#"), let mark = line.range(of: " # ") else { return String(line) }
+            let content = line[..<mark.lowerBound].reversed().drop { $0 == " " }.reversed()
+            let padding = String(repeating: " ", count: max(1, column - content.count))
+            return String(content) + padding + "# " + line[mark.upperBound...]
+        }.joined(separator: "\n")
+    }
+}
