@@ -19,8 +19,8 @@ public let maximumDatagramPayload = 65_457
 /// Plain POSIX calls rather than SwiftNIO: each delivery is one non-blocking `send` made by the
 /// subscriber's own delivery task, so its result (including a refusal the kernel learnt from an
 /// ICMP "port unreachable" after the previous send) is known at once and drives the virtual
-/// policies without a hop to an event loop. Measured here (../shared/notes/measurements.md),
-/// a POSIX `send` per datagram runs at the speed of NIO's connected channel for one receiver.
+/// policies without a hop to an event loop. Measured on a 2-core machine before choosing (README,
+/// "Design decisions"), a POSIX `send` per datagram runs at the speed of NIO's connected channel.
 public struct UDPTransport: EventTransport {
     public init() {}
     public var scheme: String { "udp" }
