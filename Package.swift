@@ -81,6 +81,7 @@ let package = Package(
             name: "ManagementInterface",
             dependencies: [
                 "EventInterface",
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

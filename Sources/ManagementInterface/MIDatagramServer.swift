@@ -2,7 +2,9 @@ import Logging
 import NIOCore
 import NIOPosix
 
-/// MI over UDP: one JSON-RPC request per datagram, the reply sent back to the sender.
+/// MI over UDP: one JSON-RPC request per datagram, the reply sent back to the sender. Only valid,
+/// authorised requests are answered (`ManagementInterface.DatagramDrop`): anything else is counted
+/// and dropped, so spoofed packets can start no reply loop and reflect nothing.
 public final class MIDatagramServer: MIListener {
     public let channel: any Channel
     public var localPort: Int { channel.localAddress?.port ?? 0 }
@@ -15,6 +17,9 @@ public final class MIDatagramServer: MIListener {
     ) async throws -> MIDatagramServer {
         let channel = try await DatagramBootstrap(group: group)
             .channelOption(.autoRead, value: !paused)
+            // Whole datagrams: NIO's default 2,048-byte buffer truncated larger requests (OpenSIPS
+            // takes about 65 KB); this holds the largest UDP payload.
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(MIDatagramHandler(mi: mi, logger: logger))

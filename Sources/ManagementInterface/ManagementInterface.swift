@@ -1,4 +1,5 @@
 import EventInterface
+import Metrics
 import Synchronization
 
 /// The JSON-RPC 2.0 management interface (mi.md): decodes requests, runs commands, encodes the
@@ -24,9 +25,41 @@ public final class ManagementInterface: Sendable {
     public let token: String?
     private let commands = Mutex<[String: MICommand]>([:])
     private let ordered = Mutex<[MICommand]>([])
+    private let droppedDatagrams: [DatagramDrop: Counter]
+
+    /// Most requests in one batch; a larger batch gets one `-32600` error.
+    public static let maximumBatch = 1_000
+    /// Most bytes of replies one batch may produce; past it, one `-32600` error instead.
+    public static let maximumReplyBytes = 16 << 20
+
+    /// Why a datagram got no reply at all. Over UDP only valid, authorised requests are answered:
+    /// a datagram's source can be forged, and answering anything else (another server's reply, a
+    /// parse error) lets one spoofed packet start an endless exchange between two MI ports or
+    /// reflect traffic at a victim. Counted in `evi_mi_dropped_total{reason}`.
+    public enum DatagramDrop: String, Sendable, CaseIterable {
+        case parseError = "parse_error"
+        /// Not an object or a batch of them, or a JSON-RPC response (`result`/`error`).
+        case notARequest = "not_a_request"
+        /// An object without `"jsonrpc":"2.0"` and a string `method`, or with an `id` or `params`
+        /// of the wrong type, or a batch too large.
+        case invalidRequest = "invalid_request"
+        /// `mi.token` is set and the request's `token` member is missing or wrong.
+        case unauthorized
+    }
 
     public init(token: String? = nil) {
         self.token = token
+        var counters: [DatagramDrop: Counter] = [:]
+        for reason in DatagramDrop.allCases {
+            counters[reason] = Counter(label: "evi_mi_dropped_total", dimensions: [("reason", reason.rawValue)])
+        }
+        droppedDatagrams = counters
+    }
+
+    /// Whether `presented` is the token, in time that does not depend on where they differ.
+    public func isToken(_ presented: some Collection<UInt8>) -> Bool {
+        guard let token else { return true }
+        return constantTimeEquals(Array(token.utf8), presented)
     }
 
     /// Adds a command under all its names; later registrations of a name win.
@@ -47,24 +80,87 @@ public final class ManagementInterface: Sendable {
         do {
             request = try EventValue(jsonBytes: body)
         } catch {
+            if origin == .datagram { return drop(.parseError) }
             return .done(Self.reply(id: .null, .failure(.parseError)))
         }
+        if origin == .datagram, let reason = screen(request) { return drop(reason) }
         if case .array(let requests) = request {
             guard !requests.isEmpty else { return .done(Self.reply(id: .null, .failure(.invalidRequest))) }
+            guard requests.count <= Self.maximumBatch else {
+                return .done(
+                    Self.reply(
+                        id: .null,
+                        .failure(
+                            MIError(
+                                code: -32600, message: "Invalid Request",
+                                data: "batch of \(requests.count) requests (max \(Self.maximumBatch))"))))
+            }
             let calls = requests.map { prepare($0, origin: origin) }
             if calls.allSatisfy({ $0.isImmediate }) {
-                let replies = calls.compactMap { $0.immediateReply }
-                return .done(replies.isEmpty ? nil : Self.batch(replies))
+                var replies = BatchReplies()
+                for call in calls where !replies.overflowed { replies.append(call.immediateReply) }
+                return .done(replies.bytes)
             }
             return .pending {
-                var replies: [[UInt8]] = []
-                for call in calls { if let reply = await call.run() { replies.append(reply) } }
-                return replies.isEmpty ? nil : Self.batch(replies)
+                var replies = BatchReplies()
+                for call in calls where !replies.overflowed { replies.append(await call.run()) }
+                return replies.bytes
             }
         }
         let call = prepare(request, origin: origin)
         if call.isImmediate { return .done(call.immediateReply) }
         return .pending { await call.run() }
+    }
+
+    private func drop(_ reason: DatagramDrop) -> Processing {
+        droppedDatagrams[reason]?.increment()
+        return .done(nil)
+    }
+
+    /// Why a datagram is not a valid, authorised request (or batch of them), or nil when it is.
+    func screen(_ request: EventValue) -> DatagramDrop? {
+        switch request {
+        case .object(let fields): return screen(fields)
+        case .array(let items):
+            guard !items.isEmpty, items.count <= Self.maximumBatch else { return .invalidRequest }
+            for item in items {
+                guard case .object(let fields) = item else { return .notARequest }
+                if let reason = screen(fields) { return reason }
+            }
+            return nil
+        default: return .notARequest
+        }
+    }
+
+    private func screen(_ fields: [EventField]) -> DatagramDrop? {
+        var method: EventValue?
+        var version: EventValue?
+        var presented: EventValue?
+        for field in fields {
+            switch field.name {
+            case "result", "error": return .notARequest
+            case "method": method = field.value
+            case "jsonrpc": version = field.value
+            case "token": presented = field.value
+            case "id":
+                switch field.value {
+                case .string, .int, .double, .null: break
+                default: return .invalidRequest
+                }
+            case "params":
+                switch field.value {
+                case .object, .array: break
+                default: return .invalidRequest
+                }
+            default: break
+            }
+        }
+        guard case .string? = method else { return method == nil ? .notARequest : .invalidRequest }
+        guard version == .string("2.0") else { return .invalidRequest }
+        if token != nil {
+            guard case .string(let text)? = presented, isToken(text.utf8) else { return .unauthorized }
+        }
+        return nil
     }
 
     /// Processes a request and waits for the reply (for callers that are async anyway).
@@ -79,6 +175,9 @@ public final class ManagementInterface: Sendable {
     struct Call: Sendable {
         enum Work: Sendable {
             case answered(Result<EventValue, MIError>)
+            /// Run when its reply is taken, not when the request is bound: a batch's results are
+            /// then encoded one at a time instead of all held at once.
+            case immediate(@Sendable (MIParams) throws(MIError) -> EventValue, MIParams)
             case deferred(@Sendable (MIParams) async throws(MIError) -> EventValue, MIParams)
         }
         let id: EventValue
@@ -87,19 +186,28 @@ public final class ManagementInterface: Sendable {
         let work: Work
 
         var isImmediate: Bool {
-            if case .answered = work { return true }
-            return false
+            switch work {
+            case .answered, .immediate: true
+            case .deferred: false
+            }
         }
 
+        /// Runs an immediate command (notifications too) and gives its reply.
         var immediateReply: [UInt8]? {
-            guard case .answered(let result) = work, !isNotification else { return nil }
-            return ManagementInterface.reply(id: id, result)
+            let result: Result<EventValue, MIError>
+            switch work {
+            case .answered(let answered): result = answered
+            case .immediate(let handler, let params):
+                do throws(MIError) { result = .success(try handler(params)) } catch { result = .failure(error) }
+            case .deferred: return nil
+            }
+            return isNotification ? nil : ManagementInterface.reply(id: id, result)
         }
 
         func run() async -> [UInt8]? {
             let result: Result<EventValue, MIError>
             switch work {
-            case .answered(let answered): result = answered
+            case .answered, .immediate: return immediateReply
             case .deferred(let handler, let params):
                 do throws(MIError) {
                     result = .success(try await handler(params))
@@ -140,7 +248,9 @@ public final class ManagementInterface: Sendable {
         func fail(_ error: MIError) -> Call {
             Call(id: replyID, isNotification: isNotification, work: .answered(.failure(error)))
         }
-        if origin == .datagram, let token, presentedToken != .string(token) { return fail(.unauthorized) }
+        if origin == .datagram, token != nil {
+            guard case .string(let text)? = presentedToken, isToken(text.utf8) else { return fail(.unauthorized) }
+        }
         guard version == .string("2.0"), case .string(let name)? = method else { return fail(.invalidRequest) }
         switch params {
         case nil, .object?, .array?: break
@@ -155,11 +265,7 @@ public final class ManagementInterface: Sendable {
         }
         switch command.handler {
         case .immediate(let handler):
-            do throws(MIError) {
-                return Call(id: replyID, isNotification: isNotification, work: .answered(.success(try handler(bound))))
-            } catch {
-                return fail(error)
-            }
+            return Call(id: replyID, isNotification: isNotification, work: .immediate(handler, bound))
         case .deferred(let handler):
             return Call(id: replyID, isNotification: isNotification, work: .deferred(handler, bound))
         }
@@ -185,13 +291,49 @@ public final class ManagementInterface: Sendable {
         return writer.bytes
     }
 
-    static func batch(_ replies: [[UInt8]]) -> [UInt8] {
-        var bytes: [UInt8] = [UInt8(ascii: "[")]
-        for (index, reply) in replies.enumerated() {
-            if index > 0 { bytes.append(UInt8(ascii: ",")) }
-            bytes += reply
+}
+
+/// A batch's replies, joined as they come, up to `maximumReplyBytes`: past that one `-32600`
+/// error replaces them all (the requests run so far stay run), so a batch cannot make the daemon
+/// build a reply of hundreds of megabytes.
+struct BatchReplies {
+    private var joined: [UInt8] = [UInt8(ascii: "[")]
+    private var count = 0
+    private(set) var overflowed = false
+
+    mutating func append(_ reply: [UInt8]?) {
+        guard let reply, !overflowed else { return }
+        guard joined.count + reply.count + 2 <= ManagementInterface.maximumReplyBytes else {
+            overflowed = true
+            joined = []
+            return
         }
-        bytes.append(UInt8(ascii: "]"))
-        return bytes
+        if count > 0 { joined.append(UInt8(ascii: ",")) }
+        joined += reply
+        count += 1
     }
+
+    /// The batch reply, the overflow error, or nil when every request was a notification.
+    var bytes: [UInt8]? {
+        if overflowed {
+            return ManagementInterface.reply(
+                id: .null,
+                .failure(
+                    MIError(
+                        code: -32600, message: "Invalid Request",
+                        data: "the batch's replies exceed \(ManagementInterface.maximumReplyBytes >> 20) MiB")))
+        }
+        return count == 0 ? nil : joined + [UInt8(ascii: "]")]
+    }
+}
+
+/// Equal byte strings, compared in time that depends only on their lengths.
+func constantTimeEquals(_ expected: [UInt8], _ presented: some Collection<UInt8>) -> Bool {
+    var difference = UInt8(truncatingIfNeeded: expected.count ^ presented.count)
+    var index = 0
+    for byte in presented {
+        difference |= byte ^ (index < expected.count ? expected[index] : 0)
+        index += 1
+    }
+    return difference == 0
 }

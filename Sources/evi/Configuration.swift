@@ -4,6 +4,7 @@ import EventRabbitMQ
 import EventStream
 import EventXMLRPC
 import Logging
+import ManagementInterface
 import Yams
 
 /// A start-up configuration problem: the message names the key and what is wrong with it.
@@ -69,7 +70,8 @@ struct DaemonConfiguration {
     static let knownKeys: [String] =
         [
             "mi", "state", "queue_size", "shutdown_grace", "log_level", "allowed_destinations", "events",
-            "subscriptions", "modules", "mi.http", "mi.datagram", "mi.token", "subscriptions[].event",
+            "subscriptions", "modules", "mi.http", "mi.datagram", "mi.token", "mi.max_connections",
+            "mi.header_timeout", "mi.idle_timeout", "subscriptions[].event",
             "subscriptions[].socket", "subscriptions[].expire", "modules.event_virtual.failover_timeout",
             "modules.event_rabbitmq.heartbeat", "modules.event_rabbitmq.timeout", "modules.event_rabbitmq.mandatory",
             "modules.event_xmlrpc.use_struct_param", "modules.event_xmlrpc.timeout",
@@ -83,6 +85,7 @@ struct DaemonConfiguration {
     var miHTTP: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8888)
     var miDatagram: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8080)
     var token: String?
+    var miLimits = MIConnectionLimits()
     /// Directory of subscriptions.sqlite, or "memory".
     var state = "./evi-state"
     var queueSize = 10_000
@@ -166,7 +169,17 @@ struct DaemonConfiguration {
             switch key {
             case "http": miHTTP = try Self.listenAddress(value, key: "mi.http")
             case "datagram": miDatagram = try Self.listenAddress(value, key: "mi.datagram")
-            case "token": token = Self.isNull(value) ? nil : try Self.string(value, key: "mi.token")
+            case "token":
+                token = Self.isNull(value) ? nil : try Self.string(value, key: "mi.token")
+                if token?.isEmpty == true { throw ConfigurationError("mi.token must not be empty") }
+            case "max_connections":
+                miLimits.maxConnections = try Self.integer(value, key: "mi.max_connections", range: 1...1_000_000)
+            case "header_timeout":
+                miLimits.headerTimeout = .milliseconds(
+                    Int64(try Self.number(value, key: "mi.header_timeout", range: 0.01...3600) * 1000))
+            case "idle_timeout":
+                miLimits.idleTimeout = .milliseconds(
+                    Int64(try Self.number(value, key: "mi.idle_timeout", range: 0.01...86_400) * 1000))
             default: throw ConfigurationError.unknownKey("mi.\(key)")
             }
         }

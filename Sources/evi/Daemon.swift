@@ -170,7 +170,7 @@ final class Daemon: Sendable {
             do {
                 http = try await MIHTTPServer.bind(
                     host: address.host, port: address.port, group: group, mi: mi, metrics: metrics, logger: logger,
-                    paused: true)
+                    limits: configuration.miLimits, paused: true)
             } catch {
                 throw .bind("cannot listen for MI over HTTP on \(address): \(plainReason(error))")
             }

@@ -1,4 +1,5 @@
 import EventFlatstore
+import NIOCore
 
 extension DaemonConfiguration {
     /// `evi serve --print-config`: every key at its built-in value, with what it means. Written
@@ -11,6 +12,7 @@ extension DaemonConfiguration {
         }
         func number(_ value: Double) -> String { value == value.rounded() ? String(Int(value)) : String(value) }
         func optional(_ value: Int?) -> String { value.map(String.init) ?? "null" }
+        func seconds(_ value: TimeAmount) -> String { number(Double(value.nanoseconds) / 1e9) }
         let f = d.flatstore
         let text = """
             # evi: the built-in configuration, every key at its default (`evi serve --print-config`).
@@ -19,7 +21,10 @@ extension DaemonConfiguration {
             mi:
               http: \(address(d.miHTTP))        # MI over HTTP (POST /mi, GET /metrics); "off" disables; port 0: any free port
               datagram: \(address(d.miDatagram))    # MI over UDP, one JSON-RPC request per datagram; "off" disables
-              token: null                 # required when a listener is not on loopback
+              token: null                 # required when a listener is not on loopback; also guards /metrics
+              max_connections: \(d.miLimits.maxConnections)       # HTTP; at the cap the oldest unauthenticated one is closed
+              header_timeout: \(seconds(d.miLimits.headerTimeout))         # s for a request's head once started, as long again for its body
+              idle_timeout: \(seconds(d.miLimits.idleTimeout))           # s an HTTP connection may wait between requests
             state: \(d.state)             # directory of subscriptions.sqlite, relative to this file; "memory" keeps nothing
             queue_size: \(d.queueSize)             # events queued per subscriber and per virtual member
             shutdown_grace: \(number(d.shutdownGrace))             # seconds to deliver what is queued on SIGTERM or SIGINT

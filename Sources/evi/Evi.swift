@@ -65,6 +65,7 @@ struct Serve: AsyncParsableCommand {
         // daemon happens to start); without --config, the working directory's.
         configuration.state = DaemonConfiguration.resolve(
             state: configuration.state, relativeTo: config.map { directoryOf($0) } ?? currentDirectory())
+        raiseDescriptorLimit()
         let level = configuration.logLevel
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -84,6 +85,15 @@ struct Serve: AsyncParsableCommand {
 func printLine(_ message: String) {
     var line = message + "\n"
     line.withUTF8 { _ = write(1, $0.baseAddress, $0.count) }
+}
+
+/// Raises the open-file soft limit to the hard limit: every subscriber may hold a socket or a
+/// file and every MI connection one, and the soft limit (often 1,024) is the first to run out.
+func raiseDescriptorLimit() {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    limit.rlim_cur = limit.rlim_max
+    _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
 }
 
 /// The directory part of a path ("." for a bare file name).

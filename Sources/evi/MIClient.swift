@@ -133,7 +133,10 @@ struct MIClient {
         }
         var buffer = [UInt8](repeating: 0, count: 65_536)
         let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        guard count > 0 else { throw Failure(description: "no reply from MI at \(host):\(port) within \(timeoutSeconds) s") }
+        // MI over UDP answers only valid, authorised requests: silence most often means the token.
+        guard count > 0 else {
+            throw Failure(description: "no reply (wrong token?) from MI at \(host):\(port) within \(timeoutSeconds) s")
+        }
         return Array(buffer[0..<count])
     }
 }

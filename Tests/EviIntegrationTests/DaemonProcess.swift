@@ -69,9 +69,10 @@ final class Daemon: @unchecked Sendable {
 
     /// Starts `evi serve` with `extra` appended to a configuration that listens on free ports.
     static func start(
-        extra: String = "", token: String? = nil, state: String? = nil, logLevel: String = "warning"
+        extra: String = "", token: String? = nil, state: String? = nil, logLevel: String = "warning",
+        miExtra: String = ""
     ) async throws -> Daemon {
-        var config = "mi:\n  http: 127.0.0.1:0\n  datagram: 127.0.0.1:0\n"
+        var config = "mi:\n  http: 127.0.0.1:0\n  datagram: 127.0.0.1:0\n" + miExtra
         if let token { config += "  token: \(token)\n" }
         config += (state == nil ? "state: memory\n" : "") + "log_level: \(logLevel)\n" + extra
         let process = try EviProcess(["serve"], config: config)

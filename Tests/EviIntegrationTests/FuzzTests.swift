@@ -130,6 +130,36 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
         }
     }
 
+    /// What evi answers over UDP, written independently of its code: a JSON object (or a batch of
+    /// 1 to 1,000 of them) each with "jsonrpc":"2.0", a string method, no result or error, an id
+    /// that is a string, number or null, and params (if any) an object or array.
+    static func isValidRequestDatagram(_ body: String) -> Bool {
+        func isRequest(_ value: EventValue) -> Bool {
+            guard case .object(let fields) = value else { return false }
+            var hasMethod = false
+            var version = false
+            for field in fields {
+                switch (field.name, field.value) {
+                case ("result", _), ("error", _): return false
+                case ("method", let value):  // a repeated member: the last one counts
+                    if case .string = value { hasMethod = true } else { hasMethod = false }
+                case ("jsonrpc", let value): version = value == .string("2.0")
+                case ("id", .string), ("id", .int), ("id", .double), ("id", .null): break
+                case ("id", _): return false
+                case ("params", .object), ("params", .array): break
+                case ("params", _): return false
+                default: break
+                }
+            }
+            return hasMethod && version
+        }
+        switch try? EventValue(json: body) {
+        case .object?: return (try? EventValue(json: body)).map(isRequest) ?? false
+        case .array(let items)?: return (1...1000).contains(items.count) && items.allSatisfy(isRequest)
+        default: return false
+        }
+    }
+
     @Test func miSurvivesRandomAndMutatedRequestsOverHTTPAndUDP() async throws {
         let directory = TemporaryDirectory(prefix: "evi-fuzz")
         defer { directory.remove() }
@@ -167,7 +197,9 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
                     Issue.record("HTTP \(reply.status) for \(body)")
                 }
             } else {
-                // Over UDP a notification gets no reply: wait briefly only for those.
+                // Over UDP only valid requests are answered, and notifications are not: wait
+                // briefly for the rest.
+                let isAnswerable = Self.isValidRequestDatagram(body)
                 let isNotification: Bool = {
                     switch try? EventValue(json: body) {
                     case .object(let fields)?: return !fields.contains { $0.name == "id" }
@@ -179,13 +211,15 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
                     default: return false
                     }
                 }()
-                let reply = try udpExchange(port: daemon.udpPort, body, timeoutMilliseconds: isNotification ? 20 : 3000)
+                let reply = try udpExchange(
+                    port: daemon.udpPort, body, timeoutMilliseconds: isNotification || !isAnswerable ? 5 : 3000)
                 if let reply {
                     let value = try? EventValue(json: reply)
                     #expect(value.map(Self.isResponse) == true, "request \(body) → \(reply)")
+                    #expect(isAnswerable, "an invalid datagram was answered: \(body) → \(reply)")
                     answered += 1
                 } else {
-                    #expect(isNotification, "no reply over UDP to \(body)")
+                    #expect(isNotification || !isAnswerable, "no reply over UDP to \(body)")
                     notifications += 1
                 }
             }

@@ -228,11 +228,62 @@ import Testing
         let guarded = ManagementInterface(token: "s3cret")
         guarded.registerEventCommands(hub: hub, server: MIServerInfo(version: "test"))
         let without = await guarded.reply(to: Array(#"{"jsonrpc":"2.0","method":"which","id":1}"#.utf8), origin: .datagram)
-        #expect(
-            without.map { String(decoding: $0, as: UTF8.self) }
-                == #"{"jsonrpc":"2.0","error":{"code":-32001,"message":"Unauthorized"},"id":1}"#)
+        #expect(without == nil)  // not answered: see aDatagramIsAnsweredOnlyWhenItIsAValidAuthorisedRequest
         let with = await guarded.reply(
             to: Array(#"{"jsonrpc":"2.0","method":"version","id":1,"token":"s3cret"}"#.utf8), origin: .datagram)
         #expect(with.map { String(decoding: $0, as: UTF8.self) } == #"{"jsonrpc":"2.0","result":{"Server":"evi test"},"id":1}"#)
+    }
+
+    /// Hardening: over UDP only valid, authorised requests get a reply. Another server's reply,
+    /// a parse error, a non-object, a bad batch or a wrong token get nothing (no reply loop, no
+    /// amplification); over HTTP the same bodies keep their JSON-RPC errors.
+    @Test func aDatagramIsAnsweredOnlyWhenItIsAValidAuthorisedRequest() async {
+        let guarded = ManagementInterface(token: "s3cret")
+        guarded.registerEventCommands(hub: hub, server: MIServerInfo(version: "test"))
+        let unanswered = [
+            #"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":null}"#,
+            #"{"jsonrpc":"2.0","result":"OK","id":1}"#,
+            #"{bad"#, "42", #""text""#, "[]", "[1,2,3]",
+            #"[{"jsonrpc":"2.0","method":"version","id":1,"token":"s3cret"},7]"#,
+            #"{"jsonrpc":"2.0","method":"version","id":1}"#,
+            #"{"jsonrpc":"2.0","method":"version","id":1,"token":"wrong"}"#,
+            #"{"jsonrpc":"2.0","method":"version","id":1,"token":"s3cre"}"#,
+            #"{"jsonrpc":"1.0","method":"version","id":1,"token":"s3cret"}"#,
+            #"{"jsonrpc":"2.0","method":"version","id":{"x":1},"token":"s3cret"}"#,
+            #"{"jsonrpc":"2.0","method":"version","params":"x","id":1,"token":"s3cret"}"#,
+        ]
+        for body in unanswered {
+            #expect(await guarded.reply(to: Array(body.utf8), origin: .datagram) == nil, "answered: \(body)")
+        }
+        let batch = #"[{"jsonrpc":"2.0","method":"version","id":1,"token":"s3cret"},{"jsonrpc":"2.0","method":"nope","id":2,"token":"s3cret"}]"#
+        #expect(
+            await guarded.reply(to: Array(batch.utf8), origin: .datagram).map { String(decoding: $0, as: UTF8.self) }
+                == #"[{"jsonrpc":"2.0","result":{"Server":"evi test"},"id":1},{"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found"},"id":2}]"#
+        )
+        // HTTP (whose token is the Authorization header) still answers bad bodies.
+        #expect(
+            await guarded.reply(to: Array("[1]".utf8), origin: .http).map { String(decoding: $0, as: UTF8.self) }
+                == #"[{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":null}]"#)
+    }
+
+    /// Hardening: at most 1,000 requests in a batch, and at most 16 MiB of replies.
+    @Test func batchesAreBoundedInRequestsAndReplyBytes() async throws {
+        let many = "[" + Array(repeating: #"{"jsonrpc":"2.0","method":"version","id":1}"#, count: 1001).joined(separator: ",") + "]"
+        #expect(
+            await mi.reply(to: Array(many.utf8), origin: .http).map { String(decoding: $0, as: UTF8.self) }
+                == #"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request","data":"batch of 1001 requests (max 1000)"},"id":null}"#
+        )
+        try hub.publish("E_WIDE")
+        for index in 0..<400 {
+            try await hub.subscribe(
+                event: "E_WIDE", socket: "unix:/tmp/evi-wide-padding-padding-padding-padding-\(index).sock")
+        }
+        let lists = "[" + Array(repeating: #"{"jsonrpc":"2.0","method":"subscribers_list","params":["E_WIDE"],"id":1}"#, count: 1000)
+            .joined(separator: ",") + "]"
+        let reply = await mi.reply(to: Array(lists.utf8), origin: .http) ?? []
+        #expect(
+            String(decoding: reply, as: UTF8.self)
+                == #"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request","data":"the batch's replies exceed 16 MiB"},"id":null}"#
+        )
     }
 }

@@ -1,0 +1,166 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+import EventInterface
+import EventInterfaceTestKit
+import Foundation
+import Testing
+
+/// The faults found by attacking the release daemon (the hardening issue), each reproduced here
+/// against the real `evi serve`.
+@Suite(.serialized) struct HardeningTests {
+    /// A reply from another server, a parse error, a non-object batch, a wrong token: no datagram
+    /// back (the reply loop and the 40× amplification), each counted by reason. A valid request
+    /// larger than NIO's default 2,048-byte buffer is read whole.
+    @Test func miOverUDPAnswersOnlyValidAuthorisedRequests() async throws {
+        let daemon = try await Daemon.start(extra: "events: [E_X]\n", token: "s3cret")
+        defer { Task { await daemon.stop() } }
+        let silent = [
+            #"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":null}"#,
+            #"{"jsonrpc":"2.0","result":"OK","id":7}"#,
+            "{not json",
+            "[" + Array(repeating: "1", count: 800).joined(separator: ",") + "]",
+            #"{"jsonrpc":"2.0","method":"version","id":1,"token":"wrong"}"#,
+        ]
+        for body in silent {
+            #expect(try udpExchange(port: daemon.udpPort, body, timeoutMilliseconds: 300) == nil, "answered: \(body)")
+        }
+        let padding = String(repeating: "p", count: 10_000)
+        let large = #"{"jsonrpc":"2.0","method":"evi:raise","params":["E_X",{"pad":"\#(padding)"}],"id":3,"token":"s3cret"}"#
+        #expect(
+            try udpExchange(port: daemon.udpPort, large)
+                == #"{"jsonrpc":"2.0","error":{"code":480,"message":"Temporarily Unavailable","data":"no subscriber for E_X"},"id":3}"#
+        )
+        let metrics = try RawHTTP.request(
+            port: daemon.httpPort, method: "GET", path: "/metrics", headers: [("Authorization", "Bearer s3cret")]
+        ).bodyText
+        for (reason, count) in [("not_a_request", 3), ("parse_error", 1), ("unauthorized", 1), ("invalid_request", 0)] {
+            #expect(metrics.contains(#"evi_mi_dropped_total{reason="\#(reason)"} \#(count)"#), "\(reason)\n\(metrics)")
+        }
+    }
+
+    /// `401` and `413` are sent on the request head, before any body, with `Connection: close`;
+    /// `Bearer` is accepted in any case; `/metrics` needs the token too.
+    @Test func httpRefusesOnTheHeadAndGuardsMetrics() async throws {
+        let daemon = try await Daemon.start(token: "s3cret")
+        defer { Task { await daemon.stop() } }
+        for (headers, status) in [
+            ("Content-Length: 1000000\r\n", "401"),
+            ("Authorization: Bearer s3cret\r\nContent-Length: 5000000\r\n", "413"),
+        ] {
+            let connection = try RawConnection(port: daemon.httpPort)
+            defer { connection.close() }
+            try connection.send("POST /mi HTTP/1.1\r\nHost: x\r\n\(headers)\r\n")
+            let reply = connection.read(timeoutMilliseconds: 2000)
+            #expect(reply.hasPrefix("HTTP/1.1 \(status)"), "\(reply)")
+            #expect(reply.lowercased().contains("connection: close"))
+        }
+        let lower = try RawHTTP.request(
+            port: daemon.httpPort, method: "POST", path: "/mi",
+            body: Array(#"{"jsonrpc":"2.0","method":"version","id":1}"#.utf8), headers: [("Authorization", "bearer s3cret")])
+        #expect(lower.status == 200)
+        #expect(try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").status == 401)
+        let scraped = try RawHTTP.request(
+            port: daemon.httpPort, method: "GET", path: "/metrics", headers: [("Authorization", "Bearer s3cret")])
+        #expect(scraped.status == 200)
+        #expect(scraped.bodyText.contains("evi_mi_dropped_total"))
+    }
+
+    /// Idle connections and slow heads are closed; at `mi.max_connections` the oldest connection
+    /// that made no authenticated request goes, and one that did stays.
+    @Test func httpConnectionsAreBoundedInNumberAndTime() async throws {
+        let daemon = try await Daemon.start(
+            extra: "", token: nil, logLevel: "warning",
+            miExtra: "  max_connections: 3\n  header_timeout: 0.5\n  idle_timeout: 1\n")
+        defer { Task { await daemon.stop() } }
+        let slow = try RawConnection(port: daemon.httpPort)
+        defer { slow.close() }
+        try slow.send("POST /mi HTTP/1.1\r\nHo")
+        #expect(await eventually(timeout: .seconds(3)) { slow.isClosedByPeer })
+
+        let idle = try RawConnection(port: daemon.httpPort)
+        defer { idle.close() }
+        #expect(await eventually(timeout: .seconds(4)) { idle.isClosedByPeer })
+
+        let trusted = try RawConnection(port: daemon.httpPort)
+        defer { trusted.close() }
+        let body = #"{"jsonrpc":"2.0","method":"version","id":1}"#
+        try trusted.send("POST /mi HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        #expect(trusted.read(timeoutMilliseconds: 2000).contains("evi 0.1.0"))
+        let first = try RawConnection(port: daemon.httpPort)
+        defer { first.close() }
+        try await Task.sleep(for: .milliseconds(50))
+        let second = try RawConnection(port: daemon.httpPort)
+        defer { second.close() }
+        try await Task.sleep(for: .milliseconds(50))
+        let third = try RawConnection(port: daemon.httpPort)
+        defer { third.close() }
+        #expect(await eventually(timeout: .seconds(2)) { first.isClosedByPeer })
+        #expect(!trusted.isClosedByPeer)
+        #expect(!second.isClosedByPeer)
+        // The trusted connection still works.
+        try trusted.send("POST /mi HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        #expect(trusted.read(timeoutMilliseconds: 2000).contains("evi 0.1.0"))
+    }
+
+    @Test func anEmptyTokenIsAConfigurationError() async throws {
+        let evi = try EviProcess(["serve"], config: "mi:\n  http: 127.0.0.1:0\n  datagram: off\n  token: \"\"\nstate: memory\n")
+        defer { Task { await evi.stop() } }
+        #expect(await evi.waitForExit() == 2)
+        #expect(evi.standardError.contains("mi.token must not be empty"))
+    }
+}
+
+/// A raw TCP connection for requests that a well-behaved client would not make.
+final class RawConnection: @unchecked Sendable {
+    let fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else { throw DaemonError(message: "connect \(port): errno \(errno)") }
+    }
+
+    func send(_ text: String) throws {
+        let bytes = Array(text.utf8)
+        guard Glibc.send(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count else {
+            throw DaemonError(message: "send failed: errno \(errno)")
+        }
+    }
+
+    /// What arrives within the timeout (until the peer closes or goes quiet for 200 ms).
+    func read(timeoutMilliseconds: Int) -> String {
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        let deadline = ContinuousClock.now + .milliseconds(timeoutMilliseconds)
+        while ContinuousClock.now < deadline {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let wait = received.isEmpty ? 50 : 200
+            guard poll(&poller, 1, Int32(wait)) > 0 else {
+                if received.isEmpty { continue } else { break }
+            }
+            let count = recv(fd, &buffer, buffer.count, 0)
+            guard count > 0 else { break }
+            received += buffer[0..<count]
+        }
+        return String(decoding: received, as: UTF8.self)
+    }
+
+    /// Whether the peer has closed (a read returns end of file or a reset) without blocking.
+    var isClosedByPeer: Bool {
+        var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        guard poll(&poller, 1, 0) > 0 else { return false }
+        var byte: UInt8 = 0
+        return recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) <= 0
+    }
+
+    func close() { Glibc.close(fd) }
+}
