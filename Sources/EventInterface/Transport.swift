@@ -79,8 +79,17 @@ public protocol EventSocket: Sendable, CustomStringConvertible {
     /// Whether `other` addresses the same subscriber, so that subscribing it again refreshes the
     /// existing subscription instead of adding one.
     func matches(_ other: any EventSocket) -> Bool
+    /// A key equal for two sockets exactly when they match: subscriptions are indexed by it (a
+    /// subscribe among 100,000 is a lookup, not a scan) and durable state is keyed by it.
+    /// Defaults to the printed form, which is canonical for every socket whose matching is
+    /// equality of its parts.
+    var identity: String { get }
     /// Builds what a subscription holds: it receives every raise of the subscribed event.
     func makeSubscriber(context: SubscriberContext) -> any EventSubscriber
+}
+
+extension EventSocket {
+    public var identity: String { description }
 }
 
 /// A socket that delivers events itself (every transport but `virtual`): it gets a queue and

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
     import Glibc
 #endif
+import Dispatch
 import EventInterface
 import GRDB
 
@@ -31,13 +32,34 @@ public final class SubscriptionStore: Sendable {
 
     private let database: DatabaseQueue
     public let path: String
+    /// Where the MI's writes run: SQLite may wait (busy timeout) and fsync, which must hold up
+    /// neither the cooperative threads the deliveries run on nor an event loop.
+    private let writer = DispatchQueue(label: "evi.state.writer")
+
+    /// Runs `work` on the store's own thread and waits for it without holding a task thread.
+    public func offThread<T: Sendable>(_ work: @escaping @Sendable (SubscriptionStore) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            writer.async { continuation.resume(with: Result { try work(self) }) }
+        }
+    }
 
     /// Opens (creating the directory, mode 700, and the database as needed) `DIRECTORY/subscriptions.sqlite`.
-    public init(directory: String) throws {
+    /// The database holds sockets with their passwords: it is made (or made again) mode 600, and
+    /// SQLite gives its `-wal`/`-shm`/journal files the same mode. A state directory that others
+    /// can write to is refused: they could replace the database.
+    public init(directory: String, busyTimeout: Double = 5) throws {
         try Self.makeDirectory(directory)
         path = directory + "/subscriptions.sqlite"
+        for file in [path, path + "-wal", path + "-shm", path + "-journal"] {
+            if file == path {
+                let fd = open(file, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                guard fd >= 0 else { throw StateError("cannot create \(file): \(String(cString: strerror(errno)))") }
+                close(fd)
+            }
+            _ = chmod(file, 0o600)
+        }
         var configuration = Configuration()
-        configuration.busyMode = .timeout(5)
+        configuration.busyMode = .timeout(busyTimeout)
         database = try DatabaseQueue(path: path, configuration: configuration)
         var migrator = DatabaseMigrator()
         migrator.registerMigration("v1") { db in
@@ -66,9 +88,15 @@ public final class SubscriptionStore: Sendable {
         guard stat(directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
             throw StateError("cannot create state directory \(directory)")
         }
+        guard info.st_mode & 0o022 == 0 else {
+            throw StateError(
+                "state directory \(directory) is writable by group or others (mode \(String(info.st_mode & 0o777, radix: 8))): chmod go-w it"
+            )
+        }
     }
 
-    /// Records a subscription (or its refresh), keyed by event and canonical socket; expire 0
+    /// Records a subscription (or its refresh), keyed by event and the socket's identity (what
+    /// matching compares: a PARALLEL's members in any order are one subscription); expire 0
     /// removes it. `now` is Unix time.
     public func save(event: String, canonical: String, socket: String, expiry: Expiry, now: Double = unixTime()) throws {
         try database.write { db in

@@ -50,7 +50,7 @@ public struct MemberHealth: Sendable, Hashable {
     /// Whole seconds until the mark runs out, 0 once it has; `nil` when up.
     public func retryIn(now: Double) -> Int? {
         guard case .failed(let until) = state else { return nil }
-        return max(0, Int((until - now).rounded(.up)))
+        return wholeSecondsUntil(until, now: now)
     }
 }
 

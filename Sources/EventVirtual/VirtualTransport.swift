@@ -89,6 +89,13 @@ public struct VirtualSocket: EventSocket {
         return true
     }
 
+    /// The policy and the members' identities: in order for FAILOVER and ROUND-ROBIN, sorted for
+    /// PARALLEL (a multiset), as `matches` compares them.
+    public var identity: String {
+        let parts = members.map(\.identity)
+        return "virtual:" + ([policy.rawValue] + (policy == .parallel ? parts.sorted() : parts)).joined(separator: " ")
+    }
+
     public func makeSubscriber(context: SubscriberContext) -> any EventSubscriber {
         VirtualSubscriber(socket: self, context: context)
     }

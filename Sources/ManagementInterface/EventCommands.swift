@@ -14,7 +14,9 @@ public struct MIServerInfo: Sendable {
     /// The running tasks `core:ps` lists (listeners, delivery tasks…).
     public var processes: @Sendable () -> [String]
     /// Called after a subscription change made over MI, before the reply is sent (durable state).
-    public var subscriptionChanged: @Sendable (_ event: String, _ socket: String, _ expiry: Expiry) async -> Void
+    /// When it throws, the change is undone in memory and the request answered
+    /// `500 "Internal error"` with `not stored: <reason>`.
+    public var subscriptionChanged: @Sendable (_ event: String, _ socket: String, _ expiry: Expiry) async throws -> Void
     /// Refuses a socket before it is subscribed over MI (a destination policy); `nil` allows it.
     public var admitSocket: @Sendable (_ socket: String) -> String?
     /// Called after an event is published over MI, before the reply is sent (durable state).
@@ -24,7 +26,7 @@ public struct MIServerInfo: Sendable {
         version: String,
         startedAt: Double = unixTime(),
         processes: @escaping @Sendable () -> [String] = { [] },
-        subscriptionChanged: @escaping @Sendable (String, String, Expiry) async -> Void = { _, _, _ in },
+        subscriptionChanged: @escaping @Sendable (String, String, Expiry) async throws -> Void = { _, _, _ in },
         admitSocket: @escaping @Sendable (String) -> String? = { _ in nil },
         eventPublished: @escaping @Sendable (String) async -> Void = { _ in }
     ) {
@@ -40,6 +42,7 @@ public struct MIServerInfo: Sendable {
 extension ManagementInterface {
     /// Registers the event commands of mi.md for `hub`, and `which` / `core:*`.
     public func registerEventCommands(hub: EventHub, server: MIServerInfo) {
+        let changes = AsyncSerializer()
         register(
             MICommand(
                 names: ["evi:subscribe", "event_subscribe"],
@@ -50,12 +53,9 @@ extension ManagementInterface {
                     let expire = params.has("expire") ? try params.integer("expire") : 3600
                     guard expire >= 0 else { throw .invalidParams("Negative expire value") }
                     if expire > 0, let refusal = server.admitSocket(socket) { throw .badParameter(refusal) }
-                    do throws(EventInterfaceError) {
-                        try await hub.subscribe(event: event, socket: socket, expiry: .seconds(expire))
-                    } catch {
-                        throw Self.miError(error)
+                    _ = try await changes.run { () throws(MIError) in
+                        try await Self.change(hub, server, event: event, socket: socket, expiry: .seconds(expire))
                     }
-                    await server.subscriptionChanged(event, socket, .seconds(expire))
                     return "OK"
                 }))
         register(
@@ -65,14 +65,10 @@ extension ManagementInterface {
                 handler: .deferred { params throws(MIError) in
                     let event = try params.string("event")
                     let socket = try params.string("socket")
-                    let found: Bool
-                    do throws(EventInterfaceError) {
-                        found = try await hub.unsubscribe(event: event, socket: socket)
-                    } catch {
-                        throw Self.miError(error)
+                    let found = try await changes.run { () throws(MIError) in
+                        try await Self.change(hub, server, event: event, socket: socket, expiry: .seconds(0))
                     }
                     guard found else { throw .notFound("Subscriber does not exist") }
-                    await server.subscriptionChanged(event, socket, .seconds(0))
                     return "OK"
                 }))
         register(
@@ -258,12 +254,42 @@ extension ManagementInterface {
         }
     }
 
+    /// One subscription change over MI: in memory, then in durable state; when the durable write
+    /// fails, memory is put back as it was and the request fails. Returns whether a subscription
+    /// matched (for expire 0). Callers serialize changes, so memory and disk see one order.
+    static func change(
+        _ hub: EventHub, _ server: MIServerInfo, event: String, socket: String, expiry: Expiry
+    ) async throws(MIError) -> Bool {
+        let before: SubscriberInfo?
+        let result: SubscribeResult
+        do throws(EventInterfaceError) {
+            before = try await hub.subscriber(of: event, matching: socket)
+            result = try await hub.subscribe(event: event, socket: socket, expiry: expiry)
+        } catch {
+            throw miError(error)
+        }
+        if case .unsubscribed(found: false) = result { return false }
+        do {
+            try await server.subscriptionChanged(event, socket, expiry)
+        } catch {
+            if let before {
+                _ = try? await hub.subscribe(
+                    event: event, socket: socket, expiry: before.expiry, remaining: before.ttl.map(Double.init))
+            } else {
+                _ = try? await hub.subscribe(event: event, socket: socket, expiry: .seconds(0))
+            }
+            throw MIError(code: 500, message: "Internal error", data: "not stored: \(error)")
+        }
+        return true
+    }
+
     static func miError(_ error: EventInterfaceError) -> MIError {
         switch error {
         case .eventNotPublished(let name): .badParameter("unknown event: \(name)")
         case .invalidEventName(let name): .badParameter("invalid event name: '\(name)'")
         case .badSocket(let socketError): .badParameter(socketError.message)
         case .negativeExpire: .invalidParams("Negative expire value")
+        case .expireTooLarge, .tooManyEvents, .tooManySubscriptions: .badParameter(error.description)
         }
     }
 

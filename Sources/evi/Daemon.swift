@@ -131,11 +131,14 @@ final class Daemon: Sendable {
                 },
                 subscriptionChanged: { event, socket, expiry in
                     guard let store = durable.store else { return }
-                    let canonical = (try? await hub.registry.parseSocket(socket))?.description ?? socket
+                    let identity = (try? await hub.registry.parseSocket(socket))?.identity ?? socket
                     do {
-                        try store.save(event: event, canonical: canonical, socket: socket, expiry: expiry)
+                        try await store.offThread {
+                            try $0.save(event: event, canonical: identity, socket: socket, expiry: expiry)
+                        }
                     } catch {
                         logger.error("cannot save subscription", metadata: ["event": "\(event)", "error": "\(error)"])
+                        throw error
                     }
                 },
                 admitSocket: { socket in
@@ -144,7 +147,7 @@ final class Daemon: Sendable {
                         "flatstore subscriptions over MI need event_flatstore.allowed_dirs when MI is not on loopback"
                 },
                 eventPublished: { event in
-                    do { try durable.store?.savePublished(event) } catch {
+                    do { try await durable.store?.offThread { try $0.savePublished(event) } } catch {
                         logger.error(
                             "cannot save published event", metadata: ["event": "\(event)", "error": "\(error)"])
                     }
