@@ -47,18 +47,8 @@ public struct FlatstoreOptions: Sendable, Hashable {
         }
     }
 
-    /// `10m`, `512k`, `1g`, `1000`: bytes; nil for anything else, including a size too large
-    /// to count (`99999999999999g` is an error, not a trap).
-    public static func parseSize(_ text: String) -> Int? {
-        let lower = text.lowercased()
-        let multipliers: [Character: Int] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30]
-        if let last = lower.last, let multiplier = multipliers[last] {
-            guard let count = Int(lower.dropLast()) else { return nil }
-            let (bytes, overflow) = count.multipliedReportingOverflow(by: multiplier)
-            return overflow ? nil : bytes
-        }
-        return Int(lower)
-    }
+    /// `10m`, `512k`, `1g`, `1000`: bytes (``parseByteSize(_:)``).
+    public static func parseSize(_ text: String) -> Int? { parseByteSize(text) }
 }
 
 /// One flatstore line per event (encoded once per event and shared by every flatstore

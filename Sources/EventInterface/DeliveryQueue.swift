@@ -39,6 +39,8 @@ public final class DeliveryQueue: Sendable {
         var spare: [Item] = []
         /// Taken by the consumer, not yet delivered; counts toward the capacity.
         var inFlight = 0
+        /// Bytes of what is pending and in flight (``RaisedEvent/size``), toward `byteCapacity`.
+        var bytes = 0
         /// The consumer, parked until something arrives. Unsafe rather than checked: the checked
         /// kind's optional went through generic witnesses on every enqueue (scripts/profile).
         var waiter: UnsafeContinuation<Void, Never>?
@@ -62,6 +64,9 @@ public final class DeliveryQueue: Sendable {
 
     public let socket: String
     public let capacity: Int
+    /// Bytes the queued events may hold at most (`queue_bytes`): a count alone lets 10,000
+    /// one-megabyte events take 10 GB.
+    public let byteCapacity: Int
     private let state = Mutex(State())
     private let deliverer: any EventDeliverer
     private let counters: TransportCounters
@@ -76,13 +81,14 @@ public final class DeliveryQueue: Sendable {
 
     /// - Parameter observer: told the outcome of every queued event, a chunk at a time.
     public init(
-        deliverer: any EventDeliverer, socket: String, capacity: Int, counters: TransportCounters, logger: Logger,
-        observer: Observer? = nil
+        deliverer: any EventDeliverer, socket: String, capacity: Int, byteCapacity: Int = 16 << 20,
+        counters: TransportCounters, logger: Logger, observer: Observer? = nil
     ) {
         self.observer = observer
         self.deliverer = deliverer
         self.socket = socket
         self.capacity = max(1, capacity)
+        self.byteCapacity = max(1, byteCapacity)
         self.counters = counters
         self.logger = logger
         Task { await self.run() }
@@ -103,10 +109,11 @@ public final class DeliveryQueue: Sendable {
                 refusal = .shuttingDown
                 return nil
             }
-            if state.pending.count + state.inFlight >= capacity {
+            if state.pending.count + state.inFlight >= capacity || state.bytes + event.size > byteCapacity {
                 refusal = .queueFull
                 return nil
             }
+            state.bytes += event.size
             state.pending.append(Item(event: event, tag: tag))
             defer { state.waiter = nil }
             return state.waiter
@@ -206,8 +213,11 @@ public final class DeliveryQueue: Sendable {
                 }
                 var delivered = 0
                 for outcome in outcomes where outcome == .delivered { delivered += 1 }
+                var bytes = 0
+                for item in chunk { bytes += item.event.size }
                 state.withLock { state in
                     state.inFlight -= chunk.count
+                    state.bytes -= bytes
                     if state.closing && !abandonedChunk {
                         state.drain.delivered += delivered
                         state.drain.failed += chunk.count - delivered

@@ -42,6 +42,8 @@ public final class RaisedEvent: Sendable {
     public let params: EventParams
     /// When it was raised, on the interface's clock (seconds).
     public let raisedAt: Double
+    /// About how many bytes it holds in a queue (its name, parameters and the object itself).
+    public let size: Int
 
     /// Encodings made so far. One lock and a short list rather than a dictionary: an event may sit
     /// in a stuck member's queue for long, and its footprint is what such a queue costs.
@@ -57,6 +59,7 @@ public final class RaisedEvent: Sendable {
         self.event = event
         self.params = params
         self.raisedAt = raisedAt
+        self.size = 96 + event.name.utf8.count + params.approximateSize
     }
 
     /// The JSON-RPC notification bytes, encoded on first use and shared afterwards.

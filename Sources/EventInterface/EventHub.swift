@@ -85,15 +85,18 @@ public final class EventHub: Sendable {
         public var queueSize: Int = 10_000
         /// Networks that network transports may deliver to; nil: anywhere.
         public var allowedDestinations: [CIDR]?
+        /// Bytes each subscriber's (and member's) queue may hold (``RaisedEvent/size``).
+        public var queueBytes: Int = 16 << 20
         /// Published events at most (those the transports publish included).
         public var maxEvents: Int = 10_000
         /// Subscriptions at most, over all events.
         public var maxSubscriptions: Int = 100_000
         public init(
-            queueSize: Int = 10_000, allowedDestinations: [CIDR]? = nil, maxEvents: Int = 10_000,
-            maxSubscriptions: Int = 100_000
+            queueSize: Int = 10_000, allowedDestinations: [CIDR]? = nil, queueBytes: Int = 16 << 20,
+            maxEvents: Int = 10_000, maxSubscriptions: Int = 100_000
         ) {
             self.queueSize = queueSize
+            self.queueBytes = queueBytes
             self.allowedDestinations = allowedDestinations
             self.maxEvents = maxEvents
             self.maxSubscriptions = maxSubscriptions
@@ -458,7 +461,8 @@ public struct SubscriberContext: Sendable {
             context: DelivererContext(event: event, socket: member.description, logger: logger, clock: clock))
         return DeliveryQueue(
             deliverer: deliverer, socket: member.description, capacity: queueCapacity,
-            counters: statistics.transport(member.scheme), logger: logger, observer: observer)
+            byteCapacity: hub.hub?.configuration.queueBytes ?? (16 << 20), counters: statistics.transport(member.scheme),
+            logger: logger, observer: observer)
     }
 
     /// Raises one of the interface's own events (`E_VIRTUAL_MEMBER_DOWN`, …); failures to raise

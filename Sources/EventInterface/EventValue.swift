@@ -3,6 +3,17 @@
 /// OpenSIPS only knows strings and 32-bit integers and corrupts everything else on the way out;
 /// evi keeps each JSON type so that what a subscriber decodes is what the producer raised.
 public enum EventValue: Sendable, Hashable {
+    /// About how many bytes the value takes (see ``EventParams/approximateSize``).
+    public var approximateSize: Int {
+        switch self {
+        case .string(let text): text.utf8.count + 2
+        case .int, .double: 20
+        case .bool, .null: 5
+        case .array(let items): items.reduce(2) { $0 + 1 + $1.approximateSize }
+        case .object(let fields): fields.reduce(2) { $0 + $1.name.utf8.count + 4 + $1.value.approximateSize }
+        }
+    }
+
     case string(String)
     /// The full signed 64-bit range (OpenSIPS clamps to 32 bits).
     case int(Int64)
@@ -31,6 +42,16 @@ public enum EventParams: Sendable, Hashable {
     case none
     case named([EventField])
     case positional([EventValue])
+
+    /// About how many bytes the parameters take, for bounding queues in bytes: text lengths plus
+    /// a few bytes a value (close to the JSON size, without encoding anything).
+    public var approximateSize: Int {
+        switch self {
+        case .none: 0
+        case .named(let fields): fields.reduce(0) { $0 + $1.name.utf8.count + 4 + $1.value.approximateSize }
+        case .positional(let values): values.reduce(0) { $0 + 1 + $1.approximateSize }
+        }
+    }
 
     /// How many parameters there are.
     public var count: Int {
@@ -95,4 +116,17 @@ extension EventParams {
         default: return nil
         }
     }
+}
+
+/// `10m`, `512k`, `1g`, `1000`: bytes; nil for anything else, including a size too large to
+/// count (`99999999999999g` is an error, not a trap).
+public func parseByteSize(_ text: String) -> Int? {
+    let lower = text.lowercased()
+    let multipliers: [Character: Int] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30]
+    if let last = lower.last, let multiplier = multipliers[last] {
+        guard let count = Int(lower.dropLast()) else { return nil }
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: multiplier)
+        return overflow ? nil : bytes
+    }
+    return Int(lower)
 }

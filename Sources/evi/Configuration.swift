@@ -69,7 +69,7 @@ struct DaemonConfiguration {
     /// Every key the file may hold (a list's entries as `[]`), for "did you mean".
     static let knownKeys: [String] =
         [
-            "mi", "state", "queue_size", "shutdown_grace", "log_level", "allowed_destinations", "events",
+            "mi", "state", "queue_size", "queue_bytes", "max_events", "max_subscriptions", "shutdown_grace", "log_level", "allowed_destinations", "events",
             "subscriptions", "modules", "mi.http", "mi.datagram", "mi.token", "mi.max_connections",
             "mi.header_timeout", "mi.idle_timeout", "subscriptions[].event",
             "subscriptions[].socket", "subscriptions[].expire", "modules.event_virtual.failover_timeout",
@@ -89,6 +89,9 @@ struct DaemonConfiguration {
     /// Directory of subscriptions.sqlite, or "memory".
     var state = "./evi-state"
     var queueSize = 10_000
+    var queueBytes = 16 << 20
+    var maxEvents = 10_000
+    var maxSubscriptions = 100_000
     var shutdownGrace = 5.0
     var logLevel = Logger.Level.info
     var allowedDestinations: [CIDR]?
@@ -130,6 +133,16 @@ struct DaemonConfiguration {
                 configuration.state = try string(value, key: "state")
             case "queue_size":
                 configuration.queueSize = try integer(value, key: "queue_size", range: 1...10_000_000)
+            case "queue_bytes":
+                let text = try string(value, key: "queue_bytes")
+                guard let bytes = parseByteSize(text), bytes >= 1024 else {
+                    throw ConfigurationError("queue_bytes: expected a size of at least 1k such as 16m, 512k or 1g, got '\(text)'")
+                }
+                configuration.queueBytes = bytes
+            case "max_events":
+                configuration.maxEvents = try integer(value, key: "max_events", range: 1...10_000_000)
+            case "max_subscriptions":
+                configuration.maxSubscriptions = try integer(value, key: "max_subscriptions", range: 1...10_000_000)
             case "shutdown_grace":
                 configuration.shutdownGrace = try number(value, key: "shutdown_grace", range: 0...3600)
             case "log_level":

@@ -99,7 +99,9 @@ final class Daemon: Sendable {
         let hub = EventHub(
             transports: transports(configuration, flatstore: flatstore),
             configuration: .init(
-                queueSize: configuration.queueSize, allowedDestinations: configuration.allowedDestinations),
+                queueSize: configuration.queueSize, allowedDestinations: configuration.allowedDestinations,
+                queueBytes: configuration.queueBytes, maxEvents: configuration.maxEvents,
+                maxSubscriptions: configuration.maxSubscriptions),
             logger: logger)
         for name in configuration.events {
             do throws(EventInterfaceError) { try hub.publish(name) } catch { throw .configuration("events: \(error)") }

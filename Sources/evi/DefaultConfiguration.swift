@@ -27,6 +27,9 @@ extension DaemonConfiguration {
               idle_timeout: \(seconds(d.miLimits.idleTimeout))           # s an HTTP connection may wait between requests
             state: \(d.state)             # directory of subscriptions.sqlite, relative to this file; "memory" keeps nothing
             queue_size: \(d.queueSize)             # events queued per subscriber and per virtual member
+            queue_bytes: \(d.queueBytes >> 20)m            # and bytes (k, m, g): past either, "queue full"
+            max_events: \(d.maxEvents)             # published events at most
+            max_subscriptions: \(d.maxSubscriptions)     # subscriptions at most, over all events
             shutdown_grace: \(number(d.shutdownGrace))             # seconds to deliver what is queued on SIGTERM or SIGINT
             log_level: \(d.logLevel.rawValue)             # trace, debug, info, notice, warning, error, critical
             allowed_destinations: null    # e.g. [127.0.0.0/8, "::1/128"]: udp, tcp, xmlrpc, rabbitmq targets allowed

@@ -248,3 +248,60 @@ final class MemoryTransport: EventTransport {
         memory.gateOpen.store(true, ordering: .relaxed)
     }
 }
+
+/// Hardening: what one client can make the hub hold is bounded — events, subscriptions, expire,
+/// and each queue in bytes as well as in events.
+@Suite struct HubBoundsTests {
+    @Test func subscriptionsAndEventsAreBoundedAndMatchingScales() async throws {
+        let hub = EventHub(
+            transports: [MemoryTransport()], configuration: .init(maxEvents: 1_000, maxSubscriptions: 100_000))
+        for index in 0..<1_000 { try hub.publish("E_\(index)") }
+        #expect(throws: EventInterfaceError.tooManyEvents(limit: 1_000)) { try hub.publish("E_ONE_TOO_MANY") }
+        // 100,000 subscriptions spread over the 1,000 events (each subscribe a lookup, not a scan).
+        for index in 0..<100_000 {
+            try await hub.subscribe(event: "E_\(index % 1_000)", socket: "memory:m\(index)")
+        }
+        #expect(try hub.subscribers(of: "E_7").count == 100)
+        await #expect(throws: EventInterfaceError.tooManySubscriptions(limit: 100_000)) {
+            try await hub.subscribe(event: "E_0", socket: "memory:one-too-many")
+        }
+        // A refresh is not a new subscription; after an unsubscribe there is room again.
+        #expect(try await hub.subscribe(event: "E_0", socket: "memory:m0") == .refreshed)
+        #expect(try await hub.unsubscribe(event: "E_0", socket: "memory:m1000"))
+        #expect(try await hub.subscribe(event: "E_0", socket: "memory:one-more") == .subscribed)
+        await hub.shutdown(grace: .milliseconds(100))
+    }
+
+    @Test func expireIsBoundedAndTtlIsTotal() async throws {
+        let clock = ManualClock()
+        let hub = EventHub(transports: [MemoryTransport()], clock: clock)
+        try hub.publish("E_X")
+        await #expect(throws: EventInterfaceError.expireTooLarge(Int.max)) {
+            try await hub.subscribe(event: "E_X", socket: "memory:a", expiry: .seconds(Int.max))
+        }
+        try await hub.subscribe(event: "E_X", socket: "memory:b", expiry: .seconds(Expiry.maximumSeconds))
+        #expect(try hub.subscribers(of: "E_X").first?.ttl == Expiry.maximumSeconds)
+        #expect(wholeSecondsUntil(.infinity, now: 0) == Int.max)
+        #expect(wholeSecondsUntil(.nan, now: 0) == 0)
+        #expect(wholeSecondsUntil(1e300, now: 0) == Int.max)
+        #expect(wholeSecondsUntil(-5, now: 0) == 0)
+        await hub.shutdown(grace: .milliseconds(100))
+    }
+
+    @Test func aQueueIsBoundedInBytes() async throws {
+        let transport = MemoryTransport()
+        transport.gateOpen.store(false, ordering: .relaxed)
+        let hub = EventHub(transports: [transport], configuration: .init(queueSize: 10_000, queueBytes: 1 << 20))
+        try hub.publish("E_BIG")
+        try await hub.subscribe(event: "E_BIG", socket: "memory:slow")
+        let big = String(repeating: "x", count: 100_000)
+        for _ in 0..<30 { try hub.raise("E_BIG", ["blob": .string(big)]) }
+        // About ten 100 KB events fit in 1 MiB (one may be in flight); the rest are refused.
+        let dropped = hub.statistics.snapshot().transports["memory"]?.dropped ?? 0
+        #expect((18...21).contains(dropped), "dropped \(dropped)")
+        transport.gateOpen.store(true, ordering: .relaxed)
+        await hub.shutdown(grace: .seconds(2))
+        #expect(transport.messages("slow").count == 30 - dropped)
+    }
+}
+

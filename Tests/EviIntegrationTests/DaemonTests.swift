@@ -212,8 +212,14 @@ import Testing
         defer { Task { await daemon.stop() } }
         let receiver = try DatagramReceiver()
         _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_MY_EVENT","\#(receiver.socket)"],"id":1}"#)
-        let batch = (0..<2000).map { #"{"jsonrpc":"2.0","method":"evi:raise","params":["E_MY_EVENT",{"n":\#($0)}],"id":\#($0)}"# }
-        let reply = try daemon.mi("[" + batch.joined(separator: ",") + "]")
+        // Two batches: a batch holds at most 1,000 requests.
+        var reply = ""
+        for first in [0, 1000] {
+            let batch = (first..<first + 1000).map {
+                #"{"jsonrpc":"2.0","method":"evi:raise","params":["E_MY_EVENT",{"n":\#($0)}],"id":\#($0)}"#
+            }
+            reply += try daemon.mi("[" + batch.joined(separator: ",") + "]")
+        }
         #expect(reply.components(separatedBy: #""result":"OK""#).count - 1 == 2000)
         daemon.process.signal(SIGTERM)
         #expect(await daemon.process.waitForExit() == 0)

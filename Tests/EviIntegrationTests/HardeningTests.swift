@@ -103,6 +103,24 @@ import Testing
         #expect(trusted.read(timeoutMilliseconds: 2000).contains("evi 0.1.0"))
     }
 
+    /// `expire: 9223372036854775807` used to be accepted and crash the next listing (and, stored,
+    /// every restart): now it is refused and nothing changes.
+    @Test func anExpireTooLargeIsRefusedAndListingsStillWork() async throws {
+        let daemon = try await Daemon.start(extra: "events: [E_X]\n")
+        defer { Task { await daemon.stop() } }
+        #expect(
+            try daemon.mi(
+                #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","udp:127.0.0.1:7300",9223372036854775807],"id":1}"#)
+                == #"{"jsonrpc":"2.0","error":{"code":400,"message":"Bad parameter value","data":"expire too large (max 2147483647)"},"id":1}"#
+        )
+        #expect(
+            try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","udp:127.0.0.1:7300",2147483647],"id":2}"#)
+                == #"{"jsonrpc":"2.0","result":"OK","id":2}"#)
+        #expect(try daemon.mi(#"{"jsonrpc":"2.0","method":"subscribers_list","id":3}"#).contains(#""ttl":2147483647"#))
+        #expect(try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").status == 200)
+        #expect(daemon.process.isRunning)
+    }
+
     @Test func anEmptyTokenIsAConfigurationError() async throws {
         let evi = try EviProcess(["serve"], config: "mi:\n  http: 127.0.0.1:0\n  datagram: off\n  token: \"\"\nstate: memory\n")
         defer { Task { await evi.stop() } }
