@@ -169,6 +169,9 @@ final class ResponseHandler: ChannelInboundHandler, Sendable {
         var keepAlive: Bool
     }
 
+    /// The largest XML-RPC reply read (a `methodResponse` is a few hundred bytes).
+    static let maximumReply = 1 << 20
+
     private struct State {
         var waiting: EventLoopPromise<Response>?
         var head: HTTPResponseHead?
@@ -183,7 +186,22 @@ final class ResponseHandler: ChannelInboundHandler, Sendable {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .head(let head): state.withLock { $0.head = head }
-        case .body(let buffer): state.withLock { $0.body += buffer.readableBytesView }
+        case .body(let buffer):
+            // A reply is read whole only up to `maximumReply`: a peer streaming gigabytes fails
+            // the delivery and loses its connection instead of taking the daemon's memory.
+            let overflow = state.withLock { state -> EventLoopPromise<Response>? in
+                guard state.body.count + buffer.readableBytes > Self.maximumReply else {
+                    state.body += buffer.readableBytesView
+                    return nil
+                }
+                defer { state = State() }
+                return state.waiting
+            }
+            if let overflow {
+                overflow.succeed(
+                    Response(outcome: .failure("reply larger than \(Self.maximumReply >> 20) MiB"), keepAlive: false))
+                context.close(promise: nil)
+            }
         case .end:
             let (promise, response) = state.withLock { state -> (EventLoopPromise<Response>?, Response) in
                 let status = Int(state.head?.status.code ?? 0)

@@ -144,6 +144,48 @@ final class PythonXMLRPCServer: @unchecked Sendable {
         await server.stop()
     }
 
+    /// Hardening: a peer that streams an endless reply (1.5 GB took RSS to 2 GB) fails the
+    /// delivery at 1 MiB and loses its connection; FAILOVER moves the event on.
+    @Test func anEndlessReplyIsCutAtOneMebibyte() async throws {
+        let directory = TemporaryDirectory(prefix: "evi-xmlrpc-flood")
+        defer { directory.remove() }
+        let script = directory.file("flood.py")
+        try """
+            import socket
+            server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
+            print("port", server.getsockname()[1], flush=True)
+            connection, _ = server.accept()
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2000000000\\r\\n\\r\\n")
+            sent, chunk = 0, b"x" * 65536
+            try:
+                while sent < 500_000_000:
+                    connection.sendall(chunk); sent += len(chunk)
+            except OSError:
+                pass
+            print("sent", sent, flush=True)
+            """.write(toFile: script, atomically: true, encoding: .utf8)
+        let flood = try ChildProcess(
+            executable: "/usr/bin/env", arguments: ["python3", script], directory: directory.path,
+            outputPath: directory.file("out"), errorPath: directory.file("err"))
+        defer { flood.signal(SIGKILL) }
+        #expect(await eventually { flood.output.hasPrefix("port ") }, "\(flood.errors)")
+        let port = Int(flood.output.dropFirst(5).prefix { $0.isNumber }) ?? 0
+        let hub = try makeHub()
+        let backup = try DatagramReceiver()
+        try await hub.subscribe(
+            event: "E_MY_EVENT2", socket: "virtual:FAILOVER xmlrpc:127.0.0.1:\(port):my_method \(backup.socket)")
+        try hub.raise("E_MY_EVENT2", ["n": 1])
+        #expect(await backup.waitFor(count: 1, timeout: .seconds(10)).count == 1)
+        #expect(hub.statistics.snapshot().transports["xmlrpc"]?.failed == 1)
+        // The peer was cut off long before it finished.
+        #expect(await eventually(timeout: .seconds(10)) { flood.output.contains("sent ") })
+        let sent = Int(flood.output.components(separatedBy: "sent ").last?.prefix { $0.isNumber } ?? "") ?? .max
+        #expect(sent < 50_000_000, "the peer sent \(sent) bytes")
+        await backup.close()
+        await hub.shutdown()
+    }
+
     @Test func roundRobinLosesNothingWithADeadXMLRPCMember() async throws {
         let hub = try makeHub()
         let probe = try JSONRPCTestServer(mode: .neverReply)
