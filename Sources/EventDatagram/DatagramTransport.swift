@@ -54,7 +54,14 @@ public struct UDPSocket: DeliverySocket, Hashable {
 
 /// `unix:/ABSOLUTE/PATH`: one datagram per event to a Unix datagram socket.
 public struct UnixTransport: EventTransport {
-    public init() {}
+    /// With `allowedDirs` (`modules.event_datagram.allowed_dirs`), only sockets in those
+    /// directories, by the same rule as flatstore's files (``PathPolicy``).
+    public let paths: PathPolicy
+
+    public init(allowedDirs: [String]? = nil) {
+        paths = PathPolicy(allowedDirs: allowedDirs)
+    }
+
     public var scheme: String { "unix" }
 
     public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError)
@@ -69,6 +76,11 @@ public struct UnixTransport: EventTransport {
         let capacity = MemoryLayout.size(ofValue: sockaddr_un().sun_path)
         guard address.utf8.count < capacity else {
             throw SocketError("unix socket path longer than \(capacity - 1) bytes: \(text)")
+        }
+        if paths.allowedDirs != nil {
+            let path = try paths.normalise(address, kind: "unix", socket: text)
+            try paths.realDirectory(of: path, kind: "unix", socket: text)
+            return UnixSocket(path: path)
         }
         return UnixSocket(path: address)
     }

@@ -142,13 +142,37 @@ final class FlatstoreFile: @unchecked Sendable {
         return renamed ? "\(path).1" : nil
     }
 
+    /// Opens the file inside its directory's real path (checked against `allowed_dirs` again: a
+    /// link may have been put in since subscribing), never following a link at the last step and
+    /// never blocking (`O_NONBLOCK`: a FIFO put there would otherwise hold the writer forever);
+    /// anything but a regular file is refused.
     private func open(_ state: inout State, now: Double) -> DeliveryFailure? {
-        let descriptor = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, mode_t(options.filePermissions))
+        let directory: String
+        do throws(SocketError) {
+            directory = try PathPolicy(allowedDirs: options.allowedDirs).realDirectory(
+                of: path, kind: "flatstore", socket: "flatstore:\(path)")
+        } catch {
+            return DeliveryFailure(.subscriberFailed, "cannot open \(path): \(error.message)")
+        }
+        let directoryDescriptor = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard directoryDescriptor >= 0 else {
+            return DeliveryFailure(.subscriberFailed, "cannot open \(directory): \(String(cString: strerror(errno)))")
+        }
+        defer { Glibc.close(directoryDescriptor) }
+        let name = String(path[path.index(after: path.lastIndex(of: "/") ?? path.startIndex)...])
+        let descriptor = openat(
+            directoryDescriptor, name, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+            mode_t(options.filePermissions))
         guard descriptor >= 0 else {
-            return DeliveryFailure(.subscriberFailed, "cannot open \(path): \(String(cString: strerror(errno)))")
+            let reason = errno == ELOOP ? "a symbolic link" : String(cString: strerror(errno))
+            return DeliveryFailure(.subscriberFailed, "cannot open \(path): \(reason)")
         }
         var info = stat()
-        if fstat(descriptor, &info) == 0 { state.size = Int(info.st_size) }
+        guard fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else {
+            Glibc.close(descriptor)
+            return DeliveryFailure(.subscriberFailed, "cannot open \(path): not a regular file")
+        }
+        state.size = Int(info.st_size)
         if let period = options.rotatePeriod { state.period = Int(now) / period }
         state.descriptor = descriptor
         descriptorOpen.store(true, ordering: .relaxed)

@@ -1,3 +1,4 @@
+import Dispatch
 import EventInterface
 import Synchronization
 
@@ -34,34 +35,16 @@ public final class FlatstoreTransport: EventTransport {
         -> any EventSocket
     {
         let text = "flatstore:" + address
-        guard !address.isEmpty else { throw SocketError("flatstore socket needs a file path: \(text)") }
-        guard address.hasPrefix("/") else { throw SocketError("flatstore path must be absolute: \(text)") }
-        guard !address.contains(where: { $0.isWhitespace || $0 == "\0" }) else {
-            throw SocketError("flatstore path contains whitespace: \(text)")
-        }
-        let components = address.split(separator: "/", omittingEmptySubsequences: true)
-        guard !components.contains(where: { $0 == ".." || $0 == "." }) else {
-            throw SocketError("flatstore path must not contain '.' or '..' components: \(text)")
-        }
-        guard !address.hasSuffix("/") else { throw SocketError("flatstore path is a directory: \(text)") }
-        let path = "/" + components.joined(separator: "/")
-        if let allowed = options.allowedDirs {
-            let inside = allowed.contains { directory in
-                let prefix = directory.hasSuffix("/") ? directory : directory + "/"
-                return path.hasPrefix(prefix)
-            }
-            guard inside else {
-                throw SocketError(
-                    "flatstore path is outside allowed_dirs (\(allowed.joined(separator: ", "))): \(text)")
-            }
-        }
-        let directory = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+        let policy = PathPolicy(allowedDirs: options.allowedDirs)
+        let path = try policy.normalise(address, kind: "flatstore", socket: text)
+        try policy.realDirectory(of: path, kind: "flatstore", socket: text)
         var info = stat()
-        guard stat(directory.isEmpty ? "/" : directory, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
-            throw SocketError("flatstore directory does not exist: \(directory.isEmpty ? "/" : directory) (\(text))")
-        }
-        if stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR {
-            throw SocketError("flatstore path is a directory: \(text)")
+        if stat(path, &info) == 0 {
+            if (info.st_mode & S_IFMT) == S_IFDIR { throw SocketError("flatstore path is a directory: \(text)") }
+            // A FIFO (or a device) would block the writer on open or on write.
+            guard (info.st_mode & S_IFMT) == S_IFREG else {
+                throw SocketError("flatstore path is not a regular file: \(text)")
+            }
         }
         return FlatstoreSocket(path: path, transport: self)
     }
@@ -116,6 +99,16 @@ public final class FlatstoreTransport: EventTransport {
         file.reopen(reason: "mi")
     }
 
+    /// Where files are opened, written and renamed: file calls can block (a slow disk, a full
+    /// NFS server), which must hold up neither the cooperative threads every other delivery runs
+    /// on nor an event loop. Concurrent: each file has its own lock.
+    let io = DispatchQueue(label: "evi.flatstore.io", attributes: .concurrent)
+
+    /// Runs `work` on the file I/O threads and waits for it without holding a task thread.
+    public func onIOThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in io.async { continuation.resume(returning: work()) } }
+    }
+
     /// Reopens every file (SIGHUP).
     public func reopenAll() {
         for file in files.withLock({ Array($0.values) }) { file.reopen(reason: "signal") }
@@ -158,7 +151,7 @@ final class FlatstoreDeliverer: EventDeliverer {
     }
 
     func deliver(_ event: RaisedEvent) async -> DeliveryOutcome {
-        file.write(event.payload(transport.format))
+        await deliver(batch: [event])[0]
     }
 
     func prepare(_ event: RaisedEvent) {
@@ -166,7 +159,9 @@ final class FlatstoreDeliverer: EventDeliverer {
     }
 
     func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] {
-        file.write(lines: events.map { $0.payload(transport.format) })
+        let lines = events.map { $0.payload(transport.format) }
+        let file = self.file
+        return await transport.onIOThread { file.write(lines: lines) }
     }
 
     func close() async {

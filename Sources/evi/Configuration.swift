@@ -7,6 +7,10 @@ import Logging
 import ManagementInterface
 import Yams
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// A start-up configuration problem: the message names the key and what is wrong with it.
 struct ConfigurationError: Error, CustomStringConvertible {
     var description: String
@@ -35,8 +39,34 @@ struct ListenAddress: Equatable, CustomStringConvertible {
     var port: Int
     var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
+    /// Whether every address the host resolves to is a loopback one (127.0.0.0/8, ::1), decided
+    /// on the addresses, not the name: `127.example.com` is not loopback, and a name that does
+    /// not resolve is not either.
     var isLoopback: Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &list) == 0, let first = list else { return false }
+        defer { freeaddrinfo(list) }
+        var entry: UnsafeMutablePointer<addrinfo>? = first
+        while let current = entry {
+            switch current.pointee.ai_family {
+            case AF_INET:
+                let address = current.pointee.ai_addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
+                    UInt32(bigEndian: $0.pointee.sin_addr.s_addr)
+                }
+                guard address >> 24 == 127 else { return false }
+            case AF_INET6:
+                let bytes = current.pointee.ai_addr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
+                    withUnsafeBytes(of: $0.pointee.sin6_addr) { Array($0) }
+                }
+                guard bytes == [UInt8](repeating: 0, count: 15) + [1] else { return false }
+            default: return false
+            }
+            entry = current.pointee.ai_next
+        }
+        return true
     }
 
     /// `HOST:PORT` or `[IPv6]:PORT`; port 0 asks the system for a free one.
@@ -74,7 +104,7 @@ struct DaemonConfiguration {
             "mi.header_timeout", "mi.idle_timeout", "subscriptions[].event",
             "subscriptions[].socket", "subscriptions[].expire", "modules.event_virtual.failover_timeout",
             "modules.event_rabbitmq.heartbeat", "modules.event_rabbitmq.timeout", "modules.event_rabbitmq.mandatory",
-            "modules.event_xmlrpc.use_struct_param", "modules.event_xmlrpc.timeout",
+            "modules.event_datagram.allowed_dirs", "modules.event_xmlrpc.use_struct_param", "modules.event_xmlrpc.timeout",
             "modules.event_stream.reliable_mode", "modules.event_stream.timeout", "modules.event_stream.event_param",
         ]
         + [
@@ -99,6 +129,8 @@ struct DaemonConfiguration {
     var subscriptions: [Subscription] = []
     var failoverTimeout = 30.0
     var flatstore = FlatstoreOptions()
+    /// `modules.event_datagram.allowed_dirs`: where unix sockets may point.
+    var unixAllowedDirs: [String]?
     var stream = StreamOptions()
     var xmlrpc = XMLRPCOptions()
     var rabbitmq = RabbitMQOptions()
@@ -268,8 +300,18 @@ struct DaemonConfiguration {
                     }
                 }
             case "event_datagram":
-                for (key, _) in try Self.mapping(options, key: "modules.event_datagram") {
-                    throw ConfigurationError.unknownKey("modules.event_datagram.\(key)")
+                for (key, value) in try Self.mapping(options, key: "modules.event_datagram") {
+                    let name = "modules.event_datagram.\(key)"
+                    switch key {
+                    case "allowed_dirs":
+                        unixAllowedDirs = Self.isNull(value) ? nil : try Self.sequence(value, key: name).map {
+                            try Self.string($0, key: "\(name)[]")
+                        }
+                        for directory in unixAllowedDirs ?? [] where !directory.hasPrefix("/") {
+                            throw ConfigurationError("\(name): entries must be absolute: \(directory)")
+                        }
+                    default: throw ConfigurationError.unknownKey(name)
+                    }
                 }
             default:
                 var message = "unknown module 'modules.\(module)'"

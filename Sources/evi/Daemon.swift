@@ -51,7 +51,8 @@ final class Daemon: Sendable {
     static func transports(_ configuration: DaemonConfiguration, flatstore: FlatstoreTransport) -> [any EventTransport]
     {
         [
-            UDPTransport(), UnixTransport(), StreamTransport(options: configuration.stream),
+            UDPTransport(), UnixTransport(allowedDirs: configuration.unixAllowedDirs),
+            StreamTransport(options: configuration.stream),
             XMLRPCTransport(options: configuration.xmlrpc), RabbitMQTransport(options: configuration.rabbitmq),
             flatstore,
             VirtualTransport(failoverTimeout: configuration.failoverTimeout),
@@ -124,6 +125,7 @@ final class Daemon: Sendable {
         // With a listener off loopback and no allowed_dirs, files cannot be chosen over MI.
         let exposed = [configuration.miHTTP, configuration.miDatagram].contains { $0.map { !$0.isLoopback } ?? false }
         let guardFiles = exposed && configuration.flatstore.allowedDirs == nil
+        let guardUnix = exposed && configuration.unixAllowedDirs == nil
         mi.registerEventCommands(
             hub: hub,
             server: MIServerInfo(
@@ -144,9 +146,13 @@ final class Daemon: Sendable {
                     }
                 },
                 admitSocket: { socket in
-                    guard guardFiles, socket.contains("flatstore:") else { return nil }
-                    return
-                        "flatstore subscriptions over MI need event_flatstore.allowed_dirs when MI is not on loopback"
+                    if guardFiles, socket.contains("flatstore:") {
+                        return "flatstore subscriptions over MI need event_flatstore.allowed_dirs when MI is not on loopback"
+                    }
+                    if guardUnix, socket.contains("unix:") {
+                        return "unix subscriptions over MI need event_datagram.allowed_dirs when MI is not on loopback"
+                    }
+                    return nil
                 },
                 eventPublished: { event in
                     do { try await durable.store?.offThread { try $0.savePublished(event) } } catch {
@@ -157,9 +163,10 @@ final class Daemon: Sendable {
         mi.register(
             MICommand(
                 names: ["event_flatstore:rotate", "evi_flat_rotate"], parameterSets: [["path_to_file"]],
-                handler: .immediate { params throws(MIError) in
+                handler: .deferred { params throws(MIError) in
                     let path = try params.string("path_to_file")
-                    do throws(SocketError) { try flatstore.rotate(path: path) } catch {
+                    let found = await flatstore.onIOThread { (try? flatstore.rotate(path: path)) != nil }
+                    guard found else {
                         throw MIError(code: 400, message: "File not found", data: "no subscription writes \(path)")
                     }
                     return "OK"
@@ -359,7 +366,7 @@ struct ReopenOnHangup: Service {
         await withGracefulShutdownHandler {
             for await _ in hangups.cancelOnGracefulShutdown() {
                 logger.info("SIGHUP: reopening flatstore files", metadata: ["files": "\(flatstore.openPaths.count)"])
-                flatstore.reopenAll()
+                await flatstore.onIOThread { flatstore.reopenAll() }
             }
         } onGracefulShutdown: {
         }

@@ -38,7 +38,8 @@ extension DaemonConfiguration {
             modules:
               event_virtual:
                 failover_timeout: \(number(d.failoverTimeout))        # seconds a failed FAILOVER member is skipped
-              event_datagram: {}
+              event_datagram:
+                allowed_dirs: null        # e.g. [/run/evi]: where unix sockets may point; required for unix over an exposed MI
               event_stream:
                 reliable_mode: \(d.stream.reliableMode)        # true: JSON-RPC requests, success only on a reply without error
                 timeout: \(milliseconds(d.stream.timeout))              # ms: connect, write and reply

@@ -1,10 +1,12 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 import EventDatagram
 import EventInterface
 import EventInterfaceTestKit
+import Foundation
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// udp and unix over real loopback sockets.
 @Suite struct DatagramTransportTests {
@@ -95,7 +97,9 @@ import Testing
                 context: DelivererContext(event: event, socket: socket, logger: hub.logger, clock: hub.clock))
         }
         let events = (0..<700).map { index in
-            RaisedEvent(event: event, params: ["n": .int(Int64(index)), "pad": .string(String(repeating: "p", count: index % 37))])
+            RaisedEvent(
+                event: event,
+                params: ["n": .int(Int64(index)), "pad": .string(String(repeating: "p", count: index % 37))])
         }
         let expected = (0..<700).map { index in
             #"{"jsonrpc":"2.0","method":"E_MY_EVENT","params":{"n":\#(index),"pad":"\#(String(repeating: "p", count: index % 37))"}}"#
@@ -119,7 +123,10 @@ import Testing
         let outcomes = await full.deliver(batch: Array(events.prefix(300)))
         let taken = outcomes.prefix { $0 == .delivered }.count
         #expect(taken >= 1 && taken < 300)
-        #expect(outcomes.dropFirst(taken).allSatisfy { $0 == .failed(DeliveryFailure(.subscriberFailed, "receiver buffer full")) })
+        #expect(
+            outcomes.dropFirst(taken).allSatisfy {
+                $0 == .failed(DeliveryFailure(.subscriberFailed, "receiver buffer full"))
+            })
         #expect(asleep.pending() == expected.prefix(taken).map { Array($0.utf8) })
         await full.close()
         asleep.close()
@@ -208,7 +215,8 @@ import Testing
         try await hub.subscribe(event: "E_X", socket: "udp:localhost:9")
         await #expect(
             throws: EventInterfaceError.badSocket(
-                SocketError("destination 10.0.0.1 is outside allowed_destinations (127.0.0.0/8, ::1/128): udp:10.0.0.1:9"))
+                SocketError(
+                    "destination 10.0.0.1 is outside allowed_destinations (127.0.0.0/8, ::1/128): udp:10.0.0.1:9"))
         ) {
             try await hub.subscribe(event: "E_X", socket: "udp:10.0.0.1:9")
         }
@@ -234,7 +242,9 @@ final class BoundUnixSocket {
             for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
         }
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard bound == 0 else { throw ReceiverError("cannot bind \(path)") }
     }
@@ -244,11 +254,37 @@ final class BoundUnixSocket {
         var datagrams: [[UInt8]] = []
         var buffer = [UInt8](repeating: 0, count: 65_536)
         while true {
-            let count = buffer.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            let count = buffer.withUnsafeMutableBytes {
+                recv(descriptor, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT))
+            }
             guard count > 0 else { return datagrams }
             datagrams.append(Array(buffer[0..<count]))
         }
     }
 
     func close() { _ = Glibc.close(descriptor) }
+
+}
+
+@Suite struct UnixPathPolicyTests {
+    /// Hardening: with `modules.event_datagram.allowed_dirs`, unix sockets follow flatstore's rule.
+    @Test func unixAllowedDirsAreEnforcedThroughLinks() async throws {
+        let allowed = TemporaryDirectory(prefix: "evi-unix-allowed")
+        defer { allowed.remove() }
+        let outside = TemporaryDirectory(prefix: "evi-unix-outside")
+        defer { outside.remove() }
+        try FileManager.default.createSymbolicLink(atPath: allowed.file("link"), withDestinationPath: outside.path)
+        let hub = EventHub(transports: [UnixTransport(allowedDirs: [allowed.path])])
+        try hub.publish("E_X")
+        await expectRefused(
+            [
+                ("unix:/tmp/x.sock", "unix path is outside allowed_dirs (\(allowed.path)): unix:/tmp/x.sock"),
+                (
+                    "unix:\(allowed.path)/link/x.sock",
+                    "unix path is outside allowed_dirs (\(allowed.path)): unix:\(allowed.path)/link/x.sock"
+                ),
+            ], event: "E_X", by: hub)
+        try await hub.subscribe(event: "E_X", socket: "unix:\(allowed.path)/ok.sock")
+        await hub.shutdown()
+    }
 }

@@ -124,6 +124,61 @@ import Testing
         await hub.shutdown()
     }
 
+    /// Hardening: links cannot take a file outside `allowed_dirs` — a directory link, a file link,
+    /// or a link put in place after subscribing (the open refuses to follow it).
+    @Test func symbolicLinksDoNotEscapeAllowedDirs() async throws {
+        defer { directory.remove() }
+        let outside = TemporaryDirectory(prefix: "evi-outside")
+        defer { outside.remove() }
+        let allowed = directory.file("allowed")
+        try FileManager.default.createDirectory(atPath: allowed, withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: allowed + "/dirlink", withDestinationPath: outside.path)
+        try "before\n".write(toFile: outside.file("victim.log"), atomically: true, encoding: .utf8)
+        try FileManager.default.createSymbolicLink(atPath: allowed + "/file.log", withDestinationPath: outside.file("victim.log"))
+        var options = FlatstoreOptions()
+        options.allowedDirs = [allowed]
+        let (hub, _) = try makeHub(options)
+        await expectRefused(
+            [
+                (
+                    "flatstore:\(allowed)/dirlink/x.log",
+                    "flatstore path is outside allowed_dirs (\(allowed)): flatstore:\(allowed)/dirlink/x.log"
+                ),
+                ("flatstore:\(allowed)/file.log", "flatstore path is a symbolic link: flatstore:\(allowed)/file.log"),
+            ], event: "E_MY_EVENT2", by: hub)
+        // A link swapped in after subscribing is not followed either.
+        try await hub.subscribe(event: "E_MY_EVENT2", socket: "flatstore:\(allowed)/later.log")
+        try FileManager.default.createSymbolicLink(atPath: allowed + "/later.log", withDestinationPath: outside.file("victim.log"))
+        try hub.raise("E_MY_EVENT2", ["n": 1])
+        #expect(await eventually { hub.statistics.snapshot().transports["flatstore"]?.failed == 1 })
+        #expect(lines(outside.file("victim.log")) == ["before"])
+        #expect(!FileManager.default.fileExists(atPath: outside.file("x.log")))
+        await hub.shutdown()
+    }
+
+    /// Hardening: a FIFO at a flatstore path used to block the writer on open (with two such
+    /// subscriptions, every delivery stopped). Refused at subscribe time, and failing at once
+    /// when one appears later, while the other subscribers get everything.
+    @Test func aFIFOIsRefusedAndNeverBlocks() async throws {
+        defer { directory.remove() }
+        let (hub, _) = try makeHub()
+        let fifo = directory.file("fifo.log")
+        #expect(mkfifo(fifo, 0o644) == 0)
+        await expectRefused(
+            [("flatstore:\(fifo)", "flatstore path is not a regular file: flatstore:\(fifo)")], event: "E_MY_EVENT2",
+            by: hub)
+        let receiver = try DatagramReceiver()
+        let later = [directory.file("later1.log"), directory.file("later2.log")]
+        for path in later { try await hub.subscribe(event: "E_MY_EVENT2", socket: "flatstore:\(path)") }
+        try await hub.subscribe(event: "E_MY_EVENT2", socket: receiver.socket)
+        for path in later { #expect(mkfifo(path, 0o644) == 0) }
+        for index in 1...20 { try hub.raise("E_MY_EVENT2", ["n": .int(Int64(index))]) }
+        #expect(await receiver.waitFor(count: 20).count == 20)
+        #expect(await eventually { hub.statistics.snapshot().transports["flatstore"]?.failed == 40 })
+        await receiver.close()
+        await hub.shutdown(grace: .seconds(1))
+    }
+
     @Test func oneDescriptorPerPathHoweverManySubscriptions() async throws {
         defer { directory.remove() }
         let (hub, transport) = try makeHub()

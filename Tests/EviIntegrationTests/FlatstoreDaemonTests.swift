@@ -81,6 +81,10 @@ import Testing
             ("modules:\n  event_xmlrpc: { use_struct_param: 2 }\n", "modules.event_xmlrpc.use_struct_param"),
             ("modules:\n  event_kafka: {}\n", "unknown module 'modules.event_kafka'"),
             ("modules:\n  event_rabbitmq: { heartbeat: -1 }\n", "modules.event_rabbitmq.heartbeat"),
+            // Hardening: sizes that overflow are errors (this one trapped, exit 132).
+            ("modules:\n  event_flatstore: { rotate_size: 99999999999999g }\n", "modules.event_flatstore.rotate_size"),
+            ("queue_bytes: 99999999999999g\n", "queue_bytes: expected a size"),
+            ("modules:\n  event_rabbitmq: { mandatory: sometimes }\n", "modules.event_rabbitmq.mandatory: expected auto, true or false"),
         ] {
             let evi = try EviProcess(["serve"], config: "mi: { http: 127.0.0.1:0, datagram: off }\n" + config)
             #expect(await evi.waitForExit() == 2, "\(config)")
@@ -110,5 +114,24 @@ import Testing
             body: Array(#"{"jsonrpc":"2.0","method":"evi:subscribers","params":["E_X"],"id":1}"#.utf8),
             headers: [("Authorization", "Bearer t0k")])
         #expect(list.bodyText.contains("config.log"))
+        // The same for unix sockets (hardening): paths chosen over an exposed MI need allowed_dirs.
+        let unix = try RawHTTP.request(
+            port: port, method: "POST", path: "/mi",
+            body: Array(#"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","unix:/tmp/x.sock"],"id":1}"#.utf8),
+            headers: [("Authorization", "Bearer t0k")])
+        #expect(unix.bodyText.contains("need event_datagram.allowed_dirs"), "\(unix.bodyText)")
+    }
+
+    /// Hardening: whether MI is on loopback is decided by the addresses a name resolves to, not
+    /// by its spelling: `127.evi-test.invalid` needs a token like any other outside address.
+    @Test func loopbackIsDecidedByAddressNotName() async throws {
+        let evi = try EviProcess(
+            ["serve"], config: "mi: { http: \"127.evi-test.invalid:0\", datagram: off }\nstate: memory\n")
+        defer { Task { await evi.stop() } }
+        #expect(await evi.waitForExit() == 2)
+        #expect(evi.standardError.contains("not loopback, requires mi.token"), "\(evi.standardError)")
+        let local = try EviProcess(["serve"], config: "mi: { http: \"localhost:0\", datagram: off }\nstate: memory\n")
+        defer { Task { await local.stop() } }
+        #expect(await eventually(timeout: .seconds(20)) { local.standardOutput.contains("listening") }, "\(local.standardError)")
     }
 }
