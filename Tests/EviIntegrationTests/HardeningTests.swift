@@ -121,6 +121,57 @@ import Testing
         #expect(daemon.process.isRunning)
     }
 
+    /// A RabbitMQ password never leaves the daemon: not in MI error data (a bad member of a virtual
+    /// socket quoted whole), not in configuration errors, not in the warning about a stored
+    /// subscription that no longer parses, not in listings, metrics or logs.
+    @Test func aPasswordAppearsInNoOutput() async throws {
+        let password = "Pw-4f9c1e-secret"
+        let state = TemporaryDirectory(prefix: "evi-redact")
+        defer { state.remove() }
+        let gone = state.file("gone")
+        try FileManager.default.createDirectory(atPath: gone, withIntermediateDirectories: true)
+
+        let config = try EviProcess(
+            ["serve"],
+            config: "mi: { http: 127.0.0.1:0, datagram: off }\nstate: memory\nevents: [E_X]\nsubscriptions:\n"
+                + "  - { event: E_X, socket: \"virtual:FAILOVER rabbitmq:u:\(password)@127.0.0.1/k udp:127.0.0.1\" }\n")
+        #expect(await config.waitForExit() == 2)
+        #expect(config.standardError.contains("udp socket needs a port"), "\(config.standardError)")
+        var seen = [config.standardOutput, config.standardError]
+        await config.stop()
+
+        let first = try await Daemon.start(
+            extra: "events: [E_X]\nstate: \(state.path)\n", state: state.path, logLevel: "debug")
+        let bad = try first.mi(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","virtual:FAILOVER rabbitmq:u:\#(password)@127.0.0.1/k udp:127.0.0.1"],"id":1}"#
+        )
+        #expect(bad.contains("Bad parameter value"), "\(bad)")
+        _ = try first.mi(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","virtual:PARALLEL rabbitmq:u:\#(password)@127.0.0.1:1/k flatstore:\#(gone)/x.log"],"id":2}"#
+        )
+        _ = try first.mi(#"{"jsonrpc":"2.0","method":"evi:raise","params":["E_X",{"n":1}],"id":3}"#)
+        try await Task.sleep(for: .milliseconds(300))
+        seen += [
+            bad, try first.mi(#"{"jsonrpc":"2.0","method":"subscribers_list","id":4}"#),
+            try RawHTTP.request(port: first.httpPort, method: "GET", path: "/metrics").bodyText,
+        ]
+        first.process.signal(SIGTERM)
+        _ = await first.process.waitForExit()
+        seen += [first.process.standardOutput, first.process.standardError]
+        await first.stop()
+        // The stored subscription no longer parses once its directory is gone: a warning at start.
+        try FileManager.default.removeItem(atPath: gone)
+        let second = try await Daemon.start(
+            extra: "events: [E_X]\nstate: \(state.path)\n", state: state.path, logLevel: "debug")
+        try await Task.sleep(for: .milliseconds(200))
+        seen += [second.process.standardOutput, second.process.standardError]
+        #expect(second.process.standardError.contains("subscription not restored"), "\(second.process.standardError)")
+        await second.stop()
+        for output in seen {
+            #expect(!output.contains(password), "the password leaked: \(output.suffix(600))")
+        }
+    }
+
     @Test func anEmptyTokenIsAConfigurationError() async throws {
         let evi = try EviProcess(["serve"], config: "mi:\n  http: 127.0.0.1:0\n  datagram: off\n  token: \"\"\nstate: memory\n")
         defer { Task { await evi.stop() } }
