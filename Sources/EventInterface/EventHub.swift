@@ -409,6 +409,20 @@ public final class EventHub: Sendable {
             members: subscription.subscriber.memberStatus())
     }
 
+    /// Removes every expired subscription now and closes its subscriber (its queue drains, then
+    /// its connection or file closes). Raising and listing an event do this for that event; the
+    /// daemon calls this every second so that an event nobody raises does not keep expired
+    /// subscribers' descriptors open. Cheap: one comparison per event with nothing expired.
+    public func sweepExpired() {
+        let now = clock.now()
+        let expired = state.withLock { state -> [any EventSubscriber] in
+            var expired: [any EventSubscriber] = []
+            for id in state.events.indices { expired += state.removeExpired(event: id, now: now) }
+            return expired
+        }
+        closeInBackground(expired)
+    }
+
     /// Stops every subscriber: queued events get up to `grace` to be delivered, then connections
     /// and files are closed. Subscriptions are forgotten.
     public func shutdown(grace: Duration = .seconds(5)) async {

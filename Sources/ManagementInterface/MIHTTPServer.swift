@@ -274,9 +274,15 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 return send(context, head, status: .methodNotAllowed, body: nil, extraHeaders: [("Allow", "GET")])
             }
             guardian.authenticated()
-            send(
-                context, head, status: .ok, body: metrics(),
-                contentType: "text/plain; version=0.0.4; charset=utf-8")
+            // Rendered off the event loop: with thousands of events a first scrape takes a while.
+            let metrics = self.metrics
+            let promise = context.eventLoop.makePromise(of: [UInt8].self)
+            promise.completeWithTask { metrics() }
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            promise.futureResult.whenSuccess { body in
+                let (handler, context) = bound.value
+                handler.send(context, head, status: .ok, body: body, contentType: "text/plain; version=0.0.4; charset=utf-8")
+            }
         default:
             send(context, head, status: .notFound, body: nil)
         }

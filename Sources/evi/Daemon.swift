@@ -14,6 +14,7 @@ import NIOCore
 import NIOPosix
 import Prometheus
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 
 #if canImport(Glibc)
@@ -175,7 +176,8 @@ final class Daemon: Sendable {
         let group = MultiThreadedEventLoopGroup.singleton
         var http: MIHTTPServer?
         var datagram: MIDatagramServer?
-        let metrics: @Sendable () -> [UInt8] = { renderMetrics(hub: hub, registry: registry) }
+        let memberSeries = MemberSeries()
+        let metrics: @Sendable () -> [UInt8] = { renderMetrics(hub: hub, registry: registry, members: memberSeries) }
         // Bound paused: a taken port fails start-up before the state directory is touched, and
         // no request is served until the state is restored.
         if let address = configuration.miHTTP {
@@ -288,17 +290,23 @@ func restore(from store: SubscriptionStore, into hub: EventHub, logger: Logger) 
         "state restored", metadata: ["subscriptions": "\(restored) of \(records.count)", "path": "\(store.path)"])
 }
 
+/// The `evi_virtual_member_up` series the last scrape reported, so that those of removed
+/// subscriptions are dropped instead of growing forever.
+final class MemberSeries: Sendable {
+    let reported = Mutex<Set<[String]>>([])
+}
+
 /// Prometheus text for `GET /metrics`: the counters the core keeps, plus gauges read now.
-func renderMetrics(hub: EventHub, registry: PrometheusCollectorRegistry) -> [UInt8] {
+func renderMetrics(hub: EventHub, registry: PrometheusCollectorRegistry, members: MemberSeries) -> [UInt8] {
     let snapshot = hub.statistics.snapshot()
     Gauge(label: "evi_queue_depth").record(snapshot.transports.values.reduce(0) { $0 + $1.queued })
-    var memberSeries = 0
+    var current = Set<[String]>()
     for event in hub.events {
         let subscribers = (try? hub.subscribers(of: event.name)) ?? []
         Gauge(label: "evi_subscriptions", dimensions: [("event", event.name)]).record(subscribers.count)
         for subscriber in subscribers {
             for member in subscriber.members ?? [] {
-                memberSeries += 1
+                current.insert([event.name, subscriber.socket, member.socket])
                 Gauge(
                     label: "evi_virtual_member_up",
                     dimensions: [("event", event.name), ("socket", subscriber.socket), ("member", member.socket)]
@@ -306,8 +314,17 @@ func renderMetrics(hub: EventHub, registry: PrometheusCollectorRegistry) -> [UIn
             }
         }
     }
+    let stale = members.reported.withLock { reported in
+        defer { reported = current }
+        return reported.subtracting(current)
+    }
+    for labels in stale {
+        Gauge(
+            label: "evi_virtual_member_up", dimensions: [("event", labels[0]), ("socket", labels[1]), ("member", labels[2])]
+        ).destroy()
+    }
     var bytes = registry.emitToBuffer()
-    if memberSeries == 0 && !String(decoding: bytes, as: UTF8.self).contains("evi_virtual_member_up") {
+    if current.isEmpty && !String(decoding: bytes, as: UTF8.self).contains("evi_virtual_member_up") {
         bytes += Array("# TYPE evi_virtual_member_up gauge\n".utf8)
     }
     return bytes
@@ -339,7 +356,15 @@ struct HubService: Service {
     let logger: Logger
 
     func run() async throws {
+        // Expired subscriptions of events nobody raises are closed within a second.
+        let sweeper = Task { [hub] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                hub.sweepExpired()
+            }
+        }
         try? await gracefulShutdown()
+        sweeper.cancel()
         logger.info("stopping: delivering what is queued", metadata: ["grace_seconds": "\(grace)"])
         let before = hub.statistics.snapshot().transports.values
         await hub.shutdown(grace: .milliseconds(Int(grace * 1000)))

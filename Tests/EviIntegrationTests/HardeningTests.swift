@@ -172,6 +172,30 @@ import Testing
         }
     }
 
+    /// An expired subscription releases its file (or connection) within a couple of seconds even
+    /// when its event is never raised again; and its `evi_virtual_member_up` series goes too.
+    @Test func expiredSubscriptionsReleaseTheirDescriptorsAndSeries() async throws {
+        let directory = TemporaryDirectory(prefix: "evi-expiry")
+        defer { directory.remove() }
+        let daemon = try await Daemon.start(extra: "events: [E_X]\n")
+        defer { Task { await daemon.stop() } }
+        let log = directory.file("expiring.log")
+        _ = try daemon.mi(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","virtual:PARALLEL flatstore:\#(log)",1],"id":1}"#)
+        _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:raise","params":["E_X",{"n":1}],"id":2}"#)
+        func openDescriptors() -> Int {
+            let fds = "/proc/\(daemon.process.child.pid)/fd"
+            return ((try? FileManager.default.contentsOfDirectory(atPath: fds)) ?? []).filter {
+                (try? FileManager.default.destinationOfSymbolicLink(atPath: fds + "/" + $0)) == log
+            }.count
+        }
+        #expect(await eventually { openDescriptors() == 1 })
+        let metrics = { try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").bodyText }
+        #expect(try metrics().contains("evi_virtual_member_up{event=\"E_X\""))
+        #expect(await eventually(timeout: .seconds(5)) { openDescriptors() == 0 })
+        #expect(try !metrics().contains("evi_virtual_member_up{event=\"E_X\""))
+    }
+
     @Test func anEmptyTokenIsAConfigurationError() async throws {
         let evi = try EviProcess(["serve"], config: "mi:\n  http: 127.0.0.1:0\n  datagram: off\n  token: \"\"\nstate: memory\n")
         defer { Task { await evi.stop() } }
