@@ -232,4 +232,90 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
         #expect(daemon.process.isRunning)
         print("fuzz: \(requests) MI requests (half HTTP, half UDP), \(answered) answered, \(notifications) notifications, 0 crashes")
     }
+
+    static let replySeeds = [
+        #"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":null}"#,
+        #"{"jsonrpc":"2.0","error":{"code":-32700,"message":"Parse error"},"id":null}"#,
+        #"{"jsonrpc":"2.0","result":"OK","id":1}"#,
+        #"[{"jsonrpc":"2.0","result":{"Server":"evi 0.1.0"},"id":9},{"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found"},"id":2}]"#,
+        #"{"jsonrpc":"2.0","error":{"code":500,"message":"Reply too large","data":"use MI over HTTP"},"id":null}"#,
+    ]
+
+    /// The reply loop: replies, errors and garbage sent to MI over UDP (as another server, or evi
+    /// itself, would send them) draw no datagram back, so no two MI ports can ping-pong.
+    @Test func udpRepliesAndGarbageNeverDrawAReply() async throws {
+        let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\n")
+        defer { Task { await daemon.stop() } }
+        var random = SplitMix(state: 0x100D)
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(daemon.udpPort).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var sent = 0
+        for index in 0..<fuzzIterations {
+            let body: String
+            if index % 5 == 0 {
+                let length = Int.random(in: 1...200, using: &random)
+                body = String(decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
+            } else {
+                body = mutate(Self.replySeeds.randomElement(using: &random) ?? "", &random, pool: Self.replySeeds)
+            }
+            guard !Self.isValidRequestDatagram(body) else { continue }
+            let bytes = Array(body.utf8)
+            _ = withUnsafePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fd, bytes, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+            sent += 1
+            if index % 200 == 0 { try await Task.sleep(for: .milliseconds(5)) }  // no receive-buffer overflow
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        let received = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+        #expect(received < 0, "a reply came back: \(String(decoding: buffer.prefix(max(0, received)), as: UTF8.self))")
+        let metrics = try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").bodyText
+        let dropped = metrics.split(separator: "\n").filter { $0.hasPrefix("evi_mi_dropped_total{") }.compactMap {
+            Int($0.split(separator: " ").last ?? "")
+        }.reduce(0, +)
+        #expect(dropped == sent, "sent \(sent), dropped \(dropped)")
+        print("fuzz: \(sent) replies and garbage datagrams to MI over UDP, 0 answered")
+    }
+
+    /// Slow and stalled HTTP clients (partial heads, trickled bodies, idle connections) beyond
+    /// `mi.max_connections` never stop an authenticated client from being served, and are closed.
+    @Test func slowHTTPClientsDoNotStarveTheMI() async throws {
+        let daemon = try await Daemon.start(
+            extra: "events: [E_FUZZ]\n", token: "t0k",
+            miExtra: "  max_connections: 16\n  header_timeout: 1\n  idle_timeout: 2\n")
+        defer { Task { await daemon.stop() } }
+        var random = SplitMix(state: 0x510)
+        var slow: [RawConnection] = []
+        defer { for connection in slow { connection.close() } }
+        let fragments = [
+            "POST /mi HTTP/1.1\r\nHo", "GET /metrics HTTP/1.1\r\n", "POST /mi HTTP/1.1\r\nContent-Length: 900000\r\n\r\n{",
+            "", "POST /mi HTTP/1.1\r\nAuthorization: Bearer nope\r\nContent-Length: 10\r\n\r\n",
+        ]
+        let body = Array(#"{"jsonrpc":"2.0","method":"version","id":1}"#.utf8)
+        var served = 0
+        for round in 0..<min(40, max(10, fuzzIterations / 100)) {
+            for _ in 0..<4 {
+                let connection = try RawConnection(port: daemon.httpPort)
+                let fragment = fragments.randomElement(using: &random) ?? ""
+                if !fragment.isEmpty { try? connection.send(fragment) }
+                slow.append(connection)
+            }
+            let reply = try RawHTTP.request(
+                port: daemon.httpPort, method: "POST", path: "/mi", body: body, headers: [("Authorization", "Bearer t0k")])
+            #expect(reply.status == 200, "round \(round): HTTP \(reply.status)")
+            if reply.status == 200 { served += 1 }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        // Every slow connection is closed by the daemon: evicted at the cap, or timed out.
+        #expect(await eventually(timeout: .seconds(10)) { slow.allSatisfy(\.isClosedByPeer) })
+        print("fuzz: \(slow.count) slow HTTP clients, \(served) authenticated requests all served")
+    }
 }
+

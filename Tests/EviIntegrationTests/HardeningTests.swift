@@ -247,12 +247,15 @@ final class RawConnection: @unchecked Sendable {
         return String(decoding: received, as: UTF8.self)
     }
 
-    /// Whether the peer has closed (a read returns end of file or a reset) without blocking.
+    /// Whether the peer has closed (end of file or a reset), without blocking; what it sent
+    /// before closing (a 401, say) is read and dropped on the way.
     var isClosedByPeer: Bool {
-        var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-        guard poll(&poller, 1, 0) > 0 else { return false }
-        var byte: UInt8 = 0
-        return recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT)) <= 0
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            if count > 0 { continue }
+            return count == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)
+        }
     }
 
     func close() { Glibc.close(fd) }
