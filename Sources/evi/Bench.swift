@@ -33,6 +33,11 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "text, or json (one JSON object as the last line).") var format: Format = .text
     @Option(help: "Runs, each with its own floor; the run of median datagrams/s-to-floor ratio is reported.")
     var repeats = 1
+    @Option(
+        help:
+            "Subscribe this many unix sockets, spread over 1,000 other events, before measuring (reports subscribe latency; the raise figures then show whether raising is affected)."
+    )
+    var subscriptions = 0
 
     static let payload = Array(#"{"jsonrpc":"2.0","method":"E_BENCH","params":{"str":"hello","num":42}}"#.utf8)
 
@@ -41,6 +46,7 @@ struct Bench: AsyncParsableCommand {
         if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
         guard (1...256).contains(concurrency) else { throw ValidationError("--concurrency must be 1…256") }
         guard (1...25).contains(repeats) else { throw ValidationError("--repeats must be 1…25") }
+        guard (0...1_000_000).contains(subscriptions) else { throw ValidationError("--subscriptions must be 0…1000000") }
     }
 
     func run() async throws {
@@ -82,9 +88,25 @@ struct Bench: AsyncParsableCommand {
         configuration.state = "memory"
         configuration.queueSize = max(10_000, events)
         configuration.events = ["E_BENCH"]
+        configuration.maxSubscriptions = max(configuration.maxSubscriptions, subscriptions + 10)
         let daemon = try await Daemon.startOrExit(
             configuration, registry: PrometheusCollectorRegistry(), logger: logger)
         let hub = daemon.hub
+        var subscribeLatencies: [UInt64] = []
+        if subscriptions > 0 {
+            // Nobody listens on these paths and none of their events is raised: they only make
+            // the tables large, as 100,000 subscriptions of a busy platform would.
+            for index in 0..<1_000 { try hub.publish("E_BENCH_OTHER_\(index)") }
+            subscribeLatencies.reserveCapacity(subscriptions)
+            for index in 0..<subscriptions {
+                let started = monotonicNanoseconds()
+                try await hub.subscribe(
+                    event: "E_BENCH_OTHER_\(index % 1_000)", socket: "unix:\(directory)/background-\(index).sock",
+                    expiry: .never)
+                subscribeLatencies.append(monotonicNanoseconds() - started)
+            }
+            subscribeLatencies.sort()
+        }
         // Raised by handle, as OpenSIPS modules raise by event id (the name lookup is for MI).
         let event = try hub.publish("E_BENCH")
         let sockets = receivers.map { "udp:127.0.0.1:\($0.port)" }
@@ -182,7 +204,16 @@ struct Bench: AsyncParsableCommand {
             EventField("latency_p999_us", .double(percentile(0.999))),
             EventField("rss_bytes", .int(Int64(rss))),
             EventField("floor_datagrams_per_second", .double(floorRate.rounded())),
-        ]
+        ] + (subscribeLatencies.isEmpty
+            ? []
+            : [
+                EventField("subscriptions", .int(Int64(subscriptions))),
+                EventField(
+                    "subscribe_p50_us", .double(Double(subscribeLatencies[subscribeLatencies.count / 2]) / 1000)),
+                EventField(
+                    "subscribe_p99_us",
+                    .double(Double(subscribeLatencies[subscribeLatencies.count * 99 / 100]) / 1000)),
+            ])
         return (result, Double(received) / seconds / floorRate)
     }
 
