@@ -125,6 +125,7 @@ let package = Package(
             name: "EventRabbitMQTests",
             dependencies: [
                 "EventRabbitMQ", "EventFlatstore", "EventInterface", "EventInterfaceTestKit", "EventVirtual", "EventDatagram",
+                .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
         .testTarget(

@@ -87,6 +87,7 @@ struct Bench: AsyncParsableCommand {
         configuration.miDatagram = nil
         configuration.state = "memory"
         configuration.queueSize = max(10_000, events)
+        configuration.queueBytes = max(configuration.queueBytes, events * 512)  // room for every event, as queueSize
         configuration.events = ["E_BENCH"]
         configuration.maxSubscriptions = max(configuration.maxSubscriptions, subscriptions + 10)
         let daemon = try await Daemon.startOrExit(

@@ -2,9 +2,10 @@ import EventDatagram
 import EventFlatstore
 import EventInterface
 import EventInterfaceTestKit
-import EventRabbitMQ
+@testable import EventRabbitMQ
 import EventVirtual
 import Foundation
+import NIOCore
 import Testing
 
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -315,4 +316,21 @@ func run(_ arguments: [String]) throws -> Int32 {
         outputPath: directory.file("out"), errorPath: directory.file("err"))
     while child.isRunning { usleep(10_000) }
     return child.status ?? -1
+}
+
+/// Hardening: a frame size announced by the broker is not trusted beyond `frame_max`.
+@Suite struct AMQPFrameBoundTests {
+    @Test func aFrameLargerThanFrameMaxIsRefusedBeforeItIsBuffered() throws {
+        var buffer = ByteBuffer()
+        buffer.writeInteger(UInt8(1))
+        buffer.writeInteger(UInt16(0))
+        buffer.writeInteger(UInt32(4_000_000_000))
+        #expect(throws: (any Error).self) { _ = try AMQP.readFrame(&buffer) }
+        var fine = ByteBuffer()
+        fine.writeInteger(UInt8(8))
+        fine.writeInteger(UInt16(0))
+        fine.writeInteger(UInt32(0))
+        fine.writeInteger(UInt8(0xCE))
+        #expect(try AMQP.readFrame(&fine)?.type == 8)
+    }
 }
