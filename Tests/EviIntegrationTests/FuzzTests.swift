@@ -249,10 +249,6 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
         var random = SplitMix(state: 0x100D)
         let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(daemon.udpPort).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
         var sent = 0
         for index in 0..<fuzzIterations {
             let body: String
@@ -264,11 +260,7 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
             }
             guard !Self.isValidRequestDatagram(body) else { continue }
             let bytes = Array(body.utf8)
-            _ = withUnsafePointer(to: &address) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(fd, bytes, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
+            _ = withLoopbackAddress(port: daemon.udpPort) { sendto(fd, bytes, bytes.count, 0, $0, $1) }
             sent += 1
             if index % 200 == 0 { try await Task.sleep(for: .milliseconds(5)) }  // no receive-buffer overflow
         }
