@@ -91,7 +91,8 @@ let package = Package(
         .executableTarget(
             name: "evi",
             dependencies: [
-                "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "EventStream", "EventXMLRPC", "EventRabbitMQ", "EventState",
+                "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "EventStream", "EventXMLRPC",
+                "EventRabbitMQ", "EventState",
                 "ManagementInterface",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -124,7 +125,8 @@ let package = Package(
         .testTarget(
             name: "EventRabbitMQTests",
             dependencies: [
-                "EventRabbitMQ", "EventFlatstore", "EventInterface", "EventInterfaceTestKit", "EventVirtual", "EventDatagram",
+                "EventRabbitMQ", "EventFlatstore", "EventInterface", "EventInterfaceTestKit", "EventVirtual",
+                "EventDatagram",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
@@ -138,16 +140,21 @@ let package = Package(
         ),
         .testTarget(
             name: "EventFlatstoreTests",
-            dependencies: ["EventFlatstore", "EventInterface", "EventInterfaceTestKit", "EventVirtual", "EventDatagram"]
+            dependencies: [
+                "EventFlatstore", "EventInterface", "EventInterfaceTestKit", "EventVirtual", "EventDatagram",
+            ]
         ),
         .testTarget(
             name: "ManagementInterfaceTests",
-            dependencies: ["ManagementInterface", "EventInterface", "EventInterfaceTestKit", "EventDatagram", "EventVirtual"]
+            dependencies: [
+                "ManagementInterface", "EventInterface", "EventInterfaceTestKit", "EventDatagram", "EventVirtual",
+            ]
         ),
         .testTarget(
             name: "EviIntegrationTests",
             dependencies: [
-                "EventInterface", "EventInterfaceTestKit", "EventDatagram", "EventVirtual", "EventStream", "EventFlatstore",
+                "EventInterface", "EventInterfaceTestKit", "EventDatagram", "EventVirtual", "EventStream",
+                "EventFlatstore",
                 "EventXMLRPC", "EventRabbitMQ",
             ]
         ),

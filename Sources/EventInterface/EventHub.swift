@@ -475,7 +475,8 @@ public struct SubscriberContext: Sendable {
             context: DelivererContext(event: event, socket: member.description, logger: logger, clock: clock))
         return DeliveryQueue(
             deliverer: deliverer, socket: member.description, capacity: queueCapacity,
-            byteCapacity: hub.hub?.configuration.queueBytes ?? (16 << 20), counters: statistics.transport(member.scheme),
+            byteCapacity: hub.hub?.configuration.queueBytes ?? (16 << 20),
+            counters: statistics.transport(member.scheme),
             logger: logger, observer: observer)
     }
 

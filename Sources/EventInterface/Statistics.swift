@@ -21,8 +21,10 @@ public final class TransportCounters: Sendable {
     private let deliveryTimer: Metrics.Timer
 
     init(scheme: String) {
-        deliveredMetric = Counter(label: "evi_deliveries_total", dimensions: [("transport", scheme), ("result", "success")])
-        failedMetric = Counter(label: "evi_deliveries_total", dimensions: [("transport", scheme), ("result", "failure")])
+        deliveredMetric = Counter(
+            label: "evi_deliveries_total", dimensions: [("transport", scheme), ("result", "success")])
+        failedMetric = Counter(
+            label: "evi_deliveries_total", dimensions: [("transport", scheme), ("result", "failure")])
         droppedMetric = Counter(label: "evi_dropped_total", dimensions: [("transport", scheme)])
         abandonedMetric = Counter(label: "evi_abandoned_total", dimensions: [("transport", scheme)])
         deliveryTimer = Metrics.Timer(label: "evi_delivery_seconds", dimensions: [("transport", scheme)])

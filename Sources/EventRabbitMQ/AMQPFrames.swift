@@ -71,7 +71,9 @@ enum AMQP {
         return UInt64(id.dropFirst(4))
     }
 
-    static func writeFrame(type: FrameType, channel: UInt16, into buffer: inout ByteBuffer, payload: (inout ByteBuffer) -> Void) {
+    static func writeFrame(
+        type: FrameType, channel: UInt16, into buffer: inout ByteBuffer, payload: (inout ByteBuffer) -> Void
+    ) {
         buffer.writeInteger(type.rawValue)
         buffer.writeInteger(channel)
         let sizeIndex = buffer.writerIndex

@@ -44,7 +44,8 @@ final class AMQPHandler: ChannelDuplexHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: AMQP.protocolHeader)), promise: nil)
+        context.writeAndFlush(
+            wrapOutboundOut(context.channel.allocator.buffer(bytes: AMQP.protocolHeader)), promise: nil)
         context.fireChannelActive()
     }
 
@@ -85,7 +86,8 @@ final class AMQPHandler: ChannelDuplexHandler {
                 AMQP.writeMethod(10, 11, channel: 0, into: &buffer) { arguments in
                     arguments.writeTable([("product", "evi"), ("platform", "Swift")])
                     arguments.writeShortString("PLAIN")
-                    arguments.writeLongString([0] + Array(self.settings.user.utf8) + [0] + Array(self.settings.password.utf8))
+                    arguments.writeLongString(
+                        [0] + Array(self.settings.user.utf8) + [0] + Array(self.settings.password.utf8))
                     arguments.writeShortString("en_US")
                 }
             }
@@ -95,7 +97,8 @@ final class AMQPHandler: ChannelDuplexHandler {
             let serverHeartbeat = payload.readInteger(as: UInt16.self) ?? 0
             if serverFrameMax > 0 { frameMax = Int(min(serverFrameMax, 131_072)) }
             let heartbeat =
-                serverHeartbeat == 0 ? settings.heartbeat
+                serverHeartbeat == 0
+                ? settings.heartbeat
                 : settings.heartbeat == 0 ? 0 : min(serverHeartbeat, settings.heartbeat)
             send(context) { buffer in
                 AMQP.writeMethod(10, 31, channel: 0, into: &buffer) { arguments in
@@ -245,7 +248,8 @@ final class AMQPHandler: ChannelDuplexHandler {
         phase = .closed
         heartbeatTask?.cancel()
         for tag in Array(pending.keys) {
-            complete(tag, .failed(DeliveryFailure(.subscriberFailed, "connection lost before the confirm (\(closeReason))")))
+            complete(
+                tag, .failed(DeliveryFailure(.subscriberFailed, "connection lost before the confirm (\(closeReason))")))
         }
         onClose(context.channel)
         context.fireChannelInactive()

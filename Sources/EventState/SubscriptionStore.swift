@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 import Dispatch
 import EventInterface
 import GRDB
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Durable subscriptions (daemon.md, State): what is subscribed over MI is written to SQLite
 /// before the reply is sent, with its absolute expiry, and comes back after a restart or a crash.
@@ -98,11 +99,13 @@ public final class SubscriptionStore: Sendable {
     /// Records a subscription (or its refresh), keyed by event and the socket's identity (what
     /// matching compares: a PARALLEL's members in any order are one subscription); expire 0
     /// removes it. `now` is Unix time.
-    public func save(event: String, canonical: String, socket: String, expiry: Expiry, now: Double = unixTime()) throws {
+    public func save(event: String, canonical: String, socket: String, expiry: Expiry, now: Double = unixTime()) throws
+    {
         try database.write { db in
             switch expiry {
             case .seconds(0):
-                try db.execute(sql: "DELETE FROM subscription WHERE event = ? AND canonical = ?", arguments: [event, canonical])
+                try db.execute(
+                    sql: "DELETE FROM subscription WHERE event = ? AND canonical = ?", arguments: [event, canonical])
             case .seconds(let seconds):
                 try db.execute(
                     sql: """
@@ -135,12 +138,16 @@ public final class SubscriptionStore: Sendable {
     /// Every subscription that has not expired at `now`, oldest first; expired ones are deleted.
     public func load(now: Double = unixTime()) throws -> [Record] {
         try database.write { db in
-            try db.execute(sql: "DELETE FROM subscription WHERE expires_at IS NOT NULL AND expires_at <= ?", arguments: [now])
-            return try Row.fetchAll(db, sql: "SELECT event, socket, expire, expires_at FROM subscription ORDER BY rowid").map {
+            try db.execute(
+                sql: "DELETE FROM subscription WHERE expires_at IS NOT NULL AND expires_at <= ?", arguments: [now])
+            return try Row.fetchAll(
+                db, sql: "SELECT event, socket, expire, expires_at FROM subscription ORDER BY rowid"
+            ).map {
                 row in
                 let expiresAt: Double? = row["expires_at"]
                 return Record(
-                    event: row["event"], socket: row["socket"], expire: row["expire"], remaining: expiresAt.map { $0 - now })
+                    event: row["event"], socket: row["socket"], expire: row["expire"],
+                    remaining: expiresAt.map { $0 - now })
             }
         }
     }

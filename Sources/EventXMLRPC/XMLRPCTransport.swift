@@ -24,14 +24,18 @@ public final class XMLRPCTransport: EventTransport {
     public let options: XMLRPCOptions
     let group: any EventLoopGroup
 
-    public init(options: XMLRPCOptions = XMLRPCOptions(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    public init(
+        options: XMLRPCOptions = XMLRPCOptions(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
         self.options = options
         self.group = group
     }
 
     public var scheme: String { "xmlrpc" }
 
-    public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError) -> any EventSocket {
+    public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError)
+        -> any EventSocket
+    {
         let text = "xmlrpc:" + address
         guard let colon = address.lastIndex(of: ":"), address[..<colon].contains(":") else {
             throw SocketError("xmlrpc socket needs HOST:PORT:METHOD: \(text)")
@@ -116,7 +120,9 @@ final class XMLRPCDeliverer: EventDeliverer {
                     .connect(to: try socket.address.socketAddress()).get()
             } catch {
                 let text = "\(error)"
-                let reason = text.contains("refused") || text.contains("errno: 111") ? "connection refused" : "cannot connect: \(text)"
+                let reason =
+                    text.contains("refused") || text.contains("errno: 111")
+                    ? "connection refused" : "cannot connect: \(text)"
                 return .failed(DeliveryFailure(.subscriberFailed, reason))
             }
             handler = created
@@ -129,7 +135,9 @@ final class XMLRPCDeliverer: EventDeliverer {
         headers.add(name: "User-Agent", value: "evi XML-RPC notifier")
         headers.add(name: "Content-Type", value: "text/xml")
         headers.add(name: "Content-Length", value: String(body.count))
-        channel.write(HTTPClientRequestPart.head(HTTPRequestHead(version: .http1_1, method: .POST, uri: "/RPC2", headers: headers)), promise: nil)
+        channel.write(
+            HTTPClientRequestPart.head(
+                HTTPRequestHead(version: .http1_1, method: .POST, uri: "/RPC2", headers: headers)), promise: nil)
         channel.write(HTTPClientRequestPart.body(.byteBuffer(channel.allocator.buffer(bytes: body))), promise: nil)
         channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
         let remaining = deadline - NIODeadline.now()
@@ -141,7 +149,9 @@ final class XMLRPCDeliverer: EventDeliverer {
         switch reply.outcome {
         case .failure(let reason): return .failed(DeliveryFailure(.subscriberFailed, reason))
         case .success(let (status, body)):
-            guard (200..<300).contains(status) else { return .failed(DeliveryFailure(.subscriberFailed, "HTTP \(status)")) }
+            guard (200..<300).contains(status) else {
+                return .failed(DeliveryFailure(.subscriberFailed, "HTTP \(status)"))
+            }
             if body.contains("<fault>") { return .failed(DeliveryFailure(.subscriberFailed, "XML-RPC fault")) }
             return .delivered
         }

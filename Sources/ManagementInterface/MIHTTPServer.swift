@@ -281,7 +281,8 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
             promise.futureResult.whenSuccess { body in
                 let (handler, context) = bound.value
-                handler.send(context, head, status: .ok, body: body, contentType: "text/plain; version=0.0.4; charset=utf-8")
+                handler.send(
+                    context, head, status: .ok, body: body, contentType: "text/plain; version=0.0.4; charset=utf-8")
             }
         default:
             send(context, head, status: .notFound, body: nil)

@@ -46,7 +46,9 @@ struct Bench: AsyncParsableCommand {
         if let rate, rate <= 0 { throw ValidationError("--rate must be positive") }
         guard (1...256).contains(concurrency) else { throw ValidationError("--concurrency must be 1…256") }
         guard (1...25).contains(repeats) else { throw ValidationError("--repeats must be 1…25") }
-        guard (0...1_000_000).contains(subscriptions) else { throw ValidationError("--subscriptions must be 0…1000000") }
+        guard (0...1_000_000).contains(subscriptions) else {
+            throw ValidationError("--subscriptions must be 0…1000000")
+        }
     }
 
     func run() async throws {
@@ -192,29 +194,31 @@ struct Bench: AsyncParsableCommand {
         let floorRate = Double(floorReceived) / (Double(floorEnded - floorStarted) / 1e9)
         for receiver in receivers { receiver.close() }
 
-        let result: [EventField] = [
-            EventField("scenario", .string(scenario.rawValue)),
-            EventField("events", .int(Int64(events))),
-            EventField("seconds", .double((seconds * 1e6).rounded() / 1e6)),
-            EventField("events_per_second", .double((Double(events) / seconds).rounded())),
-            EventField("datagrams_per_second", .double((Double(received) / seconds).rounded())),
-            EventField("received", .int(Int64(received))),
-            EventField("lost", .int(Int64(expected - received))),
-            EventField("latency_p50_us", .double(percentile(0.5))),
-            EventField("latency_p99_us", .double(percentile(0.99))),
-            EventField("latency_p999_us", .double(percentile(0.999))),
-            EventField("rss_bytes", .int(Int64(rss))),
-            EventField("floor_datagrams_per_second", .double(floorRate.rounded())),
-        ] + (subscribeLatencies.isEmpty
-            ? []
-            : [
-                EventField("subscriptions", .int(Int64(subscriptions))),
-                EventField(
-                    "subscribe_p50_us", .double(Double(subscribeLatencies[subscribeLatencies.count / 2]) / 1000)),
-                EventField(
-                    "subscribe_p99_us",
-                    .double(Double(subscribeLatencies[subscribeLatencies.count * 99 / 100]) / 1000)),
-            ])
+        let result: [EventField] =
+            [
+                EventField("scenario", .string(scenario.rawValue)),
+                EventField("events", .int(Int64(events))),
+                EventField("seconds", .double((seconds * 1e6).rounded() / 1e6)),
+                EventField("events_per_second", .double((Double(events) / seconds).rounded())),
+                EventField("datagrams_per_second", .double((Double(received) / seconds).rounded())),
+                EventField("received", .int(Int64(received))),
+                EventField("lost", .int(Int64(expected - received))),
+                EventField("latency_p50_us", .double(percentile(0.5))),
+                EventField("latency_p99_us", .double(percentile(0.99))),
+                EventField("latency_p999_us", .double(percentile(0.999))),
+                EventField("rss_bytes", .int(Int64(rss))),
+                EventField("floor_datagrams_per_second", .double(floorRate.rounded())),
+            ]
+            + (subscribeLatencies.isEmpty
+                ? []
+                : [
+                    EventField("subscriptions", .int(Int64(subscriptions))),
+                    EventField(
+                        "subscribe_p50_us", .double(Double(subscribeLatencies[subscribeLatencies.count / 2]) / 1000)),
+                    EventField(
+                        "subscribe_p99_us",
+                        .double(Double(subscribeLatencies[subscribeLatencies.count * 99 / 100]) / 1000)),
+                ])
         return (result, Double(received) / seconds / floorRate)
     }
 

@@ -1,8 +1,9 @@
+import ArgumentParser
+import EventInterface
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import ArgumentParser
-import EventInterface
 
 /// Options every MI client command shares.
 struct MIOptions: ParsableArguments {
@@ -57,7 +58,8 @@ struct Unsubscribe: ParsableCommand {
     @Argument var socket: String
 
     func run() throws {
-        try options.call("evi:unsubscribe", [EventField("event", .string(event)), EventField("socket", .string(socket))])
+        try options.call(
+            "evi:unsubscribe", [EventField("event", .string(event)), EventField("socket", .string(socket))])
     }
 }
 

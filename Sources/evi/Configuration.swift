@@ -99,12 +99,14 @@ struct DaemonConfiguration {
     /// Every key the file may hold (a list's entries as `[]`), for "did you mean".
     static let knownKeys: [String] =
         [
-            "mi", "state", "queue_size", "queue_bytes", "max_events", "max_subscriptions", "shutdown_grace", "log_level", "allowed_destinations", "events",
+            "mi", "state", "queue_size", "queue_bytes", "max_events", "max_subscriptions", "shutdown_grace",
+            "log_level", "allowed_destinations", "events",
             "subscriptions", "modules", "mi.http", "mi.datagram", "mi.token", "mi.max_connections",
             "mi.header_timeout", "mi.idle_timeout", "subscriptions[].event",
             "subscriptions[].socket", "subscriptions[].expire", "modules.event_virtual.failover_timeout",
             "modules.event_rabbitmq.heartbeat", "modules.event_rabbitmq.timeout", "modules.event_rabbitmq.mandatory",
-            "modules.event_datagram.allowed_dirs", "modules.event_xmlrpc.use_struct_param", "modules.event_xmlrpc.timeout",
+            "modules.event_datagram.allowed_dirs", "modules.event_xmlrpc.use_struct_param",
+            "modules.event_xmlrpc.timeout",
             "modules.event_stream.reliable_mode", "modules.event_stream.timeout", "modules.event_stream.event_param",
         ]
         + [
@@ -168,7 +170,8 @@ struct DaemonConfiguration {
             case "queue_bytes":
                 let text = try string(value, key: "queue_bytes")
                 guard let bytes = parseByteSize(text), bytes >= 1024 else {
-                    throw ConfigurationError("queue_bytes: expected a size of at least 1k such as 16m, 512k or 1g, got '\(text)'")
+                    throw ConfigurationError(
+                        "queue_bytes: expected a size of at least 1k such as 16m, 512k or 1g, got '\(text)'")
                 }
                 configuration.queueBytes = bytes
             case "max_events":
@@ -191,7 +194,8 @@ struct DaemonConfiguration {
                     configuration.allowedDestinations = try sequence(value, key: key).map {
                         let text = try string($0, key: "allowed_destinations[]")
                         guard let network = CIDR(text) else {
-                            throw ConfigurationError("allowed_destinations: '\(text)' is not a CIDR such as 127.0.0.0/8")
+                            throw ConfigurationError(
+                                "allowed_destinations: '\(text)' is not a CIDR such as 127.0.0.0/8")
                         }
                         return network
                     }
@@ -269,7 +273,8 @@ struct DaemonConfiguration {
                     let name = "modules.event_rabbitmq.\(key)"
                     switch key {
                     case "heartbeat": rabbitmq.heartbeat = UInt16(try Self.integer(value, key: name, range: 0...3600))
-                    case "timeout": rabbitmq.timeout = .milliseconds(try Self.integer(value, key: name, range: 1...600_000))
+                    case "timeout":
+                        rabbitmq.timeout = .milliseconds(try Self.integer(value, key: name, range: 1...600_000))
                     case "mandatory":
                         let text = try Self.string(value, key: name)
                         guard let mandatory = RabbitMQOptions.Mandatory(rawValue: text.lowercased()) else {
@@ -284,7 +289,8 @@ struct DaemonConfiguration {
                     let name = "modules.event_xmlrpc.\(key)"
                     switch key {
                     case "use_struct_param": xmlrpc.useStructParam = try Self.boolean(value, key: name)
-                    case "timeout": xmlrpc.timeout = .milliseconds(try Self.integer(value, key: name, range: 1...600_000))
+                    case "timeout":
+                        xmlrpc.timeout = .milliseconds(try Self.integer(value, key: name, range: 1...600_000))
                     default: throw ConfigurationError.unknownKey("\(name)")
                     }
                 }
@@ -293,7 +299,8 @@ struct DaemonConfiguration {
                     let name = "modules.event_stream.\(key)"
                     switch key {
                     case "reliable_mode": stream.reliableMode = try Self.boolean(value, key: name)
-                    case "timeout": stream.timeout = .milliseconds(try Self.integer(value, key: name, range: 1...600_000))
+                    case "timeout":
+                        stream.timeout = .milliseconds(try Self.integer(value, key: name, range: 1...600_000))
                     case "event_param":
                         stream.eventParam = Self.isNull(value) ? nil : try Self.string(value, key: name)
                     default: throw ConfigurationError.unknownKey("\(name)")
@@ -304,9 +311,12 @@ struct DaemonConfiguration {
                     let name = "modules.event_datagram.\(key)"
                     switch key {
                     case "allowed_dirs":
-                        unixAllowedDirs = Self.isNull(value) ? nil : try Self.sequence(value, key: name).map {
-                            try Self.string($0, key: "\(name)[]")
-                        }
+                        unixAllowedDirs =
+                            Self.isNull(value)
+                            ? nil
+                            : try Self.sequence(value, key: name).map {
+                                try Self.string($0, key: "\(name)[]")
+                            }
                         for directory in unixAllowedDirs ?? [] where !directory.hasPrefix("/") {
                             throw ConfigurationError("\(name): entries must be absolute: \(directory)")
                         }
@@ -358,9 +368,12 @@ struct DaemonConfiguration {
             case "rotate_period": flatstore.rotatePeriod = try Self.integer(value, key: name, range: 1...31_536_000)
             case "rotate_keep": flatstore.rotateKeep = try Self.integer(value, key: name, range: 1...10_000)
             case "allowed_dirs":
-                flatstore.allowedDirs = Self.isNull(value) ? nil : try Self.sequence(value, key: name).map {
-                    try Self.string($0, key: "\(name)[]")
-                }
+                flatstore.allowedDirs =
+                    Self.isNull(value)
+                    ? nil
+                    : try Self.sequence(value, key: name).map {
+                        try Self.string($0, key: "\(name)[]")
+                    }
             default: throw ConfigurationError.unknownKey("\(name)")
             }
         }
@@ -410,7 +423,8 @@ struct DaemonConfiguration {
     private static func integer(_ node: Node, key: String, range: ClosedRange<Int>) throws -> Int {
         guard case .scalar = node, let text = node.string, let value = Int(text), range.contains(value) else {
             throw ConfigurationError(
-                "\(key): expected a whole number from \(range.lowerBound) to \(range.upperBound), got '\(node.string ?? "?")'")
+                "\(key): expected a whole number from \(range.lowerBound) to \(range.upperBound), got '\(node.string ?? "?")'"
+            )
         }
         return value
     }
@@ -418,7 +432,8 @@ struct DaemonConfiguration {
     private static func number(_ node: Node, key: String, range: ClosedRange<Double>) throws -> Double {
         guard case .scalar = node, let text = node.string, let value = Double(text), range.contains(value) else {
             throw ConfigurationError(
-                "\(key): expected a number from \(range.lowerBound) to \(range.upperBound), got '\(node.string ?? "?")'")
+                "\(key): expected a number from \(range.lowerBound) to \(range.upperBound), got '\(node.string ?? "?")'"
+            )
         }
         return value
     }

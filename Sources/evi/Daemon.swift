@@ -148,7 +148,8 @@ final class Daemon: Sendable {
                 },
                 admitSocket: { socket in
                     if guardFiles, socket.contains("flatstore:") {
-                        return "flatstore subscriptions over MI need event_flatstore.allowed_dirs when MI is not on loopback"
+                        return
+                            "flatstore subscriptions over MI need event_flatstore.allowed_dirs when MI is not on loopback"
                     }
                     if guardUnix, socket.contains("unix:") {
                         return "unix subscriptions over MI need event_datagram.allowed_dirs when MI is not on loopback"
@@ -320,7 +321,8 @@ func renderMetrics(hub: EventHub, registry: PrometheusCollectorRegistry, members
     }
     for labels in stale {
         Gauge(
-            label: "evi_virtual_member_up", dimensions: [("event", labels[0]), ("socket", labels[1]), ("member", labels[2])]
+            label: "evi_virtual_member_up",
+            dimensions: [("event", labels[0]), ("socket", labels[1]), ("member", labels[2])]
         ).destroy()
     }
     var bytes = registry.emitToBuffer()
@@ -369,7 +371,9 @@ struct HubService: Service {
         let before = hub.statistics.snapshot().transports.values
         await hub.shutdown(grace: .milliseconds(Int(grace * 1000)))
         let after = hub.statistics.snapshot().transports.values
-        func total(_ counts: some Sequence<StatisticsSnapshot.Transport>, _ field: (StatisticsSnapshot.Transport) -> Int)
+        func total(
+            _ counts: some Sequence<StatisticsSnapshot.Transport>, _ field: (StatisticsSnapshot.Transport) -> Int
+        )
             -> Int
         { counts.reduce(0) { $0 + field($1) } }
         logger.info(

@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 import ArgumentParser
 import EventDatagram
 import EventInterface
 import Synchronization
 import UnixSignals
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 struct Listen: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -98,7 +99,9 @@ struct Listen: AsyncParsableCommand {
                 delay = Double(expire) / 2
                 retry = 1
             } catch {
-                printError("evi: cannot refresh the subscription of \(socket) to \(event): \(error); retrying in \(Int(retry)) s")
+                printError(
+                    "evi: cannot refresh the subscription of \(socket) to \(event): \(error); retrying in \(Int(retry)) s"
+                )
                 delay = retry
                 retry = min(retry * 2, max(1, Double(expire) / 4))
             }
@@ -119,7 +122,10 @@ struct Listen: AsyncParsableCommand {
         let client = try MIClient(url: options.mi, token: options.resolvedToken)
         _ = try client.call(
             "evi:subscribe",
-            [EventField("event", .string(event)), EventField("socket", .string(socket)), EventField("expire", .int(Int64(expire)))])
+            [
+                EventField("event", .string(event)), EventField("socket", .string(socket)),
+                EventField("expire", .int(Int64(expire))),
+            ])
     }
 }
 

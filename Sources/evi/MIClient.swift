@@ -1,7 +1,8 @@
+import EventInterface
+
 #if canImport(Glibc)
     import Glibc
 #endif
-import EventInterface
 
 /// A small blocking MI client over HTTP or UDP for the command-line commands (`evi subscribe`…).
 struct MIClient {
@@ -51,14 +52,17 @@ struct MIClient {
         let body = Array(EventValue.object(request).jsonText.utf8)
         let replyBytes: [UInt8]
         switch endpoint {
-        case .http(let host, let port, let path): replyBytes = try postHTTP(host: host, port: port, path: path, body: body)
+        case .http(let host, let port, let path):
+            replyBytes = try postHTTP(host: host, port: port, path: path, body: body)
         case .udp(let host, let port): replyBytes = try exchangeUDP(host: host, port: port, body: body)
         }
         let reply: EventValue
         do { reply = try EventValue(jsonBytes: replyBytes) } catch {
             throw Failure(description: "unreadable reply: \(String(decoding: replyBytes, as: UTF8.self))")
         }
-        guard case .object(let fields) = reply else { throw Failure(description: "unexpected reply: \(reply.jsonText)") }
+        guard case .object(let fields) = reply else {
+            throw Failure(description: "unexpected reply: \(reply.jsonText)")
+        }
         if let error = fields.first(where: { $0.name == "error" })?.value, case .object(let parts) = error {
             let code = parts.first { $0.name == "code" }?.value.jsonText ?? "?"
             var message = "error \(code)"

@@ -14,7 +14,8 @@ import Testing
     func makeHub(_ options: FlatstoreOptions = FlatstoreOptions(), wallClock: (@Sendable () -> Double)? = nil) throws
         -> (EventHub, FlatstoreTransport)
     {
-        let transport = wallClock.map { FlatstoreTransport(options: options, wallClock: $0) }
+        let transport =
+            wallClock.map { FlatstoreTransport(options: options, wallClock: $0) }
             ?? FlatstoreTransport(options: options)
         let hub = EventHub(transports: [transport, UDPTransport(), UnixTransport(), VirtualTransport()])
         try hub.publish("E_MY_EVENT2")
@@ -134,7 +135,8 @@ import Testing
         try FileManager.default.createDirectory(atPath: allowed, withIntermediateDirectories: true)
         try FileManager.default.createSymbolicLink(atPath: allowed + "/dirlink", withDestinationPath: outside.path)
         try "before\n".write(toFile: outside.file("victim.log"), atomically: true, encoding: .utf8)
-        try FileManager.default.createSymbolicLink(atPath: allowed + "/file.log", withDestinationPath: outside.file("victim.log"))
+        try FileManager.default.createSymbolicLink(
+            atPath: allowed + "/file.log", withDestinationPath: outside.file("victim.log"))
         var options = FlatstoreOptions()
         options.allowedDirs = [allowed]
         let (hub, _) = try makeHub(options)
@@ -148,7 +150,8 @@ import Testing
             ], event: "E_MY_EVENT2", by: hub)
         // A link swapped in after subscribing is not followed either.
         try await hub.subscribe(event: "E_MY_EVENT2", socket: "flatstore:\(allowed)/later.log")
-        try FileManager.default.createSymbolicLink(atPath: allowed + "/later.log", withDestinationPath: outside.file("victim.log"))
+        try FileManager.default.createSymbolicLink(
+            atPath: allowed + "/later.log", withDestinationPath: outside.file("victim.log"))
         try hub.raise("E_MY_EVENT2", ["n": 1])
         #expect(await eventually { hub.statistics.snapshot().transports["flatstore"]?.failed == 1 })
         #expect(lines(outside.file("victim.log")) == ["before"])
@@ -305,13 +308,17 @@ import Testing
             for producer in 0..<producers {
                 group.addTask {
                     for index in 0..<perProducer {
-                        _ = try? hub.raise(producer % 2 == 0 ? "E_MY_EVENT2" : "E_OTHER", [.string("p\(producer)"), .int(Int64(index))])
+                        _ = try? hub.raise(
+                            producer % 2 == 0 ? "E_MY_EVENT2" : "E_OTHER",
+                            [.string("p\(producer)"), .int(Int64(index))])
                     }
                 }
             }
         }
         await hub.shutdown(grace: .seconds(30))
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasPrefix("stress.log") }
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter {
+            $0.hasPrefix("stress.log")
+        }
         #expect(names.count > 10)
         var seen = Set<String>()
         var total = 0

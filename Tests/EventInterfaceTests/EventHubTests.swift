@@ -91,7 +91,8 @@ final class MemoryTransport: EventTransport {
         let event = try hub.publish("E_A")
         try await hub.subscribe(event: "E_A", socket: "memory:handle")
         #expect(try hub.raise(event, ["k": 1]).subscribers == 1)
-        #expect(await eventually { memory.messages("handle") == [#"{"jsonrpc":"2.0","method":"E_A","params":{"k":1}}"#] })
+        #expect(
+            await eventually { memory.messages("handle") == [#"{"jsonrpc":"2.0","method":"E_A","params":{"k":1}}"#] })
         #expect(hub.statistics.snapshot().events["E_A"]?.raised == 1)
 
         let other = makeHub()
@@ -304,4 +305,3 @@ final class MemoryTransport: EventTransport {
         #expect(transport.messages("slow").count == 30 - dropped)
     }
 }
-

@@ -2,11 +2,12 @@ import EventDatagram
 import EventFlatstore
 import EventInterface
 import EventInterfaceTestKit
-@testable import EventRabbitMQ
 import EventVirtual
 import Foundation
 import NIOCore
 import Testing
+
+@testable import EventRabbitMQ
 
 let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent()
@@ -57,7 +58,8 @@ final class PikaConsumer: @unchecked Sendable {
         let script = directory.file("consume.py")
         try Self.script.write(toFile: script, atomically: true, encoding: .utf8)
         child = try ChildProcess(
-            executable: python, arguments: [script, queue, exchange, key, String(try TestBroker.port)], directory: directory.path,
+            executable: python, arguments: [script, queue, exchange, key, String(try TestBroker.port)],
+            directory: directory.path,
             outputPath: directory.file("out"), errorPath: directory.file("err"))
         guard await eventually(timeout: .seconds(20), { self.child.output.hasPrefix("ready") }) else {
             throw ReceiverError(

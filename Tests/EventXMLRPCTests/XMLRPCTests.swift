@@ -151,20 +151,20 @@ final class PythonXMLRPCServer: @unchecked Sendable {
         defer { directory.remove() }
         let script = directory.file("flood.py")
         try """
-            import socket
-            server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
-            print("port", server.getsockname()[1], flush=True)
-            connection, _ = server.accept()
-            connection.recv(65536)
-            connection.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2000000000\\r\\n\\r\\n")
-            sent, chunk = 0, b"x" * 65536
-            try:
-                while sent < 500_000_000:
-                    connection.sendall(chunk); sent += len(chunk)
-            except OSError:
-                pass
-            print("sent", sent, flush=True)
-            """.write(toFile: script, atomically: true, encoding: .utf8)
+        import socket
+        server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
+        print("port", server.getsockname()[1], flush=True)
+        connection, _ = server.accept()
+        connection.recv(65536)
+        connection.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2000000000\\r\\n\\r\\n")
+        sent, chunk = 0, b"x" * 65536
+        try:
+            while sent < 500_000_000:
+                connection.sendall(chunk); sent += len(chunk)
+        except OSError:
+            pass
+        print("sent", sent, flush=True)
+        """.write(toFile: script, atomically: true, encoding: .utf8)
         let flood = try ChildProcess(
             executable: "/usr/bin/env", arguments: ["python3", script], directory: directory.path,
             outputPath: directory.file("out"), errorPath: directory.file("err"))

@@ -19,7 +19,9 @@ import Testing
     @Test func aMistypedSubcommandGetsASuggestion() async throws {
         let result = try await run(eviBinary.path, ["subscibe", "E_X", "udp:127.0.0.1:9"])
         #expect(result.status == 64)
-        #expect(result.errors == "evi: unknown command 'subscibe' (did you mean 'subscribe'?); 'evi --help' lists the commands\n")
+        #expect(
+            result.errors
+                == "evi: unknown command 'subscibe' (did you mean 'subscribe'?); 'evi --help' lists the commands\n")
     }
 
     @Test func badParametersShowTheSubcommandsUsage() async throws {
@@ -40,8 +42,14 @@ import Testing
         for (config, message) in [
             ("quue_size: 5\n", "unknown key 'quue_size' (did you mean 'queue_size'?)"),
             ("mi:\n  htp: 127.0.0.1:0\n", "unknown key 'mi.htp' (did you mean 'http'?)"),
-            ("modules:\n  event_flatstor: {}\n", "unknown module 'modules.event_flatstor' (did you mean 'event_flatstore'?)"),
-            ("modules:\n  event_stream: { reliable: true }\n", "unknown key 'modules.event_stream.reliable' (did you mean 'reliable_mode'?)"),
+            (
+                "modules:\n  event_flatstor: {}\n",
+                "unknown module 'modules.event_flatstor' (did you mean 'event_flatstore'?)"
+            ),
+            (
+                "modules:\n  event_stream: { reliable: true }\n",
+                "unknown key 'modules.event_stream.reliable' (did you mean 'reliable_mode'?)"
+            ),
         ] {
             let evi = try EviProcess(["serve"], config: config)
             #expect(await evi.waitForExit() == 2)
@@ -67,6 +75,7 @@ import Testing
         let evi = try EviProcess(["serve"], config: config)
         defer { Task { await evi.stop() } }
         #expect(
-            await eventually(timeout: .seconds(20)) { evi.standardOutput.contains("listening") }, "\(evi.standardError)")
+            await eventually(timeout: .seconds(20)) { evi.standardOutput.contains("listening") }, "\(evi.standardError)"
+        )
     }
 }

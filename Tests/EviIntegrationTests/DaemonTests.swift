@@ -61,14 +61,23 @@ import Testing
             ("colour: blue\n", "unknown key 'colour'"),
             ("mi:\n  http: 127.0.0.1:0\n  ftp: 1\n", "unknown key 'mi.ftp'"),
             ("queue_size: lots\n", "queue_size: expected a whole number from 1 to 10000000, got 'lots'"),
-            ("log_level: loud\n", "log_level: expected trace, debug, info, notice, warning, error or critical, got 'loud'"),
+            (
+                "log_level: loud\n",
+                "log_level: expected trace, debug, info, notice, warning, error or critical, got 'loud'"
+            ),
             ("mi:\n  http: nowhere\n", "mi.http: expected HOST:PORT or off, got 'nowhere'"),
             (
                 "events: [E_X]\nsubscriptions:\n  - event: E_X\n    socket: udp:127.0.0.1\n",
                 "subscriptions[0]: udp socket needs a port: udp:127.0.0.1"
             ),
-            ("subscriptions:\n  - event: E_NONE\n    socket: udp:127.0.0.1:9\n", "subscriptions[0]: event not published: E_NONE"),
-            ("mi:\n  http: 0.0.0.0:0\n  datagram: off\n", "mi.http: listening on 0.0.0.0:0, not loopback, requires mi.token"),
+            (
+                "subscriptions:\n  - event: E_NONE\n    socket: udp:127.0.0.1:9\n",
+                "subscriptions[0]: event not published: E_NONE"
+            ),
+            (
+                "mi:\n  http: 0.0.0.0:0\n  datagram: off\n",
+                "mi.http: listening on 0.0.0.0:0, not loopback, requires mi.token"
+            ),
             ("modules:\n  event_virtual: { failover_timeout: -1 }\n", "modules.event_virtual.failover_timeout"),
             ("- just\n- a list\n", "top level: expected a mapping"),
         ]
@@ -114,7 +123,8 @@ import Testing
         #expect(notification.body.isEmpty)
         #expect(try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:list","id":1}"#).contains("E_NOTIFIED"))
         let huge = try RawHTTP.request(
-            port: daemon.httpPort, method: "POST", path: "/mi", body: Array(repeating: UInt8(ascii: " "), count: 2 << 20))
+            port: daemon.httpPort, method: "POST", path: "/mi",
+            body: Array(repeating: UInt8(ascii: " "), count: 2 << 20))
         #expect(huge.status == 413)
         #expect(huge.header("Connection") == "close")
         let error = try RawHTTP.request(
@@ -133,12 +143,14 @@ import Testing
             port: daemon.httpPort, method: "POST", path: "/mi", body: body, headers: [("Authorization", "Bearer nope")])
         #expect(wrong.status == 401)
         let right = try RawHTTP.request(
-            port: daemon.httpPort, method: "POST", path: "/mi", body: body, headers: [("Authorization", "Bearer s3cret")])
+            port: daemon.httpPort, method: "POST", path: "/mi", body: body,
+            headers: [("Authorization", "Bearer s3cret")])
         #expect(right.bodyText == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.1.0"},"id":1}"#)
         // Over UDP a request without the token gets no reply at all (hardening: a datagram's
         // source can be forged, so nothing unauthorised is answered).
         #expect(
-            try udpExchange(port: daemon.udpPort, #"{"jsonrpc":"2.0","method":"version","id":1}"#, timeoutMilliseconds: 300)
+            try udpExchange(
+                port: daemon.udpPort, #"{"jsonrpc":"2.0","method":"version","id":1}"#, timeoutMilliseconds: 300)
                 == nil)
         #expect(
             try udpExchange(port: daemon.udpPort, #"{"jsonrpc":"2.0","method":"version","id":1,"token":"s3cret"}"#)
@@ -152,17 +164,20 @@ import Testing
         #expect(
             try udpExchange(
                 port: daemon.udpPort,
-                #"{"jsonrpc":"2.0","method":"event_subscribe","params":{"event":"E_MY_EVENT","socket":"\#(receiver.socket)","expire":30},"id":7}"#)
+                #"{"jsonrpc":"2.0","method":"event_subscribe","params":{"event":"E_MY_EVENT","socket":"\#(receiver.socket)","expire":30},"id":7}"#
+            )
                 == #"{"jsonrpc":"2.0","result":"OK","id":7}"#)
         #expect(
             try udpExchange(
-                port: daemon.udpPort, #"{"jsonrpc":"2.0","method":"subscribers_list","params":["E_MY_EVENT"],"id":"abc"}"#)
+                port: daemon.udpPort,
+                #"{"jsonrpc":"2.0","method":"subscribers_list","params":["E_MY_EVENT"],"id":"abc"}"#)
                 == #"{"jsonrpc":"2.0","result":{"Event":{"name":"E_MY_EVENT","id":3,"Subscribers":[{"socket":"\#(receiver.socket)","expire":30,"ttl":30}]}},"id":"abc"}"#
         )
         #expect(
             try udpExchange(
                 port: daemon.udpPort,
-                #"{"jsonrpc":"2.0","method":"raise_event","params":{"event":"E_MY_EVENT","params":"{\"name\":\"alice\",\"count\":7}"},"id":8}"#)
+                #"{"jsonrpc":"2.0","method":"raise_event","params":{"event":"E_MY_EVENT","params":"{\"name\":\"alice\",\"count\":7}"},"id":8}"#
+            )
                 == #"{"jsonrpc":"2.0","result":"OK","id":8}"#)
         #expect(
             try udpExchange(
@@ -192,7 +207,8 @@ import Testing
         // After traffic the counters move.
         let receiver = try DatagramReceiver()
         _ = try daemon.mi(
-            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_MY_EVENT","virtual:PARALLEL \#(receiver.socket)"],"id":1}"#)
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_MY_EVENT","virtual:PARALLEL \#(receiver.socket)"],"id":1}"#
+        )
         _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:raise","params":["E_MY_EVENT"],"id":1}"#)
         await receiver.waitFor(count: 1)
         try await Task.sleep(for: .milliseconds(50))
@@ -211,7 +227,8 @@ import Testing
         let daemon = try await Daemon.start(extra: "events: [E_MY_EVENT]\nshutdown_grace: 5\n")
         defer { Task { await daemon.stop() } }
         let receiver = try DatagramReceiver()
-        _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_MY_EVENT","\#(receiver.socket)"],"id":1}"#)
+        _ = try daemon.mi(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_MY_EVENT","\#(receiver.socket)"],"id":1}"#)
         // Two batches: a batch holds at most 1,000 requests.
         var reply = ""
         for first in [0, 1000] {

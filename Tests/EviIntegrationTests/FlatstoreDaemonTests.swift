@@ -21,7 +21,8 @@ import Testing
         defer { Task { await daemon.stop() } }
         let notices = try DatagramReceiver()
         _ = try daemon.mi(
-            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_FLATSTORE_ROTATION","\#(notices.socket)"],"id":1}"#)
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_FLATSTORE_ROTATION","\#(notices.socket)"],"id":1}"#
+        )
         #expect(
             try daemon.mi(
                 #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_PIKE_BLOCKED","flatstore:\#(path)"],"id":1}"#)
@@ -31,7 +32,8 @@ import Testing
                 #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_PIKE_BLOCKED","flatstore:/tmp/elsewhere.log"],"id":1}"#
             ).contains(#""code":400"#))
         func raise(_ ip: String) throws {
-            _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"raise_event","params":["E_PIKE_BLOCKED",{"ip":"\#(ip)","n":1}],"id":1}"#)
+            _ = try daemon.mi(
+                #"{"jsonrpc":"2.0","method":"raise_event","params":["E_PIKE_BLOCKED",{"ip":"\#(ip)","n":1}],"id":1}"#)
         }
         try raise("10.0.0.1;x")
         #expect(await eventually { lines(path) == ["E_PIKE_BLOCKED;10.0.0.1.x;1"] })
@@ -72,11 +74,20 @@ import Testing
 
     @Test func badModuleOptionsStopStartUp() async throws {
         for (config, message) in [
-            ("modules:\n  event_flatstore: { format: xml }\n", "modules.event_flatstore.format: expected opensips or jsonl"),
+            (
+                "modules:\n  event_flatstore: { format: xml }\n",
+                "modules.event_flatstore.format: expected opensips or jsonl"
+            ),
             ("modules:\n  event_flatstore: { rotate_size: huge }\n", "modules.event_flatstore.rotate_size"),
-            ("modules:\n  event_flatstore: { delimiter: ',', escape_delimiter: '--' }\n", "escape_delimiter must be as long"),
+            (
+                "modules:\n  event_flatstore: { delimiter: ',', escape_delimiter: '--' }\n",
+                "escape_delimiter must be as long"
+            ),
             ("modules:\n  event_flatstore: { colour: 1 }\n", "unknown key 'modules.event_flatstore.colour'"),
-            ("modules:\n  event_stream: { reliable_mode: maybe }\n", "modules.event_stream.reliable_mode: expected true or false"),
+            (
+                "modules:\n  event_stream: { reliable_mode: maybe }\n",
+                "modules.event_stream.reliable_mode: expected true or false"
+            ),
             ("modules:\n  event_stream: { timeout: 0 }\n", "modules.event_stream.timeout"),
             ("modules:\n  event_xmlrpc: { use_struct_param: 2 }\n", "modules.event_xmlrpc.use_struct_param"),
             ("modules:\n  event_kafka: {}\n", "unknown module 'modules.event_kafka'"),
@@ -84,7 +95,10 @@ import Testing
             // Hardening: sizes that overflow are errors (this one trapped, exit 132).
             ("modules:\n  event_flatstore: { rotate_size: 99999999999999g }\n", "modules.event_flatstore.rotate_size"),
             ("queue_bytes: 99999999999999g\n", "queue_bytes: expected a size"),
-            ("modules:\n  event_rabbitmq: { mandatory: sometimes }\n", "modules.event_rabbitmq.mandatory: expected auto, true or false"),
+            (
+                "modules:\n  event_rabbitmq: { mandatory: sometimes }\n",
+                "modules.event_rabbitmq.mandatory: expected auto, true or false"
+            ),
         ] {
             let evi = try EviProcess(["serve"], config: "mi: { http: 127.0.0.1:0, datagram: off }\n" + config)
             #expect(await evi.waitForExit() == 2, "\(config)")
@@ -105,7 +119,8 @@ import Testing
         let port = Int(evi.standardOutput.components(separatedBy: "http://0.0.0.0:")[1].prefix { $0.isNumber }) ?? 0
         let reply = try RawHTTP.request(
             port: port, method: "POST", path: "/mi",
-            body: Array(#"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","flatstore:/tmp/x.log"],"id":1}"#.utf8),
+            body: Array(
+                #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","flatstore:/tmp/x.log"],"id":1}"#.utf8),
             headers: [("Authorization", "Bearer t0k")])
         #expect(reply.bodyText.contains("need event_flatstore.allowed_dirs"), "\(reply.bodyText)")
         // The configuration file's own flatstore subscription stands.
@@ -132,6 +147,8 @@ import Testing
         #expect(evi.standardError.contains("not loopback, requires mi.token"), "\(evi.standardError)")
         let local = try EviProcess(["serve"], config: "mi: { http: \"localhost:0\", datagram: off }\nstate: memory\n")
         defer { Task { await local.stop() } }
-        #expect(await eventually(timeout: .seconds(20)) { local.standardOutput.contains("listening") }, "\(local.standardError)")
+        #expect(
+            await eventually(timeout: .seconds(20)) { local.standardOutput.contains("listening") },
+            "\(local.standardError)")
     }
 }

@@ -32,7 +32,8 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
     let interesting: [[UInt8]] = [
         Array(":".utf8), Array("/".utf8), Array(" ".utf8), Array("\t".utf8), Array("[".utf8), Array("]".utf8),
         Array("@".utf8), Array("?".utf8), Array(";".utf8), Array("..".utf8), Array("%".utf8), Array("\"".utf8),
-        Array("\\".utf8), Array("{".utf8), Array("}".utf8), Array(",".utf8), Array("-1".utf8), Array("99999999999".utf8),
+        Array("\\".utf8), Array("{".utf8), Array("}".utf8), Array(",".utf8), Array("-1".utf8),
+        Array("99999999999".utf8),
         Array("é".utf8), [0], [0xFF], Array("virtual:".utf8), Array("\n".utf8), Array("null".utf8), Array("[]".utf8),
     ]
     for _ in 0..<Int.random(in: 1...4, using: &random) {
@@ -69,7 +70,8 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
         let loopback = [CIDR("127.0.0.0/8"), CIDR("::1/128")].compactMap { $0 }
         let registry = TransportRegistry(destinationPolicy: DestinationPolicy(allowed: loopback))
         for transport: any EventTransport in [
-            UDPTransport(), UnixTransport(), StreamTransport(), FlatstoreTransport(options: flatstore), XMLRPCTransport(),
+            UDPTransport(), UnixTransport(), StreamTransport(), FlatstoreTransport(options: flatstore),
+            XMLRPCTransport(),
             RabbitMQTransport(), VirtualTransport(),
         ] {
             registry.register(transport)
@@ -81,7 +83,8 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
             let text: String
             if index % 5 == 0 {
                 let length = Int.random(in: 0...40, using: &random)
-                text = String(decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
+                text = String(
+                    decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
             } else {
                 text = mutate(Self.socketSeeds.randomElement(using: &random) ?? "", &random, pool: Self.socketSeeds)
             }
@@ -179,12 +182,14 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
             let body: String
             if index % 7 == 0 {
                 let length = Int.random(in: 0...60, using: &random)
-                body = String(decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
+                body = String(
+                    decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
             } else {
                 body = mutate(Self.requestSeeds.randomElement(using: &random) ?? "", &random, pool: Self.requestSeeds)
             }
             if index % 2 == 0 {
-                let reply = try RawHTTP.request(port: daemon.httpPort, method: "POST", path: "/mi", body: Array(body.utf8))
+                let reply = try RawHTTP.request(
+                    port: daemon.httpPort, method: "POST", path: "/mi", body: Array(body.utf8))
                 switch reply.status {
                 case 200:
                     let value = try? EventValue(jsonBytes: reply.body)
@@ -204,10 +209,11 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
                     switch try? EventValue(json: body) {
                     case .object(let fields)?: return !fields.contains { $0.name == "id" }
                     case .array(let items)?:
-                        return !items.isEmpty && items.allSatisfy {
-                            if case .object(let fields) = $0 { return !fields.contains { $0.name == "id" } }
-                            return false
-                        }
+                        return !items.isEmpty
+                            && items.allSatisfy {
+                                if case .object(let fields) = $0 { return !fields.contains { $0.name == "id" } }
+                                return false
+                            }
                     default: return false
                     }
                 }()
@@ -230,7 +236,9 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
             try daemon.mi(#"{"jsonrpc":"2.0","method":"version","id":1}"#)
                 == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.1.0"},"id":1}"#)
         #expect(daemon.process.isRunning)
-        print("fuzz: \(requests) MI requests (half HTTP, half UDP), \(answered) answered, \(notifications) notifications, 0 crashes")
+        print(
+            "fuzz: \(requests) MI requests (half HTTP, half UDP), \(answered) answered, \(notifications) notifications, 0 crashes"
+        )
     }
 
     static let replySeeds = [
@@ -254,7 +262,8 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
             let body: String
             if index % 5 == 0 {
                 let length = Int.random(in: 1...200, using: &random)
-                body = String(decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
+                body = String(
+                    decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
             } else {
                 body = mutate(Self.replySeeds.randomElement(using: &random) ?? "", &random, pool: Self.replySeeds)
             }
@@ -287,7 +296,8 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
         var slow: [RawConnection] = []
         defer { for connection in slow { connection.close() } }
         let fragments = [
-            "POST /mi HTTP/1.1\r\nHo", "GET /metrics HTTP/1.1\r\n", "POST /mi HTTP/1.1\r\nContent-Length: 900000\r\n\r\n{",
+            "POST /mi HTTP/1.1\r\nHo", "GET /metrics HTTP/1.1\r\n",
+            "POST /mi HTTP/1.1\r\nContent-Length: 900000\r\n\r\n{",
             "", "POST /mi HTTP/1.1\r\nAuthorization: Bearer nope\r\nContent-Length: 10\r\n\r\n",
         ]
         let body = Array(#"{"jsonrpc":"2.0","method":"version","id":1}"#.utf8)
@@ -300,7 +310,8 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
                 slow.append(connection)
             }
             let reply = try RawHTTP.request(
-                port: daemon.httpPort, method: "POST", path: "/mi", body: body, headers: [("Authorization", "Bearer t0k")])
+                port: daemon.httpPort, method: "POST", path: "/mi", body: body,
+                headers: [("Authorization", "Bearer t0k")])
             #expect(reply.status == 200, "round \(round): HTTP \(reply.status)")
             if reply.status == 200 { served += 1 }
             try await Task.sleep(for: .milliseconds(50))
@@ -310,4 +321,3 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
         print("fuzz: \(slow.count) slow HTTP clients, \(served) authenticated requests all served")
     }
 }
-

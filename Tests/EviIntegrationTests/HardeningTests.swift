@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 import EventInterface
 import EventInterfaceTestKit
 import Foundation
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// The faults found by attacking the release daemon (the hardening issue), each reproduced here
 /// against the real `evi serve`.
@@ -26,7 +27,8 @@ import Testing
             #expect(try udpExchange(port: daemon.udpPort, body, timeoutMilliseconds: 300) == nil, "answered: \(body)")
         }
         let padding = String(repeating: "p", count: 10_000)
-        let large = #"{"jsonrpc":"2.0","method":"evi:raise","params":["E_X",{"pad":"\#(padding)"}],"id":3,"token":"s3cret"}"#
+        let large =
+            #"{"jsonrpc":"2.0","method":"evi:raise","params":["E_X",{"pad":"\#(padding)"}],"id":3,"token":"s3cret"}"#
         #expect(
             try udpExchange(port: daemon.udpPort, large)
                 == #"{"jsonrpc":"2.0","error":{"code":480,"message":"Temporarily Unavailable","data":"no subscriber for E_X"},"id":3}"#
@@ -57,7 +59,8 @@ import Testing
         }
         let lower = try RawHTTP.request(
             port: daemon.httpPort, method: "POST", path: "/mi",
-            body: Array(#"{"jsonrpc":"2.0","method":"version","id":1}"#.utf8), headers: [("Authorization", "bearer s3cret")])
+            body: Array(#"{"jsonrpc":"2.0","method":"version","id":1}"#.utf8),
+            headers: [("Authorization", "bearer s3cret")])
         #expect(lower.status == 200)
         #expect(try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").status == 401)
         let scraped = try RawHTTP.request(
@@ -110,11 +113,13 @@ import Testing
         defer { Task { await daemon.stop() } }
         #expect(
             try daemon.mi(
-                #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","udp:127.0.0.1:7300",9223372036854775807],"id":1}"#)
+                #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","udp:127.0.0.1:7300",9223372036854775807],"id":1}"#
+            )
                 == #"{"jsonrpc":"2.0","error":{"code":400,"message":"Bad parameter value","data":"expire too large (max 2147483647)"},"id":1}"#
         )
         #expect(
-            try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","udp:127.0.0.1:7300",2147483647],"id":2}"#)
+            try daemon.mi(
+                #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","udp:127.0.0.1:7300",2147483647],"id":2}"#)
                 == #"{"jsonrpc":"2.0","result":"OK","id":2}"#)
         #expect(try daemon.mi(#"{"jsonrpc":"2.0","method":"subscribers_list","id":3}"#).contains(#""ttl":2147483647"#))
         #expect(try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").status == 200)
@@ -181,7 +186,8 @@ import Testing
         defer { Task { await daemon.stop() } }
         let log = directory.file("expiring.log")
         _ = try daemon.mi(
-            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","virtual:PARALLEL flatstore:\#(log)",1],"id":1}"#)
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","virtual:PARALLEL flatstore:\#(log)",1],"id":1}"#
+        )
         _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:raise","params":["E_X",{"n":1}],"id":2}"#)
         func openDescriptors() -> Int {
             let fds = "/proc/\(daemon.process.child.pid)/fd"
@@ -197,7 +203,8 @@ import Testing
     }
 
     @Test func anEmptyTokenIsAConfigurationError() async throws {
-        let evi = try EviProcess(["serve"], config: "mi:\n  http: 127.0.0.1:0\n  datagram: off\n  token: \"\"\nstate: memory\n")
+        let evi = try EviProcess(
+            ["serve"], config: "mi:\n  http: 127.0.0.1:0\n  datagram: off\n  token: \"\"\nstate: memory\n")
         defer { Task { await evi.stop() } }
         #expect(await evi.waitForExit() == 2)
         #expect(evi.standardError.contains("mi.token must not be empty"))

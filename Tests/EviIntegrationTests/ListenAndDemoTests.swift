@@ -23,7 +23,9 @@ import Testing
         }
         // ROUND-ROBIN loses nothing: every event went to A or C.
         let roundRobin = output.components(separatedBy: "ROUND-ROBIN —")[1].components(separatedBy: "members:")[0]
-        let rows = roundRobin.split(separator: "\n").filter { $0.hasPrefix("  ") && $0.dropFirst(2).first?.isNumber == true }
+        let rows = roundRobin.split(separator: "\n").filter {
+            $0.hasPrefix("  ") && $0.dropFirst(2).first?.isNumber == true
+        }
         #expect(rows.count == 7)
         #expect(rows.allSatisfy { $0.contains("got") })
         await demo.stop()
@@ -32,7 +34,9 @@ import Testing
     @Test func listenSubscribesItselfRefreshesPrintsAndUnsubscribes() async throws {
         let daemon = try await Daemon.start(extra: "events: [E_X]\n")
         defer { Task { await daemon.stop() } }
-        let listener = try EviProcess(["listen", "udp:127.0.0.1:0", "--subscribe", "E_X", "--mi", daemon.miURL, "--expire", "4"])
+        let listener = try EviProcess([
+            "listen", "udp:127.0.0.1:0", "--subscribe", "E_X", "--mi", daemon.miURL, "--expire", "4",
+        ])
         defer { Task { await listener.stop() } }
         let list = #"{"jsonrpc":"2.0","method":"evi:subscribers","params":["E_X"],"id":1}"#
         #expect(await eventually(timeout: .seconds(10)) { (try? daemon.mi(list))?.contains("udp:127.0.0.1:") == true })
@@ -55,22 +59,29 @@ import Testing
         let daemon = try await Daemon.start(extra: "events: [E_X]\n")
         defer { Task { await daemon.stop() } }
         let list = #"{"jsonrpc":"2.0","method":"evi:subscribers","params":["E_X"],"id":1}"#
-        let kept = try EviProcess(["listen", "udp:127.0.0.1:0", "--subscribe", "E_X", "--mi", daemon.miURL, "--expire", "60"])
+        let kept = try EviProcess([
+            "listen", "udp:127.0.0.1:0", "--subscribe", "E_X", "--mi", daemon.miURL, "--expire", "60",
+        ])
         defer { Task { await kept.stop() } }
         #expect(await eventually(timeout: .seconds(10)) { (try? daemon.mi(list))?.contains("udp:127.0.0.1:") == true })
-        let socket = "udp:127.0.0.1:" + kept.standardError.components(separatedBy: "udp:127.0.0.1:")[1].prefix { $0.isNumber }
+        let socket =
+            "udp:127.0.0.1:" + kept.standardError.components(separatedBy: "udp:127.0.0.1:")[1].prefix { $0.isNumber }
         _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:unsubscribe","params":["E_X","\#(socket)"],"id":2}"#)
         kept.signal(SIGTERM)
         #expect(await kept.waitForExit() == 1)
         #expect(kept.standardError.contains("evi: cannot unsubscribe \(socket) from E_X"), "\(kept.standardError)")
         #expect(kept.standardError.contains("Subscriber does not exist"))
 
-        let refreshing = try EviProcess(["listen", "udp:127.0.0.1:0", "--subscribe", "E_X", "--mi", daemon.miURL, "--expire", "2"])
+        let refreshing = try EviProcess([
+            "listen", "udp:127.0.0.1:0", "--subscribe", "E_X", "--mi", daemon.miURL, "--expire", "2",
+        ])
         defer { Task { await refreshing.stop() } }
         #expect(await eventually(timeout: .seconds(10)) { refreshing.standardError.contains("subscribed udp:") })
         await daemon.stop()
         #expect(
-            await eventually(timeout: .seconds(10)) { refreshing.standardError.contains("cannot refresh the subscription") },
+            await eventually(timeout: .seconds(10)) {
+                refreshing.standardError.contains("cannot refresh the subscription")
+            },
             "\(refreshing.standardError)")
         #expect(refreshing.isRunning)
         refreshing.signal(SIGTERM)
@@ -90,7 +101,9 @@ import Testing
         address.sin_port = in_port_t(UInt16(port).bigEndian)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         #expect(connected == 0)
         let stream = #"{"jsonrpc":"2.0","method":"E_A","params":{"s":"}{"}}{"id":17,"jsonrpc":"2.0","method":"E_B"}"#
@@ -99,7 +112,8 @@ import Testing
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var buffer = [UInt8](repeating: 0, count: 1024)
         let count = recv(fd, &buffer, buffer.count, 0)
-        #expect(String(decoding: buffer[0..<max(0, count)], as: UTF8.self) == #"{"jsonrpc":"2.0","result":"OK","id":17}"#)
+        #expect(
+            String(decoding: buffer[0..<max(0, count)], as: UTF8.self) == #"{"jsonrpc":"2.0","result":"OK","id":17}"#)
         #expect(
             await eventually {
                 listener.standardOutput

@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 import EventInterface
 import EventInterfaceTestKit
 import Foundation
 import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// Dead, slow and killed subscribers, against the real daemon.
 @Suite(.serialized) struct ReliabilityTests {
@@ -67,7 +68,8 @@ import Testing
         func lines() -> [String] {
             ((try? String(contentsOfFile: live, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
         }
-        let members = (withNeverReadingTCP ? [neverReads.socket] : []) + ["unix:\(blackhole.path)", "flatstore:\(live)"]
+        let members =
+            (withNeverReadingTCP ? [neverReads.socket] : []) + ["unix:\(blackhole.path)", "flatstore:\(live)"]
         _ = try daemon.mi(
             #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","virtual:PARALLEL \#(members.joined(separator: " "))"],"id":1}"#
         )
@@ -102,7 +104,9 @@ import Testing
         let latePeak = samples[((samples.count - 1) / 2)...].max() ?? 0
         let peak = samples.max() ?? 0
         if total >= 1_000_000 {
-            #expect(Double(latePeak) <= Double(middle) * 1.10, "RSS grew from \(middle) to \(latePeak) bytes in the second half")
+            #expect(
+                Double(latePeak) <= Double(middle) * 1.10,
+                "RSS grew from \(middle) to \(latePeak) bytes in the second half")
         }
         #expect(peak - before < 40 << 20, "RSS grew from \(before) to \(peak) bytes")
         print(
@@ -124,9 +128,11 @@ import Testing
         var rrMember = try DatagramReceiver(unixPath: rrPath)
         let rrOther = try DatagramReceiver()
         _ = try daemon.mi(
-            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_FO","virtual:FAILOVER unix:\#(primaryPath) \#(backup.socket)"],"id":1}"#)
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_FO","virtual:FAILOVER unix:\#(primaryPath) \#(backup.socket)"],"id":1}"#
+        )
         _ = try daemon.mi(
-            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_RR","virtual:ROUND-ROBIN unix:\#(rrPath) \#(rrOther.socket)"],"id":1}"#)
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_RR","virtual:ROUND-ROBIN unix:\#(rrPath) \#(rrOther.socket)"],"id":1}"#
+        )
         var killedPrimary: [String] = []
         var killedRR: [String] = []
         for round in 0..<30 {
@@ -160,7 +166,8 @@ import Testing
         // The restarted members took events again.
         #expect(!primary.messages.isEmpty)
         #expect(!rrMember.messages.isEmpty)
-        print("killed: FAILOVER and ROUND-ROBIN each delivered 3,100 of 3,100 events across a member's death and restart")
+        print(
+            "killed: FAILOVER and ROUND-ROBIN each delivered 3,100 of 3,100 events across a member's death and restart")
         for receiver in [primary, backup, rrMember, rrOther] { await receiver.close() }
     }
 }
@@ -177,7 +184,8 @@ extension ReliabilityTests {
         defer { Task { await daemon.stop() } }
         let neverReads = try JSONRPCTestServer(mode: .neverRead)
         defer { neverReads.close() }
-        _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","\#(neverReads.socket)"],"id":1}"#)
+        _ = try daemon.mi(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","\#(neverReads.socket)"],"id":1}"#)
         // 20,000 events of about 1 KB: more than loopback socket buffers take.
         let padding = String(repeating: "x", count: 1000)
         for first in stride(from: 0, to: 20_000, by: 500) {
@@ -218,7 +226,9 @@ final class UndrainedUnixSocket: Sendable {
             for (index, byte) in path.utf8.enumerated() where index < raw.count - 1 { raw[index] = byte }
         }
         let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard bound == 0 else { throw ReceiverError("bind \(path)") }
     }

@@ -13,12 +13,14 @@ import Testing
         let first = try await Daemon.start(extra: config, state: state.path)
         // A runtime-published event and its subscription must come back too.
         _ = try first.mi(#"{"jsonrpc":"2.0","method":"evi:publish","params":["E_RUNTIME"],"id":1}"#)
-        _ = try first.mi(#"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_RUNTIME","udp:127.0.0.1:7000",900],"id":1}"#)
+        _ = try first.mi(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_RUNTIME","udp:127.0.0.1:7000",900],"id":1}"#)
         let acknowledged = Mutex<[Int]>([])
         let port = first.httpPort
         let client = Task.detached {
             for index in 1...100_000 {
-                let body = #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","udp:127.0.0.1:\#(10_000 + index)",600],"id":1}"#
+                let body =
+                    #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","udp:127.0.0.1:\#(10_000 + index)",600],"id":1}"#
                 guard let reply = try? RawHTTP.request(port: port, method: "POST", path: "/mi", body: Array(body.utf8)),
                     reply.bodyText == #"{"jsonrpc":"2.0","result":"OK","id":1}"#
                 else { return }
@@ -71,7 +73,8 @@ import Testing
         let daemon = try await Daemon.start(extra: "events: [E_X, E_LIVE]\nstate: \(state.path)\n", state: state.path)
         defer { Task { await daemon.stop() } }
         let receiver = try DatagramReceiver()
-        _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_LIVE","\#(receiver.socket)"],"id":1}"#)
+        _ = try daemon.mi(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_LIVE","\#(receiver.socket)"],"id":1}"#)
         let locker = try ChildProcess(
             executable: "/usr/bin/env",
             arguments: [
@@ -85,7 +88,8 @@ import Testing
         let subscribing = Task.detached {
             try RawHTTP.request(
                 port: port, method: "POST", path: "/mi",
-                body: Array(#"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","udp:127.0.0.1:7001"],"id":2}"#.utf8)
+                body: Array(
+                    #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","udp:127.0.0.1:7001"],"id":2}"#.utf8)
             ).bodyText
         }
         try await Task.sleep(for: .milliseconds(300))
@@ -95,7 +99,9 @@ import Testing
         #expect(await receiver.waitFor(count: 1, timeout: .seconds(2)).count == 1)
         #expect(ContinuousClock.now - started < .seconds(1))
         let reply = try await subscribing.value
-        #expect(reply.hasPrefix(#"{"jsonrpc":"2.0","error":{"code":500,"message":"Internal error","data":"not stored: "#), "\(reply)")
+        #expect(
+            reply.hasPrefix(#"{"jsonrpc":"2.0","error":{"code":500,"message":"Internal error","data":"not stored: "#),
+            "\(reply)")
         #expect(
             try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:subscribers","params":["E_X"],"id":4}"#)
                 == #"{"jsonrpc":"2.0","result":{"Event":{}},"id":4}"#)
@@ -131,7 +137,7 @@ import Testing
         defer { state.remove() }
         chmod(state.path, 0o755)
         let database = state.file("subscriptions.sqlite")
-        FileManager.default.createFile(atPath: database, contents: nil, attributes: [.posixPermissions: 0o644])
+        _ = FileManager.default.createFile(atPath: database, contents: nil, attributes: [.posixPermissions: 0o644])
         let daemon = try await Daemon.start(extra: "events: [E_X]\nstate: \(state.path)\n", state: state.path)
         _ = try daemon.mi(
             #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","rabbitmq:u:pw@127.0.0.1/k"],"id":1}"#)

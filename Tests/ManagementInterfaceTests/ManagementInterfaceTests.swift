@@ -45,11 +45,14 @@ import Testing
     }
 
     @Test func idsAreEchoedWhateverTheirType() async {
-        await expectReply(#"{"jsonrpc":"2.0","method":"evi:publish","params":["E_MY_EVENT"],"id":"abc"}"#,
+        await expectReply(
+            #"{"jsonrpc":"2.0","method":"evi:publish","params":["E_MY_EVENT"],"id":"abc"}"#,
             #"{"jsonrpc":"2.0","result":{"name":"E_MY_EVENT","id":2},"id":"abc"}"#)
-        await expectReply(#"{"jsonrpc":"2.0","method":"evi:publish","params":["E_MY_EVENT"],"id":null}"#,
+        await expectReply(
+            #"{"jsonrpc":"2.0","method":"evi:publish","params":["E_MY_EVENT"],"id":null}"#,
             #"{"jsonrpc":"2.0","result":{"name":"E_MY_EVENT","id":2},"id":null}"#)
-        await expectReply(#"{"jsonrpc":"2.0","method":"evi:publish","params":["E_MY_EVENT"],"id":7}"#,
+        await expectReply(
+            #"{"jsonrpc":"2.0","method":"evi:publish","params":["E_MY_EVENT"],"id":7}"#,
             #"{"jsonrpc":"2.0","result":{"name":"E_MY_EVENT","id":2},"id":7}"#)
     }
 
@@ -70,9 +73,11 @@ import Testing
             #"{"jsonrpc":"2.0","method":"event_subscribe","id":1,"params":{"event":"E_MY_EVENT","socket":"udp:127.0.0.1:9001"}}"#,
             ok())
         await expectReply(
-            #"{"jsonrpc":"2.0","method":"evi:subscribe","id":1,"params":["E_MY_EVENT","udp:127.0.0.1:9002","120"]}"#, ok())
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","id":1,"params":["E_MY_EVENT","udp:127.0.0.1:9002","120"]}"#,
+            ok())
         await expectReply(
-            #"{"jsonrpc":"2.0","method":"event_subscribe","id":1,"params":["E_MY_EVENT","udp:127.0.0.1:9003",60]}"#, ok())
+            #"{"jsonrpc":"2.0","method":"event_subscribe","id":1,"params":["E_MY_EVENT","udp:127.0.0.1:9003",60]}"#,
+            ok())
         await expectReply(
             #"{"jsonrpc":"2.0","method":"subscribers_list","id":1,"params":{"event":"E_MY_EVENT"}}"#,
             #"{"jsonrpc":"2.0","result":{"Event":{"name":"E_MY_EVENT","id":2,"Subscribers":[{"socket":"udp:127.0.0.1:9003","expire":60,"ttl":60},{"socket":"udp:127.0.0.1:9002","expire":120,"ttl":120},{"socket":"udp:127.0.0.1:9001","expire":3600,"ttl":3600}]}},"id":1}"#
@@ -90,10 +95,12 @@ import Testing
             #"{"jsonrpc":"2.0","error":\#(bad),"data":"unknown event: E_NO_SUCH_EVENT"},"id":1}"#)
         await expectReply(
             #"{"jsonrpc":"2.0","method":"event_subscribe","id":1,"params":{"event":"E_MY_EVENT","socket":"udp:127.0.0.1:9001","expire":-5}}"#,
-            #"{"jsonrpc":"2.0","error":{"code":-32602,"message":"Invalid params","data":"Negative expire value"},"id":1}"#)
+            #"{"jsonrpc":"2.0","error":{"code":-32602,"message":"Invalid params","data":"Negative expire value"},"id":1}"#
+        )
         await expectReply(
             #"{"jsonrpc":"2.0","method":"event_subscribe","id":1,"params":{"event":"E_MY_EVENT"}}"#,
-            #"{"jsonrpc":"2.0","error":{"code":-32602,"message":"Invalid params","data":"Too few or too many parameters"},"id":1}"#)
+            #"{"jsonrpc":"2.0","error":{"code":-32602,"message":"Invalid params","data":"Too few or too many parameters"},"id":1}"#
+        )
         await expectReply(
             #"{"jsonrpc":"2.0","method":"event_subscribe","id":1,"params":{"event":"E_MY_EVENT","socket":"udp:127.0.0.1:9001","expire":"soon"}}"#,
             #"{"jsonrpc":"2.0","error":\#(bad),"data":"expire must be an integer: soon"},"id":1}"#)
@@ -107,7 +114,8 @@ import Testing
 
     @Test func expireZeroAlwaysAnswersOKAndUnsubscribeSaysWhenNothingMatched() async throws {
         await expectReply(
-            #"{"jsonrpc":"2.0","method":"event_subscribe","id":1,"params":["E_MY_EVENT","udp:127.0.0.1:9001",0]}"#, ok())
+            #"{"jsonrpc":"2.0","method":"event_subscribe","id":1,"params":["E_MY_EVENT","udp:127.0.0.1:9001",0]}"#, ok()
+        )
         await expectReply(
             #"{"jsonrpc":"2.0","method":"evi:subscribe","id":1,"params":["E_MY_EVENT","udp:127.0.0.1:9001"]}"#, ok())
         await expectReply(
@@ -124,7 +132,8 @@ import Testing
             #"{"jsonrpc":"2.0","result":{"Events":[{"name":"E_VIRTUAL_MEMBER_DOWN","id":0},{"name":"E_VIRTUAL_MEMBER_UP","id":1},{"name":"E_MY_EVENT","id":2},{"name":"E_MY_EVENT2","id":3}]},"id":1}"#
         )
         await expectReply(
-            #"{"jsonrpc":"2.0","method":"subscribers_list","id":1}"#, #"{"jsonrpc":"2.0","result":{"Events":[]},"id":1}"#)
+            #"{"jsonrpc":"2.0","method":"subscribers_list","id":1}"#,
+            #"{"jsonrpc":"2.0","result":{"Events":[]},"id":1}"#)
         await expectReply(
             #"{"jsonrpc":"2.0","method":"subscribers_list","id":1,"params":["E_MY_EVENT"]}"#,
             #"{"jsonrpc":"2.0","result":{"Event":{}},"id":1}"#)
@@ -193,7 +202,8 @@ import Testing
         try await hub.subscribe(event: "E_MY_EVENT", socket: "udp:127.0.0.1:9001")
         await expectReply(
             #"{"jsonrpc":"2.0","method":"raise_event","id":1,"params":{"event":"E_MY_EVENT","params":"{not json"}}"#,
-            #"{"jsonrpc":"2.0","error":{"code":400,"message":"Bad Params","data":"params string is not valid JSON"},"id":1}"#)
+            #"{"jsonrpc":"2.0","error":{"code":400,"message":"Bad Params","data":"params string is not valid JSON"},"id":1}"#
+        )
         await expectReply(
             #"{"jsonrpc":"2.0","method":"raise_event","id":1,"params":{"event":"E_MY_EVENT","params":"[1,2]"}}"#,
             #"{"jsonrpc":"2.0","error":{"code":400,"message":"Bad Params","data":"params string must hold a JSON object"},"id":1}"#
@@ -207,7 +217,10 @@ import Testing
 
     @Test func whichListsEveryNameAndParameterSets() async {
         let names = await call(#"{"jsonrpc":"2.0","method":"which","id":1}"#) ?? ""
-        for name in ["evi:subscribe", "event_subscribe", "evi:raise", "raise_event", "subscribers_list", "events_list", "core:which", "which"] {
+        for name in [
+            "evi:subscribe", "event_subscribe", "evi:raise", "raise_event", "subscribers_list", "events_list",
+            "core:which", "which",
+        ] {
             #expect(names.contains("\"\(name)\""))
         }
         await expectReply(
@@ -217,7 +230,8 @@ import Testing
 
     @Test func coreCommands() async {
         await expectReply(
-            #"{"jsonrpc":"2.0","method":"version","id":1}"#, #"{"jsonrpc":"2.0","result":{"Server":"evi test"},"id":1}"#)
+            #"{"jsonrpc":"2.0","method":"version","id":1}"#, #"{"jsonrpc":"2.0","result":{"Server":"evi test"},"id":1}"#
+        )
         let uptime = await call(#"{"jsonrpc":"2.0","method":"core:uptime","id":1}"#) ?? ""
         #expect(uptime.contains(#""Up time":"0 [sec]""#))
         let ps = await call(#"{"jsonrpc":"2.0","method":"ps","id":1}"#) ?? ""
@@ -227,11 +241,14 @@ import Testing
     @Test func aDatagramNeedsTheTokenWhenOneIsSet() async {
         let guarded = ManagementInterface(token: "s3cret")
         guarded.registerEventCommands(hub: hub, server: MIServerInfo(version: "test"))
-        let without = await guarded.reply(to: Array(#"{"jsonrpc":"2.0","method":"which","id":1}"#.utf8), origin: .datagram)
+        let without = await guarded.reply(
+            to: Array(#"{"jsonrpc":"2.0","method":"which","id":1}"#.utf8), origin: .datagram)
         #expect(without == nil)  // not answered: see aDatagramIsAnsweredOnlyWhenItIsAValidAuthorisedRequest
         let with = await guarded.reply(
             to: Array(#"{"jsonrpc":"2.0","method":"version","id":1,"token":"s3cret"}"#.utf8), origin: .datagram)
-        #expect(with.map { String(decoding: $0, as: UTF8.self) } == #"{"jsonrpc":"2.0","result":{"Server":"evi test"},"id":1}"#)
+        #expect(
+            with.map { String(decoding: $0, as: UTF8.self) }
+                == #"{"jsonrpc":"2.0","result":{"Server":"evi test"},"id":1}"#)
     }
 
     /// Hardening: over UDP only valid, authorised requests get a reply. Another server's reply,
@@ -255,7 +272,8 @@ import Testing
         for body in unanswered {
             #expect(await guarded.reply(to: Array(body.utf8), origin: .datagram) == nil, "answered: \(body)")
         }
-        let batch = #"[{"jsonrpc":"2.0","method":"version","id":1,"token":"s3cret"},{"jsonrpc":"2.0","method":"nope","id":2,"token":"s3cret"}]"#
+        let batch =
+            #"[{"jsonrpc":"2.0","method":"version","id":1,"token":"s3cret"},{"jsonrpc":"2.0","method":"nope","id":2,"token":"s3cret"}]"#
         #expect(
             await guarded.reply(to: Array(batch.utf8), origin: .datagram).map { String(decoding: $0, as: UTF8.self) }
                 == #"[{"jsonrpc":"2.0","result":{"Server":"evi test"},"id":1},{"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found"},"id":2}]"#
@@ -268,7 +286,9 @@ import Testing
 
     /// Hardening: at most 1,000 requests in a batch, and at most 16 MiB of replies.
     @Test func batchesAreBoundedInRequestsAndReplyBytes() async throws {
-        let many = "[" + Array(repeating: #"{"jsonrpc":"2.0","method":"version","id":1}"#, count: 1001).joined(separator: ",") + "]"
+        let many =
+            "[" + Array(repeating: #"{"jsonrpc":"2.0","method":"version","id":1}"#, count: 1001).joined(separator: ",")
+            + "]"
         #expect(
             await mi.reply(to: Array(many.utf8), origin: .http).map { String(decoding: $0, as: UTF8.self) }
                 == #"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request","data":"batch of 1001 requests (max 1000)"},"id":null}"#
@@ -278,7 +298,11 @@ import Testing
             try await hub.subscribe(
                 event: "E_WIDE", socket: "unix:/tmp/evi-wide-padding-padding-padding-padding-\(index).sock")
         }
-        let lists = "[" + Array(repeating: #"{"jsonrpc":"2.0","method":"subscribers_list","params":["E_WIDE"],"id":1}"#, count: 1000)
+        let lists =
+            "["
+            + Array(
+                repeating: #"{"jsonrpc":"2.0","method":"subscribers_list","params":["E_WIDE"],"id":1}"#, count: 1000
+            )
             .joined(separator: ",") + "]"
         let reply = await mi.reply(to: Array(lists.utf8), origin: .http) ?? []
         #expect(
