@@ -84,6 +84,11 @@ final class MIConnectionGuard: ChannelDuplexHandler {
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        self.context = nil
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         if let victim = connections.admit(context.channel) {
             logger.debug("MI HTTP connection cap reached: closing one", metadata: ["cap": "\(limits.maxConnections)"])
