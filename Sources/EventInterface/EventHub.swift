@@ -310,6 +310,17 @@ public final class EventHub: Sendable {
         guard self.event(named: name) != nil else { throw .eventNotPublished(name) }
         let socket: any EventSocket
         do { socket = try await registry.parseSocket(text) } catch { throw .badSocket(error) }
+        return try await subscribe(event: name, parsed: socket, expiry: expiry, remaining: remaining)
+    }
+
+    /// ``subscribe(event:socket:expiry:remaining:)`` with a socket already parsed by this hub's
+    /// registry (the MI parses once, to check the socket, then subscribes it).
+    @discardableResult
+    public func subscribe(
+        event name: String, parsed socket: any EventSocket, expiry: Expiry = .default, remaining: Double? = nil
+    ) async throws(EventInterfaceError) -> SubscribeResult {
+        if case .seconds(let seconds) = expiry, seconds < 0 { throw .negativeExpire(seconds) }
+        if case .seconds(let seconds) = expiry, seconds > Expiry.maximumSeconds { throw .expireTooLarge(seconds) }
         if case .seconds(0) = expiry {
             return .unsubscribed(found: await unsubscribe(event: name, parsed: socket))
         }
@@ -353,7 +364,8 @@ public final class EventHub: Sendable {
         return await unsubscribe(event: name, parsed: socket)
     }
 
-    private func unsubscribe(event name: String, parsed socket: any EventSocket) async -> Bool {
+    /// Removes the subscription of `event` matching an already parsed socket; whether one was.
+    public func unsubscribe(event name: String, parsed socket: any EventSocket) async -> Bool {
         let now = clock.now()
         let identity = socket.identity
         let removed = state.withLock { state -> [any EventSubscriber]? in
@@ -392,6 +404,11 @@ public final class EventHub: Sendable {
         guard self.event(named: name) != nil else { throw .eventNotPublished(name) }
         let socket: any EventSocket
         do { socket = try await registry.parseSocket(text) } catch { throw .badSocket(error) }
+        return subscriber(of: name, matching: socket)
+    }
+
+    /// The live subscription of `event` matching an already parsed socket, if any.
+    public func subscriber(of name: String, matching socket: any EventSocket) -> SubscriberInfo? {
         let now = clock.now()
         let identity = socket.identity
         let subscription = state.withLock { state -> Subscription? in

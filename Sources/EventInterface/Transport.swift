@@ -102,12 +102,17 @@ public protocol EventSocket: Sendable, CustomStringConvertible {
     /// Defaults to the printed form, which is canonical for every socket whose matching is
     /// equality of its parts.
     var identity: String { get }
+    /// The sockets that deliver: itself, or for a composite socket (`virtual:`) its members.
+    /// Rules about destinations (which module a socket belongs to, what it may point at) are
+    /// applied to these.
+    var components: [any EventSocket] { get }
     /// Builds what a subscription holds: it receives every raise of the subscribed event.
     func makeSubscriber(context: SubscriberContext) -> any EventSubscriber
 }
 
 extension EventSocket {
     public var identity: String { description }
+    public var components: [any EventSocket] { [self] }
 }
 
 /// A socket that delivers events itself (every transport but `virtual`): it gets a queue and

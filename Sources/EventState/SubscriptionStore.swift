@@ -153,6 +153,17 @@ public final class SubscriptionStore: Sendable {
     }
 }
 
+/// The store follows the MI's subscription changes, each written on the store's own thread.
+extension SubscriptionStore: SubscriptionObserver {
+    public func subscriptionChanged(event: String, socket: String, identity: String, expiry: Expiry) async throws {
+        try await offThread { try $0.save(event: event, canonical: identity, socket: socket, expiry: expiry) }
+    }
+
+    public func eventPublished(_ name: String) async throws {
+        try await offThread { try $0.savePublished(name) }
+    }
+}
+
 public struct StateError: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }

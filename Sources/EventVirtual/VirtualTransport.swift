@@ -96,6 +96,8 @@ public struct VirtualSocket: EventSocket {
         return "virtual:" + ([policy.rawValue] + (policy == .parallel ? parts.sorted() : parts)).joined(separator: " ")
     }
 
+    public var components: [any EventSocket] { members }
+
     public func makeSubscriber(context: SubscriberContext) -> any EventSubscriber {
         VirtualSubscriber(socket: self, context: context)
     }

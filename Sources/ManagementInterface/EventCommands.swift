@@ -13,28 +13,25 @@ public struct MIServerInfo: Sendable {
     public var startedAt: Double
     /// The running tasks `core:ps` lists (listeners, delivery tasks…).
     public var processes: @Sendable () -> [String]
-    /// Called after a subscription change made over MI, before the reply is sent (durable state).
-    /// When it throws, the change is undone in memory and the request answered
+    /// Told of every subscription change and publish made over MI, before the reply is sent
+    /// (durable state). When it throws, the change is undone in memory and the request answered
     /// `500 "Internal error"` with `not stored: <reason>`.
-    public var subscriptionChanged: @Sendable (_ event: String, _ socket: String, _ expiry: Expiry) async throws -> Void
-    /// Refuses a socket before it is subscribed over MI (a destination policy); `nil` allows it.
-    public var admitSocket: @Sendable (_ socket: String) -> String?
-    /// Called after an event is published over MI, before the reply is sent (durable state).
-    public var eventPublished: @Sendable (_ event: String) async -> Void
+    public var observer: (any SubscriptionObserver)?
+    /// Refuses a parsed socket before it is subscribed over MI (the modules' rules for an MI
+    /// reachable from elsewhere than loopback); `nil` allows it.
+    public var admitSocket: @Sendable (_ socket: any EventSocket) -> String?
 
     public init(
         version: String,
         startedAt: Double = unixTime(),
         processes: @escaping @Sendable () -> [String] = { [] },
-        subscriptionChanged: @escaping @Sendable (String, String, Expiry) async throws -> Void = { _, _, _ in },
-        admitSocket: @escaping @Sendable (String) -> String? = { _ in nil },
-        eventPublished: @escaping @Sendable (String) async -> Void = { _ in }
+        observer: (any SubscriptionObserver)? = nil,
+        admitSocket: @escaping @Sendable (any EventSocket) -> String? = { _ in nil }
     ) {
-        self.eventPublished = eventPublished
         self.version = version
         self.startedAt = startedAt
         self.processes = processes
-        self.subscriptionChanged = subscriptionChanged
+        self.observer = observer
         self.admitSocket = admitSocket
     }
 }
@@ -52,7 +49,6 @@ extension ManagementInterface {
                     let socket = try params.string("socket")
                     let expire = params.has("expire") ? try params.integer("expire") : 3600
                     guard expire >= 0 else { throw .invalidParams("Negative expire value") }
-                    if expire > 0, let refusal = server.admitSocket(socket) { throw .badParameter(refusal) }
                     _ = try await changes.run { () throws(MIError) in
                         try await Self.change(hub, server, event: event, socket: socket, expiry: .seconds(expire))
                     }
@@ -79,7 +75,9 @@ extension ManagementInterface {
                     let name = try params.string("event")
                     let event: Event
                     do throws(EventInterfaceError) { event = try hub.publish(name) } catch { throw Self.miError(error) }
-                    await server.eventPublished(event.name)
+                    do { try await server.observer?.eventPublished(event.name) } catch {
+                        throw MIError(code: 500, message: "Internal error", data: "not stored: \(error)")
+                    }
                     return ["name": .string(event.name), "id": .int(Int64(event.id))]
                 }))
         register(
@@ -258,25 +256,35 @@ extension ManagementInterface {
     /// fails, memory is put back as it was and the request fails. Returns whether a subscription
     /// matched (for expire 0). Callers serialize changes, so memory and disk see one order.
     static func change(
-        _ hub: EventHub, _ server: MIServerInfo, event: String, socket: String, expiry: Expiry
+        _ hub: EventHub, _ server: MIServerInfo, event: String, socket text: String, expiry: Expiry
     ) async throws(MIError) -> Bool {
-        let before: SubscriberInfo?
+        if case .seconds(let seconds) = expiry, seconds > Expiry.maximumSeconds {
+            throw miError(.expireTooLarge(seconds))
+        }
+        guard hub.event(named: event) != nil else { throw miError(.eventNotPublished(event)) }
+        // Parsed once: checked, matched, subscribed and stored as the same socket.
+        let socket: any EventSocket
+        do throws(SocketError) { socket = try await hub.registry.parseSocket(text) } catch {
+            throw miError(.badSocket(error))
+        }
+        if expiry != .seconds(0), let refusal = server.admitSocket(socket) { throw .badParameter(refusal) }
+        let before = hub.subscriber(of: event, matching: socket)
         let result: SubscribeResult
         do throws(EventInterfaceError) {
-            before = try await hub.subscriber(of: event, matching: socket)
-            result = try await hub.subscribe(event: event, socket: socket, expiry: expiry)
+            result = try await hub.subscribe(event: event, parsed: socket, expiry: expiry)
         } catch {
             throw miError(error)
         }
         if case .unsubscribed(found: false) = result { return false }
         do {
-            try await server.subscriptionChanged(event, socket, expiry)
+            try await server.observer?.subscriptionChanged(
+                event: event, socket: text, identity: socket.identity, expiry: expiry)
         } catch {
             if let before {
                 _ = try? await hub.subscribe(
-                    event: event, socket: socket, expiry: before.expiry, remaining: before.ttl.map(Double.init))
+                    event: event, parsed: socket, expiry: before.expiry, remaining: before.ttl.map(Double.init))
             } else {
-                _ = try? await hub.subscribe(event: event, socket: socket, expiry: .seconds(0))
+                _ = try? await hub.subscribe(event: event, parsed: socket, expiry: .seconds(0))
             }
             throw MIError(code: 500, message: "Internal error", data: "not stored: \(error)")
         }

@@ -21,6 +21,18 @@ public struct MICommand: Sendable {
         self.handler = handler
     }
 
+    /// A module's command (``ModuleCommand``), answered like any other.
+    public init(_ command: ModuleCommand) {
+        let run = command.run
+        self.init(
+            names: command.names, parameterSets: command.parameterSets,
+            handler: .deferred { params throws(MIError) in
+                do throws(ModuleCommandError) { return try await run(params.fields) } catch {
+                    throw MIError(code: error.code, message: error.message, data: error.data)
+                }
+            })
+    }
+
     /// Binds named or positional `params` to one of the parameter sets.
     func bind(_ params: EventValue?) throws(MIError) -> MIParams {
         switch params {

@@ -1,3 +1,5 @@
+import EventInterface
+
 /// What `evi`'s command line does before ArgumentParser sees it: the MI options may come before
 /// the subcommand (`evi --mi udp://127.0.0.1:8080 events`), and a mistyped subcommand gets a
 /// suggestion instead of the top-level usage.
@@ -35,35 +37,4 @@ enum EviCommandLine {
         if let suggestion = closest(to: first, among: known) { message += " (did you mean '\(suggestion)'?)" }
         return message + "; 'evi --help' lists the commands"
     }
-}
-
-/// The candidate nearest to `word` when it is near enough to be what was meant: at most a third
-/// of its letters wrong (edits, Levenshtein), or a prefix of the candidate.
-func closest(to word: String, among candidates: [String]) -> String? {
-    let word = Array(word.lowercased())
-    var best: (candidate: String, distance: Int)?
-    for candidate in candidates {
-        let letters = Array(candidate.lowercased())
-        let distance = letters.starts(with: word) && !word.isEmpty ? 0 : editDistance(word, letters)
-        if distance <= max(1, letters.count / 3), distance < (best?.distance ?? .max) {
-            best = (candidate, distance)
-        }
-    }
-    return best?.candidate
-}
-
-private func editDistance(_ a: [Character], _ b: [Character]) -> Int {
-    guard !a.isEmpty else { return b.count }
-    guard !b.isEmpty else { return a.count }
-    var previous = Array(0...b.count)
-    var current = [Int](repeating: 0, count: b.count + 1)
-    for i in 1...a.count {
-        current[0] = i
-        for j in 1...b.count {
-            let substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, substitution)
-        }
-        swap(&previous, &current)
-    }
-    return previous[b.count]
 }

@@ -24,7 +24,8 @@ import UnixSignals
 /// evi's version, as `core:version` reports it.
 let eviVersion = "0.1.0"
 
-/// The daemon wired together: the hub with every transport, the MI and its listeners.
+/// The daemon wired together: the hub with every module's transports, the MI with the core
+/// commands and every module's, its listeners, and durable state.
 final class Daemon: Sendable {
     let configuration: DaemonConfiguration
     let hub: EventHub
@@ -46,25 +47,10 @@ final class Daemon: Sendable {
         }
     }
 
-    let flatstore: FlatstoreTransport
-
-    /// The transports of this build, configured.
-    static func transports(_ configuration: DaemonConfiguration, flatstore: FlatstoreTransport) -> [any EventTransport]
-    {
-        [
-            UDPTransport(), UnixTransport(allowedDirs: configuration.unixAllowedDirs),
-            StreamTransport(options: configuration.stream),
-            XMLRPCTransport(options: configuration.xmlrpc), RabbitMQTransport(options: configuration.rabbitmq),
-            flatstore,
-            VirtualTransport(failoverTimeout: configuration.failoverTimeout),
-        ]
-    }
-
     private init(
         configuration: DaemonConfiguration, hub: EventHub, mi: ManagementInterface, http: MIHTTPServer?,
-        datagram: MIDatagramServer?, registry: PrometheusCollectorRegistry, flatstore: FlatstoreTransport
+        datagram: MIDatagramServer?, registry: PrometheusCollectorRegistry
     ) {
-        self.flatstore = flatstore
         self.configuration = configuration
         self.hub = hub
         self.mi = mi
@@ -89,6 +75,9 @@ final class Daemon: Sendable {
         }
     }
 
+    /// Composes the modules: the hub with their transports and the configured events and
+    /// subscriptions, the MI with the core commands and theirs, listeners bound (paused), state
+    /// restored, then requests taken.
     static func start(
         _ configuration: DaemonConfiguration, registry: PrometheusCollectorRegistry, logger: Logger
     ) async throws(StartError) -> Daemon {
@@ -97,9 +86,41 @@ final class Daemon: Sendable {
                 throw .configuration("\(name): listening on \(address), not loopback, requires mi.token")
             }
         }
-        let flatstore = FlatstoreTransport(options: configuration.flatstore)
+        let hub = try await makeHub(configuration, logger: logger)
+        let durable = DurableState(logger: logger)
+        let mi = ManagementInterface(token: configuration.token)
+        mi.registerEventCommands(hub: hub, server: serverInfo(configuration, hub: hub, observer: durable))
+        for module in configuration.modules {
+            for command in module.commands { mi.register(MICommand(command)) }
+        }
+        let metrics = MetricsPage(hub: hub, registry: registry)
+        let (http, datagram) = try await bindListeners(configuration, mi: mi, metrics: metrics, logger: logger)
+        if configuration.state != "memory" {
+            do {
+                let store = try SubscriptionStore(directory: configuration.state)
+                try await restore(from: store, into: hub, logger: logger)
+                durable.store = store
+            } catch {
+                await http?.close()
+                await datagram?.close()
+                throw .configuration("state: \(configuration.state): \(error)")
+            }
+        }
+        // Every metric family exists from start-up, at zero.
+        for scheme in hub.registry.schemes { _ = hub.statistics.transport(scheme) }
+        for event in hub.events { _ = hub.statistics.event(event.name) }
+        await http?.startReading()
+        await datagram?.startReading()
+        return Daemon(
+            configuration: configuration, hub: hub, mi: mi, http: http, datagram: datagram, registry: registry)
+    }
+
+    /// The hub with every module's transports, the configuration's events and subscriptions.
+    private static func makeHub(_ configuration: DaemonConfiguration, logger: Logger) async throws(StartError)
+        -> EventHub
+    {
         let hub = EventHub(
-            transports: transports(configuration, flatstore: flatstore),
+            transports: configuration.modules.flatMap(\.transports),
             configuration: .init(
                 queueSize: configuration.queueSize, allowedDestinations: configuration.allowedDestinations,
                 queueBytes: configuration.queueBytes, maxEvents: configuration.maxEvents,
@@ -117,107 +138,60 @@ final class Daemon: Sendable {
                 throw .configuration("subscriptions[\(index)]: \(error)")
             }
         }
-        let durable = DurableState()
+        return hub
+    }
 
-        let mi = ManagementInterface(token: configuration.token)
+    /// What the core commands report and check: `core:ps`, durable state, and — with a listener
+    /// off loopback — each module's rules for the sockets it owns.
+    private static func serverInfo(
+        _ configuration: DaemonConfiguration, hub: EventHub, observer: DurableState
+    ) -> MIServerInfo {
         let listeners = [
             configuration.miHTTP.map { "MI HTTP \($0)" }, configuration.miDatagram.map { "MI Datagram \($0)" },
         ].compactMap { $0 }
-        // With a listener off loopback and no allowed_dirs, files cannot be chosen over MI.
         let exposed = [configuration.miHTTP, configuration.miDatagram].contains { $0.map { !$0.isLoopback } ?? false }
-        let guardFiles = exposed && configuration.flatstore.allowedDirs == nil
-        let guardUnix = exposed && configuration.unixAllowedDirs == nil
-        mi.registerEventCommands(
-            hub: hub,
-            server: MIServerInfo(
-                version: eviVersion,
-                processes: {
-                    ["main"] + listeners + ["delivery (\(hub.statistics.snapshot().transports.count) transports)"]
-                },
-                subscriptionChanged: { event, socket, expiry in
-                    guard let store = durable.store else { return }
-                    let identity = (try? await hub.registry.parseSocket(socket))?.identity ?? socket
-                    do {
-                        try await store.offThread {
-                            try $0.save(event: event, canonical: identity, socket: socket, expiry: expiry)
-                        }
-                    } catch {
-                        logger.error("cannot save subscription", metadata: ["event": "\(event)", "error": "\(error)"])
-                        throw error
-                    }
-                },
-                admitSocket: { socket in
-                    if guardFiles, socket.contains("flatstore:") {
-                        return
-                            "flatstore subscriptions over MI need event_flatstore.allowed_dirs when MI is not on loopback"
-                    }
-                    if guardUnix, socket.contains("unix:") {
-                        return "unix subscriptions over MI need event_datagram.allowed_dirs when MI is not on loopback"
-                    }
-                    return nil
-                },
-                eventPublished: { event in
-                    do { try await durable.store?.offThread { try $0.savePublished(event) } } catch {
-                        logger.error(
-                            "cannot save published event", metadata: ["event": "\(event)", "error": "\(error)"])
-                    }
-                }))
-        mi.register(
-            MICommand(
-                names: ["event_flatstore:rotate", "evi_flat_rotate"], parameterSets: [["path_to_file"]],
-                handler: .deferred { params throws(MIError) in
-                    let path = try params.string("path_to_file")
-                    let found = await flatstore.onIOThread { (try? flatstore.rotate(path: path)) != nil }
-                    guard found else {
-                        throw MIError(code: 400, message: "File not found", data: "no subscription writes \(path)")
-                    }
-                    return "OK"
-                }))
+        let modules = configuration.modules
+        return MIServerInfo(
+            version: eviVersion,
+            processes: {
+                ["main"] + listeners + ["delivery (\(hub.statistics.snapshot().transports.count) transports)"]
+            },
+            observer: observer,
+            admitSocket: { socket in
+                guard exposed else { return nil }
+                for component in socket.components {
+                    let owner = modules.first { $0.transports.contains { $0.scheme == component.scheme } }
+                    if let refusal = owner?.refusalOverExposedMI(component) { return refusal }
+                }
+                return nil
+            })
+    }
 
+    /// Binds the MI listeners, paused: a taken port fails start-up before the state directory is
+    /// touched, and no request is served until the state is restored.
+    private static func bindListeners(
+        _ configuration: DaemonConfiguration, mi: ManagementInterface, metrics: MetricsPage, logger: Logger
+    ) async throws(StartError) -> (MIHTTPServer?, MIDatagramServer?) {
         let group = MultiThreadedEventLoopGroup.singleton
         var http: MIHTTPServer?
-        var datagram: MIDatagramServer?
-        let memberSeries = MemberSeries()
-        let metrics: @Sendable () -> [UInt8] = { renderMetrics(hub: hub, registry: registry, members: memberSeries) }
-        // Bound paused: a taken port fails start-up before the state directory is touched, and
-        // no request is served until the state is restored.
         if let address = configuration.miHTTP {
             do {
                 http = try await MIHTTPServer.bind(
-                    host: address.host, port: address.port, group: group, mi: mi, metrics: metrics, logger: logger,
-                    limits: configuration.miLimits, paused: true)
+                    host: address.host, port: address.port, group: group, mi: mi, metrics: { metrics.render() },
+                    logger: logger, limits: configuration.miLimits, paused: true)
             } catch {
                 throw .bind("cannot listen for MI over HTTP on \(address): \(plainReason(error))")
             }
         }
-        if let address = configuration.miDatagram {
-            do {
-                datagram = try await MIDatagramServer.bind(
-                    host: address.host, port: address.port, group: group, mi: mi, logger: logger, paused: true)
-            } catch {
-                await http?.close()
-                throw .bind("cannot listen for MI over UDP on \(address): \(plainReason(error))")
-            }
+        guard let address = configuration.miDatagram else { return (http, nil) }
+        do {
+            let datagram = try await MIDatagramServer.bind(
+                host: address.host, port: address.port, group: group, mi: mi, logger: logger, paused: true)
+            return (http, datagram)
+        } catch {
+            await http?.close()
+            throw .bind("cannot listen for MI over UDP on \(address): \(plainReason(error))")
         }
-        if configuration.state != "memory" {
-            do {
-                let opened = try SubscriptionStore(directory: configuration.state)
-                try await restore(from: opened, into: hub, logger: logger)
-                durable.store = opened
-            } catch {
-                await http?.close()
-                await datagram?.close()
-                throw .configuration("state: \(configuration.state): \(error)")
-            }
-        }
-        // Every metric family exists from start-up, at zero.
-        for scheme in hub.registry.schemes { _ = hub.statistics.transport(scheme) }
-        for event in hub.events { _ = hub.statistics.event(event.name) }
-        await http?.startReading()
-        await datagram?.startReading()
-        return Daemon(
-            configuration: configuration, hub: hub, mi: mi, http: http, datagram: datagram, registry: registry,
-            flatstore: flatstore)
     }
 
     /// The line `evi serve` prints once it listens: its listeners and where its state is.
@@ -246,7 +220,7 @@ final class Daemon: Sendable {
                 services: [
                     .init(service: HubService(hub: hub, grace: configuration.shutdownGrace, logger: logger)),
                     .init(
-                        service: ReopenOnHangup(flatstore: flatstore, logger: logger),
+                        service: HangupService(modules: configuration.modules, logger: logger),
                         successTerminationBehavior: .ignore),
                     .init(
                         service: MIService(http: http, datagram: datagram), successTerminationBehavior: .ignore,
@@ -258,10 +232,30 @@ final class Daemon: Sendable {
     }
 }
 
-/// The subscription store once it is open (after the listeners are bound); until then, and with
-/// `state: memory`, nil. Set once during start-up, before any request is read.
-final class DurableState: @unchecked Sendable {
+/// Durable state as the MI sees it: the subscription store once it is open (after the listeners
+/// are bound; until then, and with `state: memory`, nothing is stored). Set once during start-up,
+/// before any request is read. A failed write is logged and refuses the change.
+final class DurableState: SubscriptionObserver, @unchecked Sendable {
     var store: SubscriptionStore?
+    let logger: Logger
+
+    init(logger: Logger) { self.logger = logger }
+
+    func subscriptionChanged(event: String, socket: String, identity: String, expiry: Expiry) async throws {
+        do {
+            try await store?.subscriptionChanged(event: event, socket: socket, identity: identity, expiry: expiry)
+        } catch {
+            logger.error("cannot save subscription", metadata: ["event": "\(event)", "error": "\(error)"])
+            throw error
+        }
+    }
+
+    func eventPublished(_ name: String) async throws {
+        do { try await store?.eventPublished(name) } catch {
+            logger.error("cannot save published event", metadata: ["event": "\(name)", "error": "\(error)"])
+            throw error
+        }
+    }
 }
 
 /// What went wrong with a bind, in words: "Address already in use", not NIO's call and errno.
@@ -291,45 +285,50 @@ func restore(from store: SubscriptionStore, into hub: EventHub, logger: Logger) 
         "state restored", metadata: ["subscriptions": "\(restored) of \(records.count)", "path": "\(store.path)"])
 }
 
-/// The `evi_virtual_member_up` series the last scrape reported, so that those of removed
-/// subscriptions are dropped instead of growing forever.
-final class MemberSeries: Sendable {
-    let reported = Mutex<Set<[String]>>([])
-}
+/// `GET /metrics`: the counters the core keeps, plus gauges read at each scrape. Remembers the
+/// `evi_virtual_member_up` series it reported, so that those of removed subscriptions are dropped
+/// instead of growing forever.
+final class MetricsPage: Sendable {
+    let hub: EventHub
+    let registry: PrometheusCollectorRegistry
+    private let reported = Mutex<Set<[String]>>([])
 
-/// Prometheus text for `GET /metrics`: the counters the core keeps, plus gauges read now.
-func renderMetrics(hub: EventHub, registry: PrometheusCollectorRegistry, members: MemberSeries) -> [UInt8] {
-    let snapshot = hub.statistics.snapshot()
-    Gauge(label: "evi_queue_depth").record(snapshot.transports.values.reduce(0) { $0 + $1.queued })
-    var current = Set<[String]>()
-    for event in hub.events {
-        let subscribers = (try? hub.subscribers(of: event.name)) ?? []
-        Gauge(label: "evi_subscriptions", dimensions: [("event", event.name)]).record(subscribers.count)
-        for subscriber in subscribers {
-            for member in subscriber.members ?? [] {
-                current.insert([event.name, subscriber.socket, member.socket])
-                Gauge(
-                    label: "evi_virtual_member_up",
-                    dimensions: [("event", event.name), ("socket", subscriber.socket), ("member", member.socket)]
-                ).record(member.state == .up ? 1 : 0)
+    init(hub: EventHub, registry: PrometheusCollectorRegistry) {
+        self.hub = hub
+        self.registry = registry
+    }
+
+    func render() -> [UInt8] {
+        let snapshot = hub.statistics.snapshot()
+        Gauge(label: "evi_queue_depth").record(snapshot.transports.values.reduce(0) { $0 + $1.queued })
+        var current = Set<[String]>()
+        for event in hub.events {
+            let subscribers = (try? hub.subscribers(of: event.name)) ?? []
+            Gauge(label: "evi_subscriptions", dimensions: [("event", event.name)]).record(subscribers.count)
+            for subscriber in subscribers {
+                for member in subscriber.members ?? [] {
+                    current.insert([event.name, subscriber.socket, member.socket])
+                    Self.memberGauge([event.name, subscriber.socket, member.socket]).record(member.state == .up ? 1 : 0)
+                }
             }
         }
+        let stale = reported.withLock { reported in
+            defer { reported = current }
+            return reported.subtracting(current)
+        }
+        for labels in stale { Self.memberGauge(labels).destroy() }
+        var bytes = registry.emitToBuffer()
+        if current.isEmpty && !String(decoding: bytes, as: UTF8.self).contains("evi_virtual_member_up") {
+            bytes += Array("# TYPE evi_virtual_member_up gauge\n".utf8)
+        }
+        return bytes
     }
-    let stale = members.reported.withLock { reported in
-        defer { reported = current }
-        return reported.subtracting(current)
-    }
-    for labels in stale {
+
+    private static func memberGauge(_ labels: [String]) -> Metrics.Gauge {
         Gauge(
             label: "evi_virtual_member_up",
-            dimensions: [("event", labels[0]), ("socket", labels[1]), ("member", labels[2])]
-        ).destroy()
+            dimensions: [("event", labels[0]), ("socket", labels[1]), ("member", labels[2])])
     }
-    var bytes = registry.emitToBuffer()
-    if current.isEmpty && !String(decoding: bytes, as: UTF8.self).contains("evi_virtual_member_up") {
-        bytes += Array("# TYPE evi_virtual_member_up gauge\n".utf8)
-    }
-    return bytes
 }
 
 /// Serves MI until graceful shutdown, which closes the listeners (no new requests).
@@ -385,17 +384,18 @@ struct HubService: Service {
     }
 }
 
-/// SIGHUP reopens every flatstore file (logrotate's "move, then signal").
-struct ReopenOnHangup: Service {
-    let flatstore: FlatstoreTransport
+/// SIGHUP: every module's `hangup()` (flatstore reopens its files: logrotate's "move, then
+/// signal").
+struct HangupService: Service {
+    let modules: [any EventModule]
     let logger: Logger
 
     func run() async throws {
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         await withGracefulShutdownHandler {
             for await _ in hangups.cancelOnGracefulShutdown() {
-                logger.info("SIGHUP: reopening flatstore files", metadata: ["files": "\(flatstore.openPaths.count)"])
-                await flatstore.onIOThread { flatstore.reopenAll() }
+                logger.info("SIGHUP: modules reopen what they hold")
+                for module in modules { await module.hangup() }
             }
         } onGracefulShutdown: {
         }

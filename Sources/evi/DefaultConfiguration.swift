@@ -13,7 +13,12 @@ extension DaemonConfiguration {
         func number(_ value: Double) -> String { value == value.rounded() ? String(Int(value)) : String(value) }
         func optional(_ value: Int?) -> String { value.map(String.init) ?? "null" }
         func seconds(_ value: TimeAmount) -> String { number(Double(value.nanoseconds) / 1e9) }
-        let f = d.flatstore
+        // Each module's own keys, from the module's defaults.
+        let moduleSections = builtInModules.map { module in
+            "\n  \(module.name):"
+                + module.defaultSection.map { "\n    " + $0 }
+                .joined()
+        }.joined()
         let text = """
             # evi: the built-in configuration, every key at its default (`evi serve --print-config`).
             # Save it, change what you need, and run `evi serve --config FILE`. Unknown keys, keys given
@@ -35,34 +40,7 @@ extension DaemonConfiguration {
             allowed_destinations: null    # e.g. [127.0.0.0/8, "::1/128"]: udp, tcp, xmlrpc, rabbitmq targets allowed
             events: []                    # published at start, e.g. [E_PIKE_BLOCKED, E_MY_EVENT]
             subscriptions: []             # made at start, e.g. - {event: E_PIKE_BLOCKED, socket: "udp:127.0.0.1:9000"}
-            modules:
-              event_virtual:
-                failover_timeout: \(number(d.failoverTimeout))        # seconds a failed FAILOVER member is skipped
-              event_datagram:
-                allowed_dirs: null        # e.g. [/run/evi]: where unix sockets may point; required for unix over an exposed MI
-              event_stream:
-                reliable_mode: \(d.stream.reliableMode)        # true: JSON-RPC requests, success only on a reply without error
-                timeout: \(milliseconds(d.stream.timeout))              # ms: connect, write and reply
-                event_param: null         # e.g. event: adds {"event":"E_X"} first to the params
-              event_flatstore:
-                delimiter: "\(f.delimiter)"
-                escape_delimiter: "\(f.escapeDelimiter)"     # written for a delimiter inside a value; as long as delimiter
-                file_permissions: "\(String(f.filePermissions, radix: 8))"
-                suppress_event_name: \(f.suppressEventName)
-                format: \(f.format.rawValue)          # or jsonl: each line the JSON-RPC notification
-                max_open_files: \(f.maxOpenFiles)
-                rotate_size: \(optional(f.rotateSize))         # e.g. 10m (k, m, g suffixes)
-                rotate_count: \(optional(f.rotateCount))        # lines
-                rotate_period: \(optional(f.rotatePeriod))       # seconds, at wall-clock multiples
-                rotate_keep: \(f.rotateKeep)              # PATH.1 … PATH.N
-                allowed_dirs: null        # e.g. [/var/log/evi]; required for flatstore over an exposed MI
-              event_xmlrpc:
-                use_struct_param: \(d.xmlrpc.useStructParam)
-                timeout: \(milliseconds(d.xmlrpc.timeout))              # ms
-              event_rabbitmq:
-                heartbeat: \(d.rabbitmq.heartbeat)             # seconds; 0: none
-                timeout: \(milliseconds(d.rabbitmq.timeout))              # ms: connect and publisher confirm
-                mandatory: \(d.rabbitmq.mandatory.rawValue)           # auto: on for the default exchange (an unroutable message fails)
+            modules:\(moduleSections)
 
             """
         return alignComments(text, column: 32)

@@ -22,7 +22,9 @@ struct Demo: AsyncParsableCommand {
         configuration.miHTTP = ListenAddress(host: "127.0.0.1", port: 0)
         configuration.miDatagram = ListenAddress(host: "127.0.0.1", port: 0)
         configuration.state = "memory"
-        configuration.failoverTimeout = Double(failoverTimeout)
+        configuration.modules = configuration.modules.map {
+            $0 is VirtualModule ? VirtualModule(failoverTimeout: Double(failoverTimeout)) : $0
+        }
         configuration.events = ["E_DEMO_PARALLEL", "E_DEMO_ROUND_ROBIN", "E_DEMO_FAILOVER"]
         var logger = Logger(label: "evi-demo")
         logger.logLevel = .critical

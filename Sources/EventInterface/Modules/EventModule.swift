@@ -1,0 +1,77 @@
+/// A module, as OpenSIPS has them (`event_flatstore`, `event_rabbitmq`): everything one part of
+/// evi brings to a daemon, so that the daemon composes a list of modules and adding a transport is
+/// its folder plus one line in that list.
+///
+/// A module reads its own section of the configuration (`modules.NAME`), and contributes its
+/// transports (which publish their own events), the MI commands it adds, what it does on SIGHUP,
+/// and its rules for sockets chosen over an MI that is not on loopback. Everything has a default
+/// but the name, the configuration and the transports.
+public protocol EventModule: Sendable {
+    /// The key under `modules:` in the configuration (`event_flatstore`).
+    static var name: String { get }
+    /// This module's keys at their defaults, one per line as `key: value  # what it means`, for
+    /// `evi serve --print-config` (written from the defaults, so it cannot drift from them).
+    static var defaultSection: [String] { get }
+    /// Builds the module from `modules.NAME` (`.null` when absent). Unknown keys and bad values
+    /// throw, naming the key.
+    init(section: ConfigurationNode) throws(ConfigurationError)
+    /// Its transports, configured.
+    var transports: [any EventTransport] { get }
+    /// The MI commands it adds.
+    var commands: [ModuleCommand] { get }
+    /// Called on SIGHUP (flatstore reopens its files, as after a logrotate move).
+    func hangup() async
+    /// Why `socket` (one of this module's schemes; a virtual socket's members are asked one by
+    /// one) may not be subscribed over an MI reachable from elsewhere than loopback, or nil.
+    func refusalOverExposedMI(_ socket: any EventSocket) -> String?
+}
+
+extension EventModule {
+    public static var defaultSection: [String] { [] }
+    public var commands: [ModuleCommand] { [] }
+    public func hangup() async {}
+    public func refusalOverExposedMI(_ socket: any EventSocket) -> String? { nil }
+}
+
+/// An MI command a module adds, in the core's terms (the management interface adapts it), so a
+/// transport module does not depend on the MI.
+public struct ModuleCommand: Sendable {
+    /// Its names: the 3.x name first, then legacy ones (`event_flatstore:rotate`, `evi_flat_rotate`).
+    public var names: [String]
+    /// The parameter names it accepts, one list per accepted form.
+    public var parameterSets: [[String]]
+    /// Runs it with the parameters bound by name; a failure carries OpenSIPS' code and message.
+    public var run: @Sendable ([EventField]) async throws(ModuleCommandError) -> EventValue
+
+    public init(
+        names: [String], parameterSets: [[String]],
+        run: @escaping @Sendable ([EventField]) async throws(ModuleCommandError) -> EventValue
+    ) {
+        self.names = names
+        self.parameterSets = parameterSets
+        self.run = run
+    }
+}
+
+/// A module command's error reply: `code` and `message` as OpenSIPS has them, `data` saying why.
+public struct ModuleCommandError: Error, Sendable, Hashable {
+    public var code: Int
+    public var message: String
+    public var data: String?
+
+    public init(code: Int, message: String, data: String? = nil) {
+        self.code = code
+        self.message = message
+        self.data = data
+    }
+}
+
+/// Told of every subscription change and publish made at run time, before it is acknowledged:
+/// how durable state (`EventState`) follows the hub. Throwing refuses the change, which the
+/// caller then undoes.
+public protocol SubscriptionObserver: Sendable {
+    /// `socket` as given (credentials included), `identity` as matching compares it; expire 0
+    /// means removed.
+    func subscriptionChanged(event: String, socket: String, identity: String, expiry: Expiry) async throws
+    func eventPublished(_ name: String) async throws
+}
