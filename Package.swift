@@ -64,6 +64,7 @@ let package = Package(
             name: "EventXMLRPC",
             dependencies: [
                 "EventInterface", "EventNIOSupport",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -130,6 +131,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
+        .testTarget(name: "EventNIOSupportTests", dependencies: ["EventNIOSupport"]),
         .testTarget(
             name: "EventXMLRPCTests",
             dependencies: ["EventXMLRPC", "EventInterface", "EventInterfaceTestKit", "EventVirtual", "EventDatagram"]

@@ -3,27 +3,19 @@ import Logging
 import NIOCore
 import Synchronization
 
-/// A connection that is opened on first use and, once lost, re-opened by a timer whatever the
-/// traffic: first attempt after 100 ms, then doubling, at most 5 s, reset on success. While it is
-/// down, callers get a failure at once instead of a connect attempt each (transports.md, tcp and
-/// rabbitmq).
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The driver of a ``ReconnectStateMachine`` on SwiftNIO: holds the channel and the reconnection
+/// timer and does what the machine decides. tcp, xmlrpc and rabbitmq connections are one of these
+/// with their own `open`.
 public final class ReconnectingChannel: Sendable {
-    private enum Phase {
-        case idle
-        case connecting
-        case up(any Channel)
-        case down(reason: String)
-        case closed
-    }
-
     private struct State {
-        var phase = Phase.idle
-        var backoff = ReconnectingChannel.initialBackoff
-        var reconnect: Scheduled<Void>?
+        var machine = ReconnectStateMachine()
+        var channel: (any Channel)?
+        var timer: Scheduled<Void>?
     }
-
-    public static let initialBackoff = TimeAmount.milliseconds(100)
-    public static let maximumBackoff = TimeAmount.seconds(5)
 
     private let name: String
     private let group: any EventLoopGroup
@@ -32,7 +24,7 @@ public final class ReconnectingChannel: Sendable {
     private let state = Mutex(State())
 
     /// - Parameter open: opens a ready-to-use channel (handshakes included); it must call
-    ///   ``lost(_:)`` when that channel closes.
+    ///   ``lost(_:reason:)`` or ``ended(_:)`` when that channel closes.
     public init(
         name: String, group: any EventLoopGroup, logger: Logger,
         open: @escaping @Sendable () async -> Result<any Channel, DeliveryFailure>
@@ -45,20 +37,11 @@ public final class ReconnectingChannel: Sendable {
 
     /// The open channel; opens it on first use; fails at once while reconnecting.
     public func channel() async -> Result<any Channel, DeliveryFailure> {
-        enum Step { case use(any Channel), connect, fail(String) }
-        let step = state.withLock { state -> Step in
-            switch state.phase {
-            case .up(let channel): return .use(channel)
-            case .idle:
-                state.phase = .connecting
-                return .connect
-            case .connecting: return .fail("not connected (connecting)")
-            case .down(let reason): return .fail("not connected (reconnecting after: \(reason))")
-            case .closed: return .fail("shutting down")
-            }
-        }
-        switch step {
-        case .use(let channel): return .success(channel)
+        let (action, channel) = state.withLock { ($0.machine.channelRequested(), $0.channel) }
+        switch action {
+        case .use:
+            if let channel { return .success(channel) }
+            return .failure(DeliveryFailure(.subscriberFailed, "connection lost"))
         case .fail(let reason): return .failure(DeliveryFailure(.subscriberFailed, reason))
         case .connect: return await connect()
         }
@@ -67,76 +50,84 @@ public final class ReconnectingChannel: Sendable {
     private func connect() async -> Result<any Channel, DeliveryFailure> {
         switch await open() {
         case .success(let channel):
-            let kept = state.withLock { state -> Bool in
-                guard case .connecting = state.phase else { return false }
-                state.phase = .up(channel)
-                state.backoff = Self.initialBackoff
-                return true
+            let action = state.withLock { state -> ReconnectStateMachine.ConnectedAction in
+                let action = state.machine.connected()
+                if action == .keep { state.channel = channel }
+                return action
             }
-            guard kept else {
+            guard action == .keep else {
                 channel.close(promise: nil)
                 return .failure(DeliveryFailure(.subscriberFailed, "shutting down"))
             }
             if !channel.isActive {
-                lost(channel)
+                lost(channel, reason: "connection closed")
                 return .failure(DeliveryFailure(.subscriberFailed, "connection closed"))
             }
             logger.debug("connected", metadata: ["to": "\(name)"])
             return .success(channel)
         case .failure(let failure):
-            let schedule = state.withLock { state -> Bool in
-                guard case .connecting = state.phase else { return false }
-                state.phase = .down(reason: failure.reason)
-                return true
-            }
-            if schedule { scheduleReconnect() }
+            execute(state.withLock { $0.machine.connectFailed(reason: failure.reason) })
             return .failure(failure)
         }
     }
 
-    /// The channel closed: the timer starts.
-    public func lost(_ channel: any Channel) {
-        let wasCurrent = state.withLock { state -> Bool in
-            guard case .up(let current) = state.phase, current === channel else { return false }
-            state.phase = .down(reason: "connection lost")
-            return true
+    /// `channel` was lost: deliveries fail at once and the reconnection timer starts.
+    public func lost(_ channel: any Channel, reason: String = "connection lost") {
+        let action = state.withLock { state -> ReconnectStateMachine.RetryAction in
+            guard let current = state.channel, current === channel else { return .none }
+            state.channel = nil
+            return state.machine.connectionLost(reason: reason)
         }
-        if wasCurrent {
-            logger.debug("connection lost", metadata: ["to": "\(name)"])
-            scheduleReconnect()
-        }
+        if action != .none { logger.debug("connection lost", metadata: ["to": "\(name)", "reason": "\(reason)"]) }
+        execute(action)
     }
 
-    private func scheduleReconnect() {
+    /// The peer closed `channel` after finishing its work: the next delivery opens a new one.
+    public func ended(_ channel: any Channel) {
         state.withLock { state in
-            guard case .down = state.phase else { return }
-            let delay = state.backoff
-            state.backoff = min(delay * 2, Self.maximumBackoff)
-            state.reconnect = group.next().scheduleTask(in: delay) { [weak self] in
-                guard let self else { return }
-                Task { await self.attemptReconnect() }
-            }
+            guard let current = state.channel, current === channel else { return }
+            state.channel = nil
+            state.machine.connectionEnded()
         }
     }
 
-    private func attemptReconnect() async {
-        let proceed = state.withLock { state -> Bool in
-            guard case .down = state.phase else { return false }
-            state.phase = .connecting
-            return true
+    private func execute(_ action: ReconnectStateMachine.RetryAction) {
+        guard case .reconnect(let seconds) = action else { return }
+        let timer = group.next().scheduleTask(in: .nanoseconds(Int64(seconds * 1e9))) { [weak self] in
+            guard let self else { return }
+            Task { await self.timerFired() }
         }
-        guard proceed else { return }
+        state.withLock { $0.timer = timer }
+    }
+
+    private func timerFired() async {
+        guard state.withLock({ $0.machine.reconnectTimerFired() }) == .connect else { return }
         _ = await connect()
     }
 
     /// Stops reconnecting and closes the channel.
     public func close() async {
         let channel = state.withLock { state -> (any Channel)? in
-            state.reconnect?.cancel()
-            defer { state.phase = .closed }
-            if case .up(let channel) = state.phase { return channel }
-            return nil
+            state.timer?.cancel()
+            state.machine.close()
+            defer { state.channel = nil }
+            return state.channel
         }
         try? await channel?.close()
+    }
+}
+
+extension DeliveryFailure {
+    /// Why a connection could not be opened, from NIO's error itself (its errno or its kind),
+    /// not from its text: "connection refused", "connect timeout", or what the system said.
+    public static func connectFailure(_ error: any Error) -> DeliveryFailure {
+        let reason: String
+        switch error {
+        case let error as IOError where error.errnoCode == ECONNREFUSED: reason = "connection refused"
+        case let error as IOError: reason = "cannot connect: \(String(cString: strerror(error.errnoCode)))"
+        case ChannelError.connectTimeout: reason = "connect timeout"
+        default: reason = "cannot connect: \(error)"
+        }
+        return DeliveryFailure(.subscriberFailed, reason)
     }
 }

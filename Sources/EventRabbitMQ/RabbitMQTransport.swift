@@ -283,11 +283,7 @@ final class BrokerConnection: @unchecked Sendable {
                 .connect(to: target).get()
         } catch {
             ready.fail(AMQPError("not connected"))
-            let text = "\(error)"
-            let reason =
-                text.contains("refused") || text.contains("errno: 111")
-                ? "connection refused" : "cannot connect: \(text)"
-            return .failure(DeliveryFailure(.subscriberFailed, reason))
+            return .failure(.connectFailure(error))
         }
         let handshake: Result<Void, any Error>? = await ready.futureResult.map { Result<Void, any Error>.success(()) }
             .recover { .failure($0) }.value(within: timeout)

@@ -123,15 +123,8 @@ final class StreamConnection: Sendable {
         do {
             return .success(try await bootstrap.connect(to: target).get())
         } catch {
-            return .failure(DeliveryFailure(.subscriberFailed, Self.describe(error)))
+            return .failure(.connectFailure(error))
         }
-    }
-
-    static func describe(_ error: any Error) -> String {
-        let text = "\(error)"
-        if text.contains("refused") || text.contains("errno: 111") { return "connection refused" }
-        if text.contains("imeout") { return "connect timeout" }
-        return "cannot connect: \(text)"
     }
 
     /// The connection is gone: requests waiting for replies fail, and the timer starts.
@@ -151,12 +144,13 @@ final class StreamConnection: Sendable {
     }
 }
 
-/// Reads replies (reliable mode) and notices the connection closing.
-final class ReplyHandler: ChannelInboundHandler, Sendable {
+/// Reads replies (reliable mode) and notices the connection closing. Its state (the stream
+/// splitter) lives on the channel's event loop.
+final class ReplyHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
 
     private weak let connection: StreamConnection?
-    private let splitter = Mutex(JSONStreamSplitter(maximumValueSize: 1 << 20))
+    private var splitter = JSONStreamSplitter(maximumValueSize: 1 << 20)
 
     init(connection: StreamConnection?) {
         self.connection = connection
@@ -164,13 +158,15 @@ final class ReplyHandler: ChannelInboundHandler, Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buffer = unwrapInboundIn(data)
-        let messages = splitter.withLock { $0.feed(buffer.readableBytesView) }
+        let messages = splitter.feed(buffer.readableBytesView)
         for message in messages {
             guard case .object(let fields)? = try? EventValue(jsonBytes: message),
                 case .int(let id)? = fields.first(where: { $0.name == "id" })?.value
             else { continue }
             let error = fields.first { $0.name == "error" }.map { field -> String in
-                if case .object(let parts) = field.value, case .string(let text)? = parts.first(where: { $0.name == "message" })?.value {
+                if case .object(let parts) = field.value,
+                    case .string(let text)? = parts.first(where: { $0.name == "message" })?.value
+                {
                     return text
                 }
                 return field.value.jsonText

@@ -69,7 +69,7 @@ public struct XMLRPCSocket: DeliverySocket {
     public func makeDeliverer(context: DelivererContext) -> any EventDeliverer {
         XMLRPCDeliverer(
             socket: self, format: XMLRPCFormat(method: method, useStructParam: transport.options.useStructParam),
-            timeout: transport.options.timeout, group: transport.group)
+            timeout: transport.options.timeout, group: transport.group, logger: context.logger)
     }
 }
 
@@ -82,66 +82,90 @@ struct XMLRPCFormat: PayloadFormat {
     }
 }
 
-/// One keep-alive HTTP connection, one request at a time.
+/// One keep-alive HTTP connection, one request at a time, held by the shared reconnect state
+/// machine: after a failure (refused, reset, no reply in time) deliveries fail at once while a
+/// timer reconnects with backoff, as tcp and rabbitmq do; a server that closes the connection
+/// after answering is no failure (the next delivery opens a new one).
 final class XMLRPCDeliverer: EventDeliverer {
     let socket: XMLRPCSocket
     let format: XMLRPCFormat
     let timeout: TimeAmount
-    let group: any EventLoopGroup
-    private let connection = Mutex<(channel: (any Channel)?, handler: ResponseHandler?)>((nil, nil))
+    private let link = Mutex<ReconnectingChannel?>(nil)
 
-    init(socket: XMLRPCSocket, format: XMLRPCFormat, timeout: Duration, group: any EventLoopGroup) {
+    init(socket: XMLRPCSocket, format: XMLRPCFormat, timeout: Duration, group: any EventLoopGroup, logger: Logger) {
         self.socket = socket
         self.format = format
         self.timeout = TimeAmount(timeout)
-        self.group = group
+        let connection = ReconnectingChannel(name: socket.description, group: group, logger: logger) {
+            [weak self] in
+            guard let self else { return .failure(DeliveryFailure(.subscriberFailed, "shutting down")) }
+            return await self.open(group: group)
+        }
+        link.withLock { $0 = connection }
+    }
+
+    private var connection: ReconnectingChannel? { link.withLock { $0 } }
+
+    private func open(group: any EventLoopGroup) async -> Result<any Channel, DeliveryFailure> {
+        let onClose: @Sendable (any Channel, Bool) -> Void = { [weak self] channel, outstanding in
+            if outstanding {
+                self?.connection?.lost(channel, reason: "connection closed before the reply")
+            } else {
+                self?.connection?.ended(channel)
+            }
+        }
+        do {
+            let channel = try await ClientBootstrap(group: group)
+                .connectTimeout(timeout)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(ResponseHandler(onClose: onClose))
+                    }
+                }
+                .connect(to: try socket.address.socketAddress()).get()
+            return .success(channel)
+        } catch {
+            return .failure(.connectFailure(error))
+        }
     }
 
     func deliver(_ event: RaisedEvent) async -> DeliveryOutcome {
         let body = event.payload(format)
         let deadline = NIODeadline.now() + timeout
         let channel: any Channel
-        let handler: ResponseHandler
-        let open = connection.withLock { $0 }
-        if let openChannel = open.channel, let openHandler = open.handler, openChannel.isActive {
-            (channel, handler) = (openChannel, openHandler)
-        } else {
-            let created = ResponseHandler()
-            do {
-                channel = try await ClientBootstrap(group: group)
-                    .connectTimeout(timeout)
-                    .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                    .channelInitializer { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                            try channel.pipeline.syncOperations.addHandler(created)
-                        }
-                    }
-                    .connect(to: try socket.address.socketAddress()).get()
-            } catch {
-                let text = "\(error)"
-                let reason =
-                    text.contains("refused") || text.contains("errno: 111")
-                    ? "connection refused" : "cannot connect: \(text)"
-                return .failed(DeliveryFailure(.subscriberFailed, reason))
-            }
-            handler = created
-            connection.withLock { $0 = (channel, created) }
+        switch await connection?.channel() ?? .failure(DeliveryFailure(.subscriberFailed, "shutting down")) {
+        case .success(let open): channel = open
+        case .failure(let failure): return .failed(failure)
         }
-        let response = channel.eventLoop.makePromise(of: ResponseHandler.Response.self)
-        handler.expect(response)
-        var headers = HTTPHeaders()
-        headers.add(name: "Host", value: socket.hostPort.description)
-        headers.add(name: "User-Agent", value: "evi XML-RPC notifier")
-        headers.add(name: "Content-Type", value: "text/xml")
-        headers.add(name: "Content-Length", value: String(body.count))
-        channel.write(
-            HTTPClientRequestPart.head(
-                HTTPRequestHead(version: .http1_1, method: .POST, uri: "/RPC2", headers: headers)), promise: nil)
-        channel.write(HTTPClientRequestPart.body(.byteBuffer(channel.allocator.buffer(bytes: body))), promise: nil)
-        channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+        let host = socket.hostPort.description
+        // The request is written and its reply awaited on the channel's event loop, where the
+        // response handler keeps its state.
+        let response = channel.eventLoop.flatSubmit { () -> EventLoopFuture<ResponseHandler.Response> in
+            let promise = channel.eventLoop.makePromise(of: ResponseHandler.Response.self)
+            do {
+                try channel.pipeline.syncOperations.handler(type: ResponseHandler.self).expect(promise)
+            } catch {
+                promise.succeed(ResponseHandler.Response(outcome: .failure("connection closed"), keepAlive: false))
+                return promise.futureResult
+            }
+            var headers = HTTPHeaders()
+            headers.add(name: "Host", value: host)
+            headers.add(name: "User-Agent", value: "evi XML-RPC notifier")
+            headers.add(name: "Content-Type", value: "text/xml")
+            headers.add(name: "Content-Length", value: String(body.count))
+            channel.write(
+                HTTPClientRequestPart.head(
+                    HTTPRequestHead(version: .http1_1, method: .POST, uri: "/RPC2", headers: headers)), promise: nil)
+            channel.write(
+                HTTPClientRequestPart.body(.byteBuffer(channel.allocator.buffer(bytes: body))), promise: nil)
+            channel.writeAndFlush(HTTPClientRequestPart.end(nil), promise: nil)
+            return promise.futureResult
+        }
         let remaining = deadline - NIODeadline.now()
-        guard let reply = await response.futureResult.value(within: max(remaining, .milliseconds(1))) else {
+        guard let reply = await response.value(within: max(remaining, .milliseconds(1))) else {
+            connection?.lost(channel, reason: "reply timeout")
             channel.close(promise: nil)
             return .failed(DeliveryFailure(.subscriberFailed, "reply timeout"))
         }
@@ -158,16 +182,14 @@ final class XMLRPCDeliverer: EventDeliverer {
     }
 
     func close() async {
-        let channel = connection.withLock { state -> (any Channel)? in
-            defer { state = (nil, nil) }
-            return state.channel
-        }
-        try? await channel?.close()
+        await connection?.close()
     }
 }
 
-/// Collects one HTTP response at a time for the request the deliverer is waiting on.
-final class ResponseHandler: ChannelInboundHandler, Sendable {
+/// Collects the HTTP response to the one request the deliverer is waiting on. Its state lives on
+/// the channel's event loop (the deliverer hands it each request there); it tells the deliverer
+/// when the connection closes and whether a request was still waiting.
+final class ResponseHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
 
     struct Response: Sendable {
@@ -182,54 +204,54 @@ final class ResponseHandler: ChannelInboundHandler, Sendable {
     /// The largest XML-RPC reply read (a `methodResponse` is a few hundred bytes).
     static let maximumReply = 1 << 20
 
-    private struct State {
-        var waiting: EventLoopPromise<Response>?
-        var head: HTTPResponseHead?
-        var body: [UInt8] = []
-    }
-    private let state = Mutex(State())
+    private let onClose: @Sendable (any Channel, Bool) -> Void
+    private var waiting: EventLoopPromise<Response>?
+    private var head: HTTPResponseHead?
+    private var body: [UInt8] = []
 
+    init(onClose: @escaping @Sendable (any Channel, Bool) -> Void) {
+        self.onClose = onClose
+    }
+
+    /// The next response answers `promise` (on the event loop).
     func expect(_ promise: EventLoopPromise<Response>) {
-        state.withLock { $0 = State(waiting: promise) }
+        waiting = promise
+        head = nil
+        body = []
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
-        case .head(let head): state.withLock { $0.head = head }
+        case .head(let responseHead): head = responseHead
         case .body(let buffer):
             // A reply is read whole only up to `maximumReply`: a peer streaming gigabytes fails
             // the delivery and loses its connection instead of taking the daemon's memory.
-            let overflow = state.withLock { state -> EventLoopPromise<Response>? in
-                guard state.body.count + buffer.readableBytes > Self.maximumReply else {
-                    state.body += buffer.readableBytesView
-                    return nil
-                }
-                defer { state = State() }
-                return state.waiting
-            }
-            if let overflow {
-                overflow.succeed(
+            guard body.count + buffer.readableBytes <= Self.maximumReply else {
+                let promise = waiting
+                waiting = nil
+                body = []
+                promise?.succeed(
                     Response(outcome: .failure("reply larger than \(Self.maximumReply >> 20) MiB"), keepAlive: false))
                 context.close(promise: nil)
+                return
             }
+            body += buffer.readableBytesView
         case .end:
-            let (promise, response) = state.withLock { state -> (EventLoopPromise<Response>?, Response) in
-                let status = Int(state.head?.status.code ?? 0)
-                let keepAlive = state.head?.isKeepAlive ?? false
-                let response = Response(
-                    outcome: .success((status, String(decoding: state.body, as: UTF8.self))), keepAlive: keepAlive)
-                defer { state = State() }
-                return (state.waiting, response)
-            }
+            let response = Response(
+                outcome: .success((Int(head?.status.code ?? 0), String(decoding: body, as: UTF8.self))),
+                keepAlive: head?.isKeepAlive ?? false)
+            let promise = waiting
+            waiting = nil
+            head = nil
+            body = []
             promise?.succeed(response)
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        let promise = state.withLock { state -> EventLoopPromise<Response>? in
-            defer { state = State() }
-            return state.waiting
-        }
+        let promise = waiting
+        waiting = nil
+        onClose(context.channel, promise != nil)
         promise?.succeed(Response(outcome: .failure("connection closed before the reply"), keepAlive: false))
         context.fireChannelInactive()
     }
