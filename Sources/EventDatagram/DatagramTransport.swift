@@ -136,19 +136,19 @@ final class DatagramDeliverer: EventDeliverer {
     }
 
     func deliver(_ event: RaisedEvent) async -> DeliveryOutcome {
-        send(event.jsonRPC)
+        send(event.payload(.jsonRPC))
     }
 
     func prepare(_ event: RaisedEvent) {
-        _ = event.jsonRPC
+        _ = event.payload(.jsonRPC)
     }
 
     /// A batch goes out with `sendmmsg`: one system call for up to 256 datagrams (measured here,
     /// that is what puts evi at or above a plain `send` loop when fanning out). The payloads are
     /// copied back to back into one buffer per call (at most 256 KiB), cheaper than pinning each.
     func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] {
-        guard events.count > 1 else { return events.map { send($0.jsonRPC) } }
-        let payloads = events.map { $0.jsonRPC }
+        guard events.count > 1 else { return events.map { send($0.payload(.jsonRPC)) } }
+        let payloads = events.map { $0.payload(.jsonRPC) }
         var outcomes = [DeliveryOutcome](repeating: .delivered, count: payloads.count)
         let fd: Int32
         switch openDescriptor() {

@@ -54,17 +54,24 @@ public struct FlatstoreOptions: Sendable, Hashable {
 /// One flatstore line per event (encoded once per event and shared by every flatstore
 /// subscriber): the event name unless suppressed, then each parameter value, never its name.
 struct FlatstoreLineFormat: PayloadFormat {
-    let options: FlatstoreOptions
+    // What the line depends on, and nothing else: files with other rotation options share it.
+    let format: FlatstoreOptions.Format
+    let suppressEventName: Bool
+    let delimiter: String
+    let escapeDelimiter: String
 
-    var key: String {
-        "flatstore:\(options.format.rawValue):\(options.suppressEventName):\(options.delimiter):\(options.escapeDelimiter)"
+    init(options: FlatstoreOptions) {
+        format = options.format
+        suppressEventName = options.suppressEventName
+        delimiter = options.delimiter
+        escapeDelimiter = options.escapeDelimiter
     }
 
     func encode(_ event: RaisedEvent) -> [UInt8] {
-        if options.format == .jsonl { return event.jsonRPC + [UInt8(ascii: "\n")] }
-        var fields: [String] = options.suppressEventName ? [] : [event.name]
+        if format == .jsonl { return event.payload(.jsonRPC) + [UInt8(ascii: "\n")] }
+        var fields: [String] = suppressEventName ? [] : [event.name]
         fields += event.params.values.map(text)
-        var line = Array(fields.joined(separator: options.delimiter).utf8)
+        var line = Array(fields.joined(separator: delimiter).utf8)
         line.append(UInt8(ascii: "\n"))
         return line
     }
@@ -75,7 +82,7 @@ struct FlatstoreLineFormat: PayloadFormat {
     func text(_ value: EventValue) -> String {
         let raw: String
         switch value {
-        case .string(let string): raw = string.replacingAll(options.delimiter, with: options.escapeDelimiter)
+        case .string(let string): raw = string.replacingAll(delimiter, with: escapeDelimiter)
         case .int(let number): raw = String(number)
         case .null: raw = ""
         default: raw = value.jsonText

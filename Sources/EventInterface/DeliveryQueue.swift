@@ -7,16 +7,17 @@ import Synchronization
 /// pending at once and hands it to the deliverer in chunks, so a busy subscriber costs one wake-up
 /// per batch rather than per event. A full queue refuses the event at once ("queue full").
 public final class DeliveryQueue: Sendable {
-    /// How one tagged event's delivery ended.
+    /// How one queued event's delivery ended.
     public struct Completion: Sendable {
         public let event: RaisedEvent
-        /// What the producer tagged it with (a virtual subscriber: the members already tried).
-        public let tag: UInt64
+        /// The producer's own value, queued with the event and handed back with its outcome: the
+        /// queue does not look at it (a virtual subscriber keeps the members already tried there).
+        public let context: UInt64
         public let outcome: DeliveryOutcome
 
-        public init(event: RaisedEvent, tag: UInt64, outcome: DeliveryOutcome) {
+        public init(event: RaisedEvent, context: UInt64, outcome: DeliveryOutcome) {
             self.event = event
-            self.tag = tag
+            self.context = context
             self.outcome = outcome
         }
     }
@@ -28,7 +29,7 @@ public final class DeliveryQueue: Sendable {
 
     struct Item: Sendable {
         let event: RaisedEvent
-        let tag: UInt64
+        let context: UInt64
     }
 
     private struct State {
@@ -97,11 +98,11 @@ public final class DeliveryQueue: Sendable {
     /// Events waiting or being delivered.
     public var depth: Int { state.withLock { $0.pending.count + $0.inFlight } }
 
-    /// Queues `event`, tagged with `tag` for the observer. Returns `nil` when queued (the observer
+    /// Queues `event` with the producer's `context` for the observer. Returns `nil` when queued (the observer
     /// hears of it later), or the failure when refused at once ("queue full", "shutting down"),
     /// which the observer does not hear of.
     @discardableResult
-    public func enqueue(_ event: RaisedEvent, tag: UInt64 = 0) -> DeliveryFailure? {
+    public func enqueue(_ event: RaisedEvent, context: UInt64 = 0) -> DeliveryFailure? {
         deliverer.prepare(event)
         var refusal: DeliveryFailure?
         let waiter = state.withLock { state -> UnsafeContinuation<Void, Never>? in
@@ -114,7 +115,7 @@ public final class DeliveryQueue: Sendable {
                 return nil
             }
             state.bytes += event.size
-            state.pending.append(Item(event: event, tag: tag))
+            state.pending.append(Item(event: event, context: context))
             defer { state.waiter = nil }
             return state.waiter
         }
@@ -225,7 +226,7 @@ public final class DeliveryQueue: Sendable {
                 }
                 counters.queued.subtract(chunk.count, ordering: .relaxed)
                 if let observer {
-                    observer(zip(chunk, outcomes).map { Completion(event: $0.event, tag: $0.tag, outcome: $1) })
+                    observer(zip(chunk, outcomes).map { Completion(event: $0.event, context: $0.context, outcome: $1) })
                 }
                 for outcome in outcomes {
                     switch outcome {

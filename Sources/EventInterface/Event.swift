@@ -20,20 +20,24 @@ public struct Event: Sendable, Hashable {
 /// A way of turning an event into bytes, shared by every subscriber that uses it.
 ///
 /// The raise path encodes each event once per format, not once per subscriber: subscribers ask
-/// ``RaisedEvent/payload(_:)`` and the first one to ask pays for the encoding.
-public protocol PayloadFormat: Sendable {
-    /// Identifies the format with its options; two formats with the same key must give the same bytes.
-    var key: String { get }
+/// ``RaisedEvent/payload(_:)`` and the first one to ask pays for the encoding. Two formats that
+/// are equal must give the same bytes (a format holds exactly the options its bytes depend on).
+public protocol PayloadFormat: Sendable, Hashable {
     func encode(_ event: RaisedEvent) -> [UInt8]
 }
 
-/// The JSON-RPC notification of `transports.md`, as udp, unix and rabbitmq send it.
+/// The JSON-RPC notification, as udp, unix, tcp and rabbitmq send it:
+/// `{"jsonrpc":"2.0","method":"E_X","params":{…}}`.
 public struct JSONRPCNotificationFormat: PayloadFormat {
     public init() {}
-    public var key: String { "jsonrpc" }
     public func encode(_ event: RaisedEvent) -> [UInt8] {
         JSONRPCNotification.encode(method: event.name, params: event.params)
     }
+}
+
+extension PayloadFormat where Self == JSONRPCNotificationFormat {
+    /// `event.payload(.jsonRPC)`.
+    public static var jsonRPC: JSONRPCNotificationFormat { JSONRPCNotificationFormat() }
 }
 
 /// One raise of one event: what every subscriber is handed.
@@ -46,10 +50,11 @@ public final class RaisedEvent: Sendable {
     public let size: Int
 
     /// Encodings made so far. One lock and a short list rather than a dictionary: an event may sit
-    /// in a stuck member's queue for long, and its footprint is what such a queue costs.
+    /// in a stuck member's queue for long, and its footprint is what such a queue costs. The
+    /// JSON-RPC notification, which most subscribers use, has a slot of its own.
     private struct Encodings {
         var jsonRPC: [UInt8]?
-        var others: [(key: String, bytes: [UInt8])] = []
+        var others: [(format: any PayloadFormat, bytes: [UInt8])] = []
     }
     private let encodings = Mutex(Encodings())
 
@@ -62,25 +67,30 @@ public final class RaisedEvent: Sendable {
         self.size = 96 + event.name.utf8.count + params.approximateSize
     }
 
-    /// The JSON-RPC notification bytes, encoded on first use and shared afterwards.
-    public var jsonRPC: [UInt8] {
+    /// The bytes of `format`, encoded on first use and shared afterwards: the one way to get an
+    /// event's bytes.
+    public func payload<Format: PayloadFormat>(_ format: Format) -> [UInt8] {
+        if let json = format as? JSONRPCNotificationFormat { return payload(json) }
+        if let bytes = encodings.withLock({ $0.others.first { ($0.format as? Format) == format }?.bytes }) {
+            return bytes
+        }
+        let bytes = format.encode(self)
+        encodings.withLock { encodings in
+            if !encodings.others.contains(where: { ($0.format as? Format) == format }) {
+                encodings.others.append((format, bytes))
+            }
+        }
+        return bytes
+    }
+
+    /// The JSON-RPC notification's bytes (the same call; this overload is what callers that
+    /// name `.jsonRPC` get, without a type check on the hot path).
+    public func payload(_ format: JSONRPCNotificationFormat) -> [UInt8] {
         encodings.withLock { encodings in
             if let bytes = encodings.jsonRPC { return bytes }
             let bytes = JSONRPCNotification.encode(method: event.name, params: params)
             encodings.jsonRPC = bytes
             return bytes
         }
-    }
-
-    /// The bytes of `format`, encoded on first use and shared afterwards.
-    public func payload(_ format: some PayloadFormat) -> [UInt8] {
-        if format is JSONRPCNotificationFormat { return jsonRPC }
-        let key = format.key
-        if let bytes = encodings.withLock({ $0.others.first { $0.key == key }?.bytes }) { return bytes }
-        let bytes = format.encode(self)
-        encodings.withLock { encodings in
-            if !encodings.others.contains(where: { $0.key == key }) { encodings.others.append((key, bytes)) }
-        }
-        return bytes
     }
 }

@@ -67,13 +67,13 @@ public struct RaiseResult: Sendable, Hashable {
 }
 
 /// One subscription as listings show it.
-public struct SubscriberInfo: Sendable, Hashable {
+public struct SubscriberInfo: Sendable {
     public var socket: String
     public var expiry: Expiry
     /// Whole seconds left, `nil` for a never-expiring subscription.
     public var ttl: Int?
-    /// Member health for a virtual subscriber.
-    public var members: [MemberStatus]?
+    /// What the subscriber reports about itself (``EventSubscriber/status()``), or nil.
+    public var status: (any SubscriberStatus)?
 }
 
 /// The event interface (OpenSIPS' EVI): published events, their subscriptions and the raise path.
@@ -423,7 +423,7 @@ public final class EventHub: Sendable {
         let ttl = subscription.expiresAt.map { wholeSecondsUntil($0, now: now) }
         return SubscriberInfo(
             socket: subscription.socket.description, expiry: subscription.expiry, ttl: ttl,
-            members: subscription.subscriber.memberStatus())
+            status: subscription.subscriber.status())
     }
 
     /// Removes every expired subscription now and closes its subscriber (its queue drains, then

@@ -176,37 +176,22 @@ extension EventDeliverer {
 public protocol EventSubscriber: Sendable {
     /// Hands one event over. Never blocks and never waits for delivery.
     func dispatch(_ event: RaisedEvent)
-    /// For a composite subscriber (virtual), the state of each member; `nil` otherwise.
-    func memberStatus() -> [MemberStatus]?
+    /// What this kind of subscriber has to say about itself beyond its socket and expiry (a
+    /// virtual subscriber: its members' health), or nil.
+    func status() -> (any SubscriberStatus)?
     /// Stops taking events, delivers what is queued for at most `grace`, releases resources.
     func close(grace: Duration) async
 }
 
 extension EventSubscriber {
-    public func memberStatus() -> [MemberStatus]? { nil }
+    public func status() -> (any SubscriberStatus)? { nil }
 }
 
-/// The health of one member of a virtual subscriber, as `evi:subscribers` shows it.
-public struct MemberStatus: Sendable, Hashable {
-    public enum State: String, Sendable, Hashable {
-        case up
-        case failed
-    }
-
-    public var socket: String
-    public var state: State
-    /// Whole seconds until a failed mark runs out (0 once it has: the next event tries it).
-    public var retryIn: Int?
-    public var delivered: Int
-    public var failed: Int
-
-    public init(socket: String, state: State, retryIn: Int?, delivered: Int, failed: Int) {
-        self.socket = socket
-        self.state = state
-        self.retryIn = retryIn
-        self.delivered = delivered
-        self.failed = failed
-    }
+/// A subscriber's own report (``EventSubscriber/status()``). The core and the MI know nothing of
+/// what it holds: the MI adds its `fields` to the subscriber's entry of `evi:subscribers`, and the
+/// module that made it offers a typed view (`EventVirtual`'s `members`).
+public protocol SubscriberStatus: Sendable {
+    var fields: [EventField] { get }
 }
 
 /// A plain subscriber: one queue and one delivery task.

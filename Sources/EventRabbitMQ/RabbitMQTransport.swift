@@ -214,12 +214,12 @@ final class RabbitMQDeliverer: EventDeliverer {
     }
 
     func prepare(_ event: RaisedEvent) {
-        _ = event.jsonRPC
+        _ = event.payload(.jsonRPC)
     }
 
     func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] {
         await connection.publish(
-            events.map { $0.jsonRPC }, exchange: socket.exchange, routingKey: socket.routingKey,
+            events.map { $0.payload(.jsonRPC) }, exchange: socket.exchange, routingKey: socket.routingKey,
             persistent: socket.persistent,
             mandatory: socket.transport.options.mandatory.applies(toExchange: socket.exchange))
     }

@@ -24,14 +24,18 @@ public final class StreamTransport: EventTransport {
     public let options: StreamOptions
     let group: any EventLoopGroup
 
-    public init(options: StreamOptions = StreamOptions(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
+    public init(
+        options: StreamOptions = StreamOptions(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
         self.options = options
         self.group = group
     }
 
     public var scheme: String { "tcp" }
 
-    public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError) -> any EventSocket {
+    public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError)
+        -> any EventSocket
+    {
         let text = "tcp:" + address
         var hostPortText = address
         var method: String?
@@ -81,10 +85,8 @@ struct StreamPayloadFormat: PayloadFormat {
     let method: String?
     let eventParam: String?
 
-    var key: String { "tcp:\(method ?? "")|\(eventParam ?? "")" }
-
     func encode(_ event: RaisedEvent) -> [UInt8] {
-        if method == nil && eventParam == nil { return event.jsonRPC }
+        if method == nil && eventParam == nil { return event.payload(.jsonRPC) }
         return JSONRPCNotification.encode(
             method: method ?? event.name, params: event.params,
             eventParam: eventParam.map { (name: $0, eventName: event.name) })

@@ -52,10 +52,10 @@ final class VirtualSubscriber: EventSubscriber {
         var refused: [(member: Int, completion: DeliveryQueue.Completion)] = []
         state.withLock { state in
             for member in state.policy.dispatchTargets(now: now) {
-                let tag = MemberSet(member).bits
-                if let refusal = members[member].enqueue(event, tag: tag) {
+                let tried = MemberSet(member).bits
+                if let refusal = members[member].enqueue(event, context: tried) {
                     refused.append(
-                        (member, DeliveryQueue.Completion(event: event, tag: tag, outcome: .failed(refusal))))
+                        (member, DeliveryQueue.Completion(event: event, context: tried, outcome: .failed(refusal))))
                 }
             }
         }
@@ -83,7 +83,7 @@ final class VirtualSubscriber: EventSubscriber {
                     transitions.append((transition, notify))
                 }
                 guard case .failed(let failure) = completion.outcome, !parallel else { continue }
-                let tried = MemberSet(bits: completion.tag)
+                let tried = MemberSet(bits: completion.context)
                 guard let next = state.policy.reroute(tried: tried, after: member, now: now) else {
                     dropped.append((completion.event, failure.reason))
                     continue
@@ -91,12 +91,12 @@ final class VirtualSubscriber: EventSubscriber {
                 var moved = tried
                 moved.insert(next)
                 // A queue's lock is only ever taken after this one, never before it.
-                if let refusal = members[next].enqueue(completion.event, tag: moved.bits) {
+                if let refusal = members[next].enqueue(completion.event, context: moved.bits) {
                     refused.append(
                         (
                             next,
                             DeliveryQueue.Completion(
-                                event: completion.event, tag: moved.bits, outcome: .failed(refusal))
+                                event: completion.event, context: moved.bits, outcome: .failed(refusal))
                         ))
                 }
             }
@@ -131,14 +131,15 @@ final class VirtualSubscriber: EventSubscriber {
         }
     }
 
-    func memberStatus() -> [MemberStatus]? {
+    func status() -> (any SubscriberStatus)? {
         let now = clock.now()
         let health = state.withLock { $0.policy.members }
-        return zip(socket.members, health).map { member, health in
-            MemberStatus(
-                socket: member.description, state: health.retryIn(now: now) == nil ? .up : .failed,
-                retryIn: health.retryIn(now: now), delivered: health.delivered, failed: health.failed)
-        }
+        return VirtualStatus(
+            members: zip(socket.members, health).map { member, health in
+                MemberStatus(
+                    socket: member.description, state: health.retryIn(now: now) == nil ? .up : .failed,
+                    retryIn: health.retryIn(now: now), delivered: health.delivered, failed: health.failed)
+            })
     }
 
     func close(grace: Duration) async {

@@ -76,7 +76,6 @@ public struct XMLRPCSocket: DeliverySocket {
 struct XMLRPCFormat: PayloadFormat {
     let method: String
     let useStructParam: Bool
-    var key: String { "xmlrpc:\(method):\(useStructParam)" }
     func encode(_ event: RaisedEvent) -> [UInt8] {
         XMLRPCBody.encode(method: method, event: event.name, params: event.params, useStructParam: useStructParam)
     }

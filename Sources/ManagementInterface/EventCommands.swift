@@ -169,24 +169,7 @@ extension ManagementInterface {
             fields.append(EventField("expire", .int(Int64(seconds))))
             fields.append(EventField("ttl", .int(Int64(info.ttl ?? 0))))
         }
-        if let members = info.members {
-            fields.append(
-                EventField(
-                    "members",
-                    .array(
-                        members.map { member in
-                            var memberFields = [
-                                EventField("socket", .string(member.socket)),
-                                EventField("state", .string(member.state.rawValue)),
-                            ]
-                            if member.state == .failed, let retry = member.retryIn {
-                                memberFields.append(EventField("retry_in", .int(Int64(retry))))
-                            }
-                            memberFields.append(EventField("delivered", .int(Int64(member.delivered))))
-                            memberFields.append(EventField("failed", .int(Int64(member.failed))))
-                            return .object(memberFields)
-                        })))
-        }
+        fields += info.status?.fields ?? []
         return .object(fields)
     }
 

@@ -33,7 +33,7 @@ final class MemoryTransport: EventTransport {
         let transport: MemoryTransport
         func deliver(_ event: RaisedEvent) async -> DeliveryOutcome {
             while !transport.gateOpen.load(ordering: .relaxed) { try? await Task.sleep(for: .milliseconds(2)) }
-            let text = String(decoding: event.jsonRPC, as: UTF8.self)
+            let text = String(decoding: event.payload(.jsonRPC), as: UTF8.self)
             transport.delivered.withLock { $0[name, default: []].append(text) }
             return .delivered
         }

@@ -7,12 +7,15 @@ import Testing
 
 /// tcp (event_stream) against real TCP JSON-RPC peers on loopback.
 @Suite struct StreamTransportTests {
-    func makeHub(_ options: StreamOptions = StreamOptions(), failoverTimeout: Double = 30) throws -> EventHub {
+    func makeHub(
+        _ options: StreamOptions = StreamOptions(), failoverTimeout: Double = 30, queueBytes: Int = 16 << 20
+    ) throws -> EventHub {
         let hub = EventHub(
             transports: [
                 StreamTransport(options: options), UDPTransport(), UnixTransport(),
                 VirtualTransport(failoverTimeout: failoverTimeout),
-            ])
+            ],
+            configuration: .init(queueBytes: queueBytes))
         try hub.publish("E_MY_EVENT")
         return hub
     }
@@ -151,7 +154,9 @@ import Testing
     }
 
     @Test func aPeerThatNeverReadsTimesOutWritesWhileOtherMembersGetEverything() async throws {
-        let hub = try makeHub(StreamOptions(timeout: .milliseconds(300)))
+        // Room for all 1,500 events of 16 KB in the live member's queue (queue_bytes is not what
+        // this test is about): on a loaded machine its delivery task may fall behind the raising.
+        let hub = try makeHub(StreamOptions(timeout: .milliseconds(300)), queueBytes: 64 << 20)
         let stuck = try JSONRPCTestServer(mode: .neverRead)
         defer { stuck.close() }
         let live = try DatagramReceiver()
