@@ -9,10 +9,11 @@ import Synchronization
 ///
 /// A lock serialises writers and rotation; the whole lines between two rotations are one `write`
 /// on an `O_APPEND` descriptor, so no line is torn or lost by a rotation, whoever writes.
-final class FlatstoreFile: @unchecked Sendable {
-    // `references` and `lastWrite` are guarded by the transport's table lock and `state`'s lock.
-    var references = 1
-    private(set) var lastWrite = 0.0
+final class FlatstoreFile: Sendable {
+    /// When a line was last written (wall clock, the bits of a Double), read without the file's
+    /// lock by the transport choosing which descriptor to close.
+    private let lastWriteBits = Atomic<UInt64>(0)
+    var lastWrite: Double { Double(bitPattern: lastWriteBits.load(ordering: .relaxed)) }
 
     let path: String
     private unowned let transport: FlatstoreTransport
@@ -69,7 +70,7 @@ final class FlatstoreFile: @unchecked Sendable {
                 if written == run.count {
                     state.size += run.count
                     state.lines += runLines.count
-                    lastWrite = now
+                    lastWriteBits.store(now.bitPattern, ordering: .relaxed)
                     return
                 }
                 // Lines wholly written count as delivered; the rest failed.

@@ -13,7 +13,8 @@ public final class FlatstoreTransport: EventTransport {
     public let options: FlatstoreOptions
     /// Wall-clock seconds, injectable for period rotation tests.
     let wallClock: @Sendable () -> Double
-    private let files = Mutex<[String: FlatstoreFile]>([:])
+    /// One file per path, shared by every subscription that writes it.
+    private let files = SharedResources<String, FlatstoreFile>()
     private let hub = Mutex<WeakHub?>(nil)
     let format: FlatstoreLineFormat
 
@@ -53,49 +54,33 @@ public final class FlatstoreTransport: EventTransport {
 
     /// The shared file of `path`, opened by its first subscriber.
     func retainFile(_ path: String) -> FlatstoreFile {
-        files.withLock { table in
-            if let file = table[path] {
-                file.references += 1
-                return file
-            }
-            let file = FlatstoreFile(path: path, transport: self)
-            table[path] = file
-            return file
-        }
+        files.retain(path) { FlatstoreFile(path: path, transport: self) }
     }
 
     /// Drops one subscriber of `file`; the last one closes it.
     func releaseFile(_ file: FlatstoreFile) {
-        let last = files.withLock { table -> Bool in
-            file.references -= 1
-            guard file.references <= 0 else { return false }
-            table[file.path] = nil
-            return true
-        }
-        if last { file.close() }
+        files.release(file.path)?.close()
     }
 
     /// Paths written by at least one subscription.
-    public var openPaths: [String] { files.withLock { $0.keys.sorted() } }
+    public var openPaths: [String] { files.keys.sorted() }
 
     /// Open descriptors right now.
-    public var openDescriptors: Int { files.withLock { $0.values.filter(\.isOpen).count } }
+    public var openDescriptors: Int { files.resources.filter(\.isOpen).count }
 
     /// Keeps at most `max_open_files` descriptors: closes the least recently written ones.
     func makeRoomForDescriptor(except keep: FlatstoreFile) {
-        let victims = files.withLock { table -> [FlatstoreFile] in
-            let open = table.values.filter { $0 !== keep && $0.isOpen }
-            let excess = open.count + 1 - options.maxOpenFiles
-            guard excess > 0 else { return [] }
-            return Array(open.sorted { $0.lastWrite < $1.lastWrite }.prefix(excess))
-        }
+        let open = files.resources.filter { $0 !== keep && $0.isOpen }
+        let excess = open.count + 1 - options.maxOpenFiles
+        guard excess > 0 else { return }
+        let victims = open.sorted { $0.lastWrite < $1.lastWrite }.prefix(excess)
         for victim in victims { victim.closeDescriptor() }
     }
 
     /// Reopens `path` (MI `event_flatstore:rotate`, for logrotate's "move, then signal").
     /// Throws when no subscription writes it.
     public func rotate(path: String) throws(SocketError) {
-        guard let file = files.withLock({ $0[path] }) else { throw SocketError("File not found") }
+        guard let file = files.resource(for: path) else { throw SocketError("File not found") }
         file.reopen(reason: "mi")
     }
 
@@ -111,7 +96,7 @@ public final class FlatstoreTransport: EventTransport {
 
     /// Reopens every file (SIGHUP).
     public func reopenAll() {
-        for file in files.withLock({ Array($0.values) }) { file.reopen(reason: "signal") }
+        for file in files.resources { file.reopen(reason: "signal") }
     }
 
     /// Raises `E_FLATSTORE_ROTATION` with `timestamp`, `reason`, `filename`, `old_filename`.

@@ -44,7 +44,8 @@ public struct RabbitMQOptions: Sendable, Hashable {
 public final class RabbitMQTransport: EventTransport {
     public let options: RabbitMQOptions
     let group: any EventLoopGroup
-    private let connections = Mutex<[BrokerKey: BrokerConnection]>([:])
+    /// One connection per broker and credentials, shared by its subscriptions.
+    private let connections = SharedResources<BrokerKey, BrokerConnection>()
 
     public init(
         options: RabbitMQOptions = RabbitMQOptions(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
@@ -72,20 +73,22 @@ public final class RabbitMQTransport: EventTransport {
             } else {
                 user = String(credentials)
             }
-            guard !user.isEmpty else { throw SocketError("rabbitmq user is empty: \(Self.redacted(text))") }
+            guard !user.isEmpty else { throw SocketError("rabbitmq user is empty: \(redactingCredentials(text))") }
         }
         guard let slash = rest.firstIndex(of: "/") else {
-            throw SocketError("rabbitmq socket needs /ROUTING_KEY: \(Self.redacted(text))")
+            throw SocketError("rabbitmq socket needs /ROUTING_KEY: \(redactingCredentials(text))")
         }
         let hostText = String(rest[..<slash])
         var target = String(rest[rest.index(after: slash)...])
         let hostPort: HostPort
         if hostText.hasSuffix("]") || !hostText.contains(":") || hostText.hasPrefix("[") && !hostText.contains("]:") {
             let bare = hostText.hasPrefix("[") ? String(hostText.dropFirst().dropLast()) : hostText
-            guard !bare.isEmpty else { throw SocketError("rabbitmq socket needs a host: \(Self.redacted(text))") }
+            guard !bare.isEmpty else {
+                throw SocketError("rabbitmq socket needs a host: \(redactingCredentials(text))")
+            }
             hostPort = HostPort(host: bare, port: 5672)
         } else {
-            hostPort = try HostPort.parse(hostText, scheme: "rabbitmq", socket: Self.redacted(text))
+            hostPort = try HostPort.parse(hostText, scheme: "rabbitmq", socket: redactingCredentials(text))
         }
         var exchange = ""
         var vhost = "/"
@@ -102,57 +105,38 @@ public final class RabbitMQTransport: EventTransport {
                     vhost = String(parameter.dropFirst("vhost=".count))
                 } else {
                     throw SocketError(
-                        "unknown rabbitmq parameter '\(parameter)' (exchange=NAME, vhost=NAME, persistent): \(Self.redacted(text))"
+                        "unknown rabbitmq parameter '\(parameter)' (exchange=NAME, vhost=NAME, persistent): \(redactingCredentials(text))"
                     )
                 }
             }
         }
-        guard !target.isEmpty else { throw SocketError("rabbitmq socket needs a routing key: \(Self.redacted(text))") }
+        guard !target.isEmpty else {
+            throw SocketError("rabbitmq socket needs a routing key: \(redactingCredentials(text))")
+        }
         guard target.utf8.count <= 255, exchange.utf8.count <= 255 else {
-            throw SocketError("rabbitmq routing key and exchange are at most 255 bytes: \(Self.redacted(text))")
+            throw SocketError("rabbitmq routing key and exchange are at most 255 bytes: \(redactingCredentials(text))")
         }
         let resolved = try await context.resolve(
-            hostPort, socketType: Int32(SOCK_STREAM.rawValue), socket: Self.redacted(text))
+            hostPort, socketType: Int32(SOCK_STREAM.rawValue), socket: redactingCredentials(text))
         return RabbitMQSocket(
             broker: BrokerKey(host: hostPort, user: user, password: password, vhost: vhost), address: resolved,
             exchange: exchange, routingKey: target, persistent: persistent, transport: self)
     }
 
-    /// The socket text with the password dropped, for errors and logs.
-    static func redacted(_ text: String) -> String {
-        guard let at = text.lastIndex(of: "@") else { return text }
-        let credentials = text[text.index(text.startIndex, offsetBy: "rabbitmq:".count)..<at]
-        guard let colon = credentials.firstIndex(of: ":") else { return text }
-        return "rabbitmq:" + credentials[..<colon] + text[at...]
-    }
-
     // MARK: Connections, one per broker and credentials
 
     func retainConnection(_ key: BrokerKey, address: ResolvedAddress, logger: Logger) -> BrokerConnection {
-        connections.withLock { table in
-            if let connection = table[key] {
-                connection.references += 1
-                return connection
-            }
-            let connection = BrokerConnection(
-                key: key, address: address, options: options, group: group, logger: logger)
-            table[key] = connection
-            return connection
+        connections.retain(key) {
+            BrokerConnection(key: key, address: address, options: options, group: group, logger: logger)
         }
     }
 
     func releaseConnection(_ connection: BrokerConnection) async {
-        let last = connections.withLock { table -> Bool in
-            connection.references -= 1
-            guard connection.references <= 0 else { return false }
-            table[connection.key] = nil
-            return true
-        }
-        if last { await connection.close() }
+        await connections.release(connection.key)?.close()
     }
 
     /// Open broker connections (shared by subscriptions).
-    public var connectionCount: Int { connections.withLock { $0.count } }
+    public var connectionCount: Int { connections.count }
 }
 
 struct BrokerKey: Hashable, Sendable {
@@ -231,9 +215,7 @@ final class RabbitMQDeliverer: EventDeliverer {
 
 /// One AMQP connection and channel to a broker, shared by every subscription with the same
 /// broker and credentials.
-final class BrokerConnection: @unchecked Sendable {
-    // `references` is guarded by the transport's table lock.
-    var references = 1
+final class BrokerConnection: Sendable {
     let key: BrokerKey
     private let settings: AMQPHandler.Settings
     private let address: ResolvedAddress
