@@ -3,7 +3,6 @@ import PackageDescription
 
 let package = Package(
     name: "evi",
-    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "evi", targets: ["evi"]),
         .library(name: "EventInterface", targets: ["EventInterface"]),
@@ -16,6 +15,7 @@ let package = Package(
         .library(name: "EventState", targets: ["EventState"]),
         .library(name: "ManagementInterface", targets: ["ManagementInterface"]),
         .library(name: "EventInterfaceTestKit", targets: ["EventInterfaceTestKit"]),
+        .library(name: "EventDatagramTestKit", targets: ["EventDatagramTestKit"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.0"),
@@ -106,27 +106,37 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
-        .target(name: "EventInterfaceTestKit", dependencies: ["EventInterface", "EventDatagram"]),
+        .target(name: "EventInterfaceTestKit", dependencies: ["EventInterface"]),
+        .target(
+            name: "EventDatagramTestKit", dependencies: ["EventDatagram", "EventInterface", "EventInterfaceTestKit"]),
         .testTarget(
             name: "EventInterfaceTests",
-            dependencies: ["EventInterface", "EventInterfaceTestKit", "EventDatagram", "EventVirtual"]
+            dependencies: [
+                "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit", "EventDatagram", "EventVirtual",
+            ]
         ),
         .testTarget(
             name: "EventVirtualTests",
-            dependencies: ["EventVirtual", "EventInterface", "EventInterfaceTestKit", "EventDatagram"]
+            dependencies: [
+                "EventVirtual", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit", "EventDatagram",
+            ]
         ),
         .testTarget(
             name: "EventDatagramTests",
-            dependencies: ["EventDatagram", "EventInterface", "EventInterfaceTestKit"]
+            dependencies: ["EventDatagram", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit"]
         ),
         .testTarget(
             name: "EventStateTests",
-            dependencies: ["EventState", "EventInterface", "EventInterfaceTestKit", "EventDatagram", "EventVirtual"]
+            dependencies: [
+                "EventState", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit", "EventDatagram",
+                "EventVirtual",
+            ]
         ),
         .testTarget(
             name: "EventRabbitMQTests",
             dependencies: [
-                "EventRabbitMQ", "EventFlatstore", "EventInterface", "EventInterfaceTestKit", "EventVirtual",
+                "EventRabbitMQ", "EventFlatstore", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit",
+                "EventVirtual",
                 "EventDatagram",
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
@@ -134,28 +144,37 @@ let package = Package(
         .testTarget(name: "EventNIOSupportTests", dependencies: ["EventNIOSupport"]),
         .testTarget(
             name: "EventXMLRPCTests",
-            dependencies: ["EventXMLRPC", "EventInterface", "EventInterfaceTestKit", "EventVirtual", "EventDatagram"]
+            dependencies: [
+                "EventXMLRPC", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit", "EventVirtual",
+                "EventDatagram",
+            ]
         ),
         .testTarget(
             name: "EventStreamTests",
-            dependencies: ["EventStream", "EventInterface", "EventInterfaceTestKit", "EventVirtual", "EventDatagram"]
+            dependencies: [
+                "EventStream", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit", "EventVirtual",
+                "EventDatagram",
+            ]
         ),
         .testTarget(
             name: "EventFlatstoreTests",
             dependencies: [
-                "EventFlatstore", "EventInterface", "EventInterfaceTestKit", "EventVirtual", "EventDatagram",
+                "EventFlatstore", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit", "EventVirtual",
+                "EventDatagram",
             ]
         ),
         .testTarget(
             name: "ManagementInterfaceTests",
             dependencies: [
-                "ManagementInterface", "EventInterface", "EventInterfaceTestKit", "EventDatagram", "EventVirtual",
+                "ManagementInterface", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit",
+                "EventDatagram", "EventVirtual",
             ]
         ),
         .testTarget(
             name: "EviIntegrationTests",
             dependencies: [
-                "EventInterface", "EventInterfaceTestKit", "EventDatagram", "EventVirtual", "EventStream",
+                "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit", "EventDatagram", "EventVirtual",
+                "EventStream",
                 "EventFlatstore",
                 "EventXMLRPC", "EventRabbitMQ",
             ]

@@ -4,8 +4,6 @@ import Synchronization
 
 #if canImport(Glibc)
     import Glibc
-#elseif canImport(Musl)
-    import Musl
 #endif
 
 /// The receiving side of udp and unix: binds a datagram socket and hands every datagram to a

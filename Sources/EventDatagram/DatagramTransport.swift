@@ -4,10 +4,6 @@ import Synchronization
 
 #if canImport(Glibc)
     import Glibc
-#elseif canImport(Musl)
-    import Musl
-#elseif canImport(Darwin)
-    import Darwin
 #endif
 
 /// Largest payload udp and unix send (OpenSIPS's documented maximum, kept on purpose):

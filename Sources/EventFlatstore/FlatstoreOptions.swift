@@ -1,6 +1,6 @@
 import EventInterface
 
-/// The `event_flatstore` module options (transports.md).
+/// The `event_flatstore` module options (Docs/sockets.md).
 public struct FlatstoreOptions: Sendable, Hashable {
     public enum Format: String, Sendable, Hashable {
         /// The event name and parameter values joined by the delimiter, as OpenSIPS writes them.

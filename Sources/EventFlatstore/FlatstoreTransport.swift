@@ -6,7 +6,7 @@ import Synchronization
     import Glibc
 #endif
 
-/// `flatstore:/ABSOLUTE/PATH`: one line per event appended to a file (transports.md).
+/// `flatstore:/ABSOLUTE/PATH`: one line per event appended to a file (Docs/sockets.md).
 public final class FlatstoreTransport: EventTransport {
     public static let rotationEvent = "E_FLATSTORE_ROTATION"
 

@@ -40,7 +40,7 @@ public struct RabbitMQOptions: Sendable, Hashable {
 }
 
 /// `rabbitmq:[USER[:PASSWORD]@]HOST[:PORT]/[PARAMS?]ROUTING_KEY`: publishes the JSON-RPC
-/// notification with publisher confirms (transports.md).
+/// notification with publisher confirms (Docs/sockets.md).
 public final class RabbitMQTransport: EventTransport {
     public let options: RabbitMQOptions
     let group: any EventLoopGroup

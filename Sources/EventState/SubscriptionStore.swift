@@ -6,7 +6,7 @@ import GRDB
     import Glibc
 #endif
 
-/// Durable subscriptions (daemon.md, State): what is subscribed over MI is written to SQLite
+/// Durable subscriptions (Docs/configuration.md, State): what is subscribed over MI is written to SQLite
 /// before the reply is sent, with its absolute expiry, and comes back after a restart or a crash.
 ///
 /// GRDB rather than sqlite-nio: its synchronous, serialized `DatabaseQueue` is exactly the "write,

@@ -2,7 +2,7 @@ import EventInterface
 import NIOCore
 import NIOPosix
 
-/// The `event_stream` module options (transports.md).
+/// The `event_stream` module options (Docs/sockets.md).
 public struct StreamOptions: Sendable, Hashable {
     /// Requests with ids, success on a reply without error; off: notifications, success on write.
     public var reliableMode = false

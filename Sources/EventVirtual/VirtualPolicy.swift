@@ -11,7 +11,7 @@ public enum VirtualPolicy: String, Sendable, Hashable, CaseIterable {
 }
 
 /// The decisions of a virtual subscriber, without any I/O: which member(s) get a new event,
-/// where a failed event goes next, and how member health changes. virtual.md, exactly.
+/// where a failed event goes next, and how member health changes. Docs/virtual.md, exactly.
 public struct VirtualPolicyState: Sendable, Hashable {
     public let policy: VirtualPolicy
     public let failoverTimeout: Double

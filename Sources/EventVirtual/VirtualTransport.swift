@@ -1,7 +1,7 @@
 import EventInterface
 
 /// `virtual:POLICY member_1 [member_2 …]`: several sockets as one subscriber with a delivery
-/// policy (virtual.md).
+/// policy (Docs/virtual.md).
 public struct VirtualTransport: EventTransport {
     /// Seconds a failed member stays marked (`event_virtual.failover_timeout`, default 30).
     public let failoverTimeout: Double

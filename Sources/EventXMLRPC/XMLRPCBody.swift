@@ -1,6 +1,6 @@
 import EventInterface
 
-/// The XML-RPC `methodCall` evi posts (transports.md; layout as OpenSIPS writes it,
+/// The XML-RPC `methodCall` evi posts (Docs/sockets.md; layout as OpenSIPS writes it,
 /// `../vectors/transport_xmlrpc.json`): the event name as the first `<param>`, then each
 /// parameter, with `<name>` when named, or all named ones packed in one `<struct>`.
 public enum XMLRPCBody {
@@ -35,7 +35,9 @@ public enum XMLRPCBody {
             return "<array><data>" + values.map { "<value>\(Self.value($0))</value>" }.joined() + "</data></array>"
         case .object(let fields):
             return "<struct>"
-                + fields.map { "<member><name>\(escape($0.name))</name><value>\(Self.value($0.value))</value></member>" }
+                + fields.map {
+                    "<member><name>\(escape($0.name))</name><value>\(Self.value($0.value))</value></member>"
+                }
                 .joined() + "</struct>"
         }
     }

@@ -2,8 +2,6 @@ import EventInterface
 
 #if canImport(Glibc)
     import Glibc
-#elseif canImport(Musl)
-    import Musl
 #endif
 
 /// What the daemon tells the core commands about itself.
@@ -37,7 +35,7 @@ public struct MIServerInfo: Sendable {
 }
 
 extension ManagementInterface {
-    /// Registers the event commands of mi.md for `hub`, and `which` / `core:*`.
+    /// Registers the event commands of Docs/mi.md for `hub`, and `which` / `core:*`.
     public func registerEventCommands(hub: EventHub, server: MIServerInfo) {
         let changes = AsyncSerializer()
         register(

@@ -9,7 +9,7 @@ import NIOPosix
 /// ~69k req/s against Hummingbird 2's ~31k, and built in half the time. Immediate commands
 /// (raise, lists) are answered on the event loop without a task hop.
 public final class MIHTTPServer: MIListener {
-    /// Largest request body accepted (mi.md); larger ones are read, discarded and answered 413.
+    /// Largest request body accepted (Docs/mi.md); larger ones are read, discarded and answered 413.
     public static let maximumBodySize = 1 << 20
 
     public let channel: any Channel

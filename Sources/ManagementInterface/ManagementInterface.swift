@@ -2,7 +2,7 @@ import EventInterface
 import Metrics
 import Synchronization
 
-/// The JSON-RPC 2.0 management interface (mi.md): decodes requests, runs commands, encodes the
+/// The JSON-RPC 2.0 management interface (Docs/mi.md): decodes requests, runs commands, encodes the
 /// exact replies. Transport-free: the HTTP and datagram servers hand it bodies.
 public final class ManagementInterface: Sendable {
     /// What processing a request body gave.

@@ -3,41 +3,11 @@ import EventInterfaceTestKit
 import Synchronization
 import Testing
 
-/// A third-party transport, registered exactly as the built-in ones are: `memory:NAME` records
-/// what it is handed; `memory:NAME` deliveries wait while its gate is closed.
-final class MemoryTransport: EventTransport {
-    let scheme = "memory"
-    let delivered = Mutex<[String: [String]]>([:])
-    let gateOpen = Atomic<Bool>(true)
+/// The test kit's in-memory transport under the scheme these tests use: `memory:NAME`.
+typealias MemoryTransport = TestTransport
 
-    func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError) -> any EventSocket {
-        guard !address.isEmpty else { throw SocketError("memory socket needs a name") }
-        return MemorySocket(name: address, transport: self)
-    }
-
-    func messages(_ name: String) -> [String] { delivered.withLock { $0[name] ?? [] } }
-
-    struct MemorySocket: DeliverySocket {
-        let name: String
-        let transport: MemoryTransport
-        var scheme: String { "memory" }
-        var description: String { "memory:\(name)" }
-        func matches(_ other: any EventSocket) -> Bool { (other as? MemorySocket)?.name == name }
-        func makeDeliverer(context: DelivererContext) -> any EventDeliverer {
-            Deliverer(name: name, transport: transport)
-        }
-    }
-
-    struct Deliverer: EventDeliverer {
-        let name: String
-        let transport: MemoryTransport
-        func deliver(_ event: RaisedEvent) async -> DeliveryOutcome {
-            while !transport.gateOpen.load(ordering: .relaxed) { try? await Task.sleep(for: .milliseconds(2)) }
-            let text = String(decoding: event.payload(.jsonRPC), as: UTF8.self)
-            transport.delivered.withLock { $0[name, default: []].append(text) }
-            return .delivered
-        }
-    }
+extension TestTransport {
+    convenience init() { self.init(scheme: "memory") }
 }
 
 @Suite struct EventHubTests {

@@ -2,7 +2,7 @@ import EventInterface
 import Foundation
 import Testing
 
-/// The notification bytes of transports.md, checked byte for byte and against Foundation's
+/// The notification bytes of Docs/sockets.md, checked byte for byte and against Foundation's
 /// JSON decoder (a real, independent implementation).
 @Suite struct JSONEncodingTests {
     func notification(_ method: String, _ params: EventParams) -> String {

@@ -1,4 +1,5 @@
 import EventDatagram
+import EventDatagramTestKit
 import EventFlatstore
 import EventInterface
 import EventInterfaceTestKit

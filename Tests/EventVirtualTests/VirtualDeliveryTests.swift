@@ -1,4 +1,5 @@
 import EventDatagram
+import EventDatagramTestKit
 import EventInterface
 import EventInterfaceTestKit
 import EventVirtual

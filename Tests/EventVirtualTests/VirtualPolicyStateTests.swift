@@ -2,7 +2,7 @@ import EventInterface
 import EventVirtual
 import Testing
 
-/// The pure decisions of virtual.md, with time given as numbers: no sockets, no sleeping.
+/// The pure decisions of Docs/virtual.md, with time given as numbers: no sockets, no sleeping.
 @Suite struct MemberHealthTests {
     let refused = DeliveryFailure(.subscriberFailed, "connection refused")
 

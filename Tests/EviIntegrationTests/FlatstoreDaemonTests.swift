@@ -1,3 +1,4 @@
+import EventDatagramTestKit
 import EventInterfaceTestKit
 import Foundation
 import Testing

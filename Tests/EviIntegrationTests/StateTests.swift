@@ -1,3 +1,4 @@
+import EventDatagramTestKit
 import EventInterface
 import EventInterfaceTestKit
 import Foundation

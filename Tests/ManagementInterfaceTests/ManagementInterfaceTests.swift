@@ -1,11 +1,12 @@
 import EventDatagram
+import EventDatagramTestKit
 import EventInterface
 import EventInterfaceTestKit
 import EventVirtual
 import ManagementInterface
 import Testing
 
-/// Every command and error of mi.md, request body in, exact reply body out.
+/// Every command and error of Docs/mi.md, request body in, exact reply body out.
 @Suite struct ManagementInterfaceTests {
     let clock = ManualClock()
     let hub: EventHub

@@ -1,9 +1,5 @@
 #if canImport(Glibc)
     import Glibc
-#elseif canImport(Musl)
-    import Musl
-#elseif canImport(Darwin)
-    import Darwin
 #endif
 
 /// An IPv4 or IPv6 network in CIDR notation (`127.0.0.0/8`, `::1/128`).
@@ -79,7 +75,9 @@ public struct DestinationPolicy: Sendable, Hashable {
 extension SocketParsingContext {
     /// Resolves `hostPort` (bounded, as ``HostPort/resolve(socketType:socket:timeout:)``) and
     /// applies the destination policy.
-    public func resolve(_ hostPort: HostPort, socketType: Int32, socket: String) async throws(SocketError) -> ResolvedAddress {
+    public func resolve(_ hostPort: HostPort, socketType: Int32, socket: String) async throws(SocketError)
+        -> ResolvedAddress
+    {
         let address = try await hostPort.resolve(socketType: socketType, socket: socket)
         let policy = registry.destinationPolicy
         guard policy.allows(address) else {

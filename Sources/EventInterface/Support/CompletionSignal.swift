@@ -14,8 +14,6 @@ public final class CompletionSignal: Sendable {
 
     public init() {}
 
-    public var isDone: Bool { state.withLock { $0.done } }
-
     /// Marks it done and wakes every waiter.
     public func signal() {
         let waiters = state.withLock { state -> [CheckedContinuation<Bool, Never>] in

@@ -3,7 +3,7 @@ import Synchronization
 
 /// Counters of one transport, shared by all its subscribers: atomics that the library API reads
 /// (so delivery tasks never contend on a lock to count), mirrored to swift-metrics under the
-/// names of daemon.md for whichever metrics backend the program bootstraps.
+/// names of Docs/configuration.md for whichever metrics backend the program bootstraps.
 public final class TransportCounters: Sendable {
     public let delivered = Atomic<Int>(0)
     public let failed = Atomic<Int>(0)

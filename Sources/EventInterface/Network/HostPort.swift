@@ -2,10 +2,6 @@ import Synchronization
 
 #if canImport(Glibc)
     import Glibc
-#elseif canImport(Musl)
-    import Musl
-#elseif canImport(Darwin)
-    import Darwin
 #endif
 
 /// `HOST:PORT` as the network transports write it: an IPv4 address, `[IPv6]`, or a host name.
@@ -80,7 +76,7 @@ public struct ResolvedAddress: Sendable, Hashable {
 }
 
 extension HostPort {
-    /// Longest a host name lookup may take at subscribe time (concepts.md).
+    /// Longest a host name lookup may take at subscribe time (Docs/sockets.md).
     public static let resolutionTimeout: Duration = .seconds(2)
 
     /// Resolves the host for datagram or stream use. Literals resolve without a lookup; names

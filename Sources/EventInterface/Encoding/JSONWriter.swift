@@ -217,7 +217,7 @@ extension EventValue {
 }
 
 /// The JSON-RPC 2.0 notification that udp, unix, tcp and rabbitmq deliver
-/// (`transports.md`): `{"jsonrpc":"2.0","method":M,"params":P}`, with an optional integer `id`
+/// (`Docs/sockets.md`): `{"jsonrpc":"2.0","method":M,"params":P}`, with an optional integer `id`
 /// first for reliable-mode requests, `params` absent when the event has none.
 public enum JSONRPCNotification {
     /// Encodes one notification.

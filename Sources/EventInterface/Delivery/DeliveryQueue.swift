@@ -95,9 +95,6 @@ public final class DeliveryQueue: Sendable {
         Task { await self.run() }
     }
 
-    /// Events waiting or being delivered.
-    public var depth: Int { state.withLock { $0.pending.count + $0.inFlight } }
-
     /// Queues `event` with the producer's `context` for the observer. Returns `nil` when queued (the observer
     /// hears of it later), or the failure when refused at once ("queue full", "shutting down"),
     /// which the observer does not hear of.
