@@ -41,8 +41,8 @@ struct Listen: AsyncParsableCommand {
         let bound: String
         var closer: @Sendable () async -> Void
         if socket.hasPrefix("tcp:") {
-            let listener: TCPLineListener
-            do { listener = try TCPLineListener(socket: socket, onMessage: print) } catch {
+            let listener: TCPJSONListener
+            do { listener = try TCPJSONListener(socket: socket, onMessage: print) } catch {
                 printError("evi: \(error)")
                 throw ExitCode(1)
             }
@@ -131,7 +131,7 @@ struct Listen: AsyncParsableCommand {
 
 /// A TCP listener for `evi listen tcp:…`: every connection's stream is split into JSON messages;
 /// requests carrying an `id` (reliable mode) get `{"jsonrpc":"2.0","result":"OK","id":…}`.
-final class TCPLineListener: Sendable {
+final class TCPJSONListener: Sendable {
     let socket: String
     private let descriptor: Int32
     private let stopped = Atomic<Bool>(false)
