@@ -27,21 +27,11 @@ public final class DatagramListener: Sendable {
             let fd = Glibc.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw SocketError("cannot create a socket: \(Self.errorText())") }
             unlink(path)
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            let capacity = MemoryLayout.size(ofValue: address.sun_path)
-            guard path.utf8.count < capacity else {
+            guard let address = unixSocketAddress(path) else {
                 Glibc.close(fd)
-                throw SocketError("unix socket path longer than \(capacity - 1) bytes: \(text)")
+                throw SocketError("unix socket path longer than \(maximumUnixPathLength) bytes: \(text)")
             }
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
-            }
-            let bound = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-                }
-            }
+            let bound = withSocketAddress(address) { bind(fd, $0, $1) }
             guard bound == 0 else {
                 let reason = Self.errorText()
                 Glibc.close(fd)

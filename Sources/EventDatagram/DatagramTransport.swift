@@ -69,9 +69,8 @@ public struct UnixTransport: EventTransport {
         guard !address.contains(where: { $0.isWhitespace || $0 == "\0" }) else {
             throw SocketError("unix socket path contains whitespace: \(text)")
         }
-        let capacity = MemoryLayout.size(ofValue: sockaddr_un().sun_path)
-        guard address.utf8.count < capacity else {
-            throw SocketError("unix socket path longer than \(capacity - 1) bytes: \(text)")
+        guard address.utf8.count <= maximumUnixPathLength else {
+            throw SocketError("unix socket path longer than \(maximumUnixPathLength) bytes: \(text)")
         }
         if paths.allowedDirs != nil {
             let path = try paths.normalise(address, kind: "unix", socket: text)
@@ -115,12 +114,7 @@ final class DatagramDeliverer: EventDeliverer {
         self.target = target
         self.socket = socket
         if case .unix(let path) = target {
-            var address = sockaddr_un()
-            address.sun_family = sa_family_t(AF_UNIX)
-            withUnsafeMutableBytes(of: &address.sun_path) { raw in
-                for (index, byte) in path.utf8.enumerated() where index < raw.count - 1 { raw[index] = byte }
-            }
-            unixAddress = withUnsafeBytes(of: &address) { Array($0) }
+            unixAddress = unixSocketAddress(path) ?? []  // the parser refused longer paths
         } else {
             unixAddress = []
         }
@@ -223,10 +217,8 @@ final class DatagramDeliverer: EventDeliverer {
                 case .connected:
                     return evi_send_datagrams(fd, start, sizes, count, nil, 0, &error)
                 case .unix:
-                    return unixAddress.withUnsafeBytes { address in
-                        evi_send_datagrams(
-                            fd, start, sizes, count, address.baseAddress?.assumingMemoryBound(to: sockaddr.self),
-                            socklen_t(address.count), &error)
+                    return withSocketAddress(unixAddress) { address, length in
+                        evi_send_datagrams(fd, start, sizes, count, address, length, &error)
                     }
                 }
             }
@@ -277,10 +269,8 @@ final class DatagramDeliverer: EventDeliverer {
             case .connected:
                 return Glibc.send(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL))
             case .unix:
-                return unixAddress.withUnsafeBytes { address in
-                    Glibc.sendto(
-                        fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL),
-                        address.baseAddress?.assumingMemoryBound(to: sockaddr.self), socklen_t(address.count))
+                return withSocketAddress(unixAddress) { address, length in
+                    Glibc.sendto(fd, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL), address, length)
                 }
             }
         }

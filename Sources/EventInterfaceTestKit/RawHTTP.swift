@@ -1,3 +1,4 @@
+import EventInterface
 import Foundation
 
 #if canImport(Glibc)
@@ -26,15 +27,7 @@ public enum RawHTTP {
         defer { Glibc.close(fd) }
         var timeout = timeval(tv_sec: 10, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr(host)
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
+        let connected = withIPv4Address(host, port: port) { connect(fd, $0, $1) }
         guard connected == 0 else { throw ReceiverError("connect \(port): errno \(errno)") }
         var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nConnection: close\r\n"
         if !body.isEmpty || method == "POST" { head += "Content-Length: \(body.count)\r\n" }

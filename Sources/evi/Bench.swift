@@ -253,15 +253,7 @@ struct Bench: AsyncParsableCommand {
     static func sendLoop(ports: [Int], datagrams: Int) {
         let descriptors = ports.map { port -> Int32 in
             let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_port = in_port_t(UInt16(port).bigEndian)
-            address.sin_addr.s_addr = inet_addr("127.0.0.1")
-            _ = withUnsafePointer(to: &address) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                }
-            }
+            _ = withIPv4Address("127.0.0.1", port: port) { connect(fd, $0, $1) }
             return fd
         }
         payload.withUnsafeBytes { bytes in
@@ -299,9 +291,6 @@ final class CountingReceiver: @unchecked Sendable {
     init(capacity: Int) throws {
         let descriptor = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         self.descriptor = descriptor
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
         // A deep buffer, so that a receiver thread kept off the cores for a while loses nothing:
         // SO_RCVBUFFORCE passes net.core.rmem_max when allowed (root), SO_RCVBUF otherwise.
         var size: Int32 = 64 << 20
@@ -310,17 +299,11 @@ final class CountingReceiver: @unchecked Sendable {
         }
         var timeout = timeval(tv_sec: 0, tv_usec: 20_000)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
+        let bound = withIPv4Address("127.0.0.1", port: 0) { bind(descriptor, $0, $1) }
+        guard bound == 0, let boundPort = localPort(of: descriptor) else {
+            throw ValidationError("cannot bind a receiver")
         }
-        guard bound == 0 else { throw ValidationError("cannot bind a receiver") }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
-        }
-        port = Int(UInt16(bigEndian: address.sin_port))
+        port = boundPort
         stamps = .allocate(capacity: capacity + 1)
         detachThread { [self] in loop() }
     }
@@ -379,15 +362,7 @@ enum MIHTTPLoad {
                 let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
                 var one: Int32 = 1
                 setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-                var address = sockaddr_in()
-                address.sin_family = sa_family_t(AF_INET)
-                address.sin_port = in_port_t(UInt16(port).bigEndian)
-                address.sin_addr.s_addr = inet_addr("127.0.0.1")
-                let connected = withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-                    }
-                }
+                let connected = withIPv4Address("127.0.0.1", port: port) { connect(fd, $0, $1) }
                 var buffer = [UInt8](repeating: 0, count: 4096)
                 while connected == 0 {
                     let index = next.add(1, ordering: .relaxed).oldValue

@@ -214,7 +214,10 @@ final class Daemon: Sendable {
 
     /// Runs until SIGTERM or SIGINT: then MI stops taking requests, queues drain for
     /// `shutdown_grace`, and everything is closed.
-    func run(logger: Logger) async throws {
+    ///
+    /// `running` is called once the signals are trapped and the services started: a SIGTERM sent
+    /// after it (a script waiting for the start line) is a graceful shutdown, never a kill.
+    func run(logger: Logger, running: @escaping @Sendable () -> Void = {}) async throws {
         let services = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
@@ -223,7 +226,8 @@ final class Daemon: Sendable {
                         service: HangupService(modules: configuration.modules, logger: logger),
                         successTerminationBehavior: .ignore),
                     .init(
-                        service: MIService(http: http, datagram: datagram), successTerminationBehavior: .ignore,
+                        service: MIService(http: http, datagram: datagram, running: running),
+                        successTerminationBehavior: .ignore,
                         failureTerminationBehavior: .gracefullyShutdownGroup),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
@@ -336,7 +340,10 @@ struct MIService: Service {
     let http: MIHTTPServer?
     let datagram: MIDatagramServer?
 
+    var running: @Sendable () -> Void = {}
+
     func run() async throws {
+        running()
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 if let http { group.addTask { try await http.run() } }

@@ -76,8 +76,8 @@ struct Serve: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: "evi")
         let daemon = try await Daemon.startOrExit(configuration, registry: registry, logger: logger)
-        printLine(daemon.listeningLine)
-        try await daemon.run(logger: logger)
+        let line = daemon.listeningLine
+        try await daemon.run(logger: logger) { printLine(line) }
     }
 }
 

@@ -160,12 +160,7 @@ final class TCPJSONListener: Sendable {
             if fd >= 0 { Glibc.close(fd) }
             throw ListenError(description: "cannot listen on \(text): \(reason)")
         }
-        var storage = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        let boundPort = port == 0 ? Int(UInt16(bigEndian: storage.sin_port)) : port
+        let boundPort = port == 0 ? (localPort(of: fd) ?? 0) : port
         descriptor = fd
         socket = "tcp:" + HostPort(host: host, port: boundPort).description
         detachThread { [self, fd] in

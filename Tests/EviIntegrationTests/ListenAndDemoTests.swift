@@ -96,16 +96,7 @@ import Testing
         let port = Int(listener.standardError.components(separatedBy: "tcp:127.0.0.1:")[1].prefix { $0.isNumber }) ?? 0
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        #expect(connected == 0)
+        #expect(withLoopbackAddress(port: port) { connect(fd, $0, $1) } == 0)
         let stream = #"{"jsonrpc":"2.0","method":"E_A","params":{"s":"}{"}}{"id":17,"jsonrpc":"2.0","method":"E_B"}"#
         _ = Array(stream.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
         var timeout = timeval(tv_sec: 5, tv_usec: 0)
