@@ -74,14 +74,14 @@ public struct FlatstoreModule: EventModule {
         let transport = self.transport
         return [
             ModuleCommand(names: ["event_flatstore:rotate", "evi_flat_rotate"], parameterSets: [["path_to_file"]]) {
-                params throws(ModuleCommandError) in
+                params throws(CommandError) in
                 guard case .string(let path)? = params.first(where: { $0.name == "path_to_file" })?.value else {
-                    throw ModuleCommandError(
+                    throw CommandError(
                         code: 400, message: "Bad parameter value", data: "path_to_file must be a string")
                 }
                 let found = await transport.onIOThread { (try? transport.rotate(path: path)) != nil }
                 guard found else {
-                    throw ModuleCommandError(
+                    throw CommandError(
                         code: 400, message: "File not found", data: "no subscription writes \(path)")
                 }
                 return "OK"

@@ -26,11 +26,7 @@ public struct MICommand: Sendable {
         let run = command.run
         self.init(
             names: command.names, parameterSets: command.parameterSets,
-            handler: .deferred { params throws(MIError) in
-                do throws(ModuleCommandError) { return try await run(params.fields) } catch {
-                    throw MIError(code: error.code, message: error.message, data: error.data)
-                }
-            })
+            handler: .deferred { params throws(MIError) in try await run(params.fields) })
     }
 
     /// Binds named or positional `params` to one of the parameter sets.

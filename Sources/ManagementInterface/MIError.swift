@@ -1,18 +1,10 @@
 import EventInterface
 
-/// A JSON-RPC error reply: `code` and `message` exactly as OpenSIPS has them, and (our addition)
-/// a `data` string that says what was wrong.
-public struct MIError: Error, Sendable, Hashable {
-    public var code: Int
-    public var message: String
-    public var data: String?
+/// A JSON-RPC error reply: the core's ``CommandError`` (what module commands throw too), with
+/// the errors the MI itself answers.
+public typealias MIError = CommandError
 
-    public init(code: Int, message: String, data: String? = nil) {
-        self.code = code
-        self.message = message
-        self.data = data
-    }
-
+extension CommandError {
     public static let parseError = MIError(code: -32700, message: "Parse error")
     public static let invalidRequest = MIError(code: -32600, message: "Invalid Request")
     public static let methodNotFound = MIError(code: -32601, message: "Method not found")

@@ -41,11 +41,11 @@ public struct ModuleCommand: Sendable {
     /// The parameter names it accepts, one list per accepted form.
     public var parameterSets: [[String]]
     /// Runs it with the parameters bound by name; a failure carries OpenSIPS' code and message.
-    public var run: @Sendable ([EventField]) async throws(ModuleCommandError) -> EventValue
+    public var run: @Sendable ([EventField]) async throws(CommandError) -> EventValue
 
     public init(
         names: [String], parameterSets: [[String]],
-        run: @escaping @Sendable ([EventField]) async throws(ModuleCommandError) -> EventValue
+        run: @escaping @Sendable ([EventField]) async throws(CommandError) -> EventValue
     ) {
         self.names = names
         self.parameterSets = parameterSets
@@ -53,8 +53,9 @@ public struct ModuleCommand: Sendable {
     }
 }
 
-/// A module command's error reply: `code` and `message` as OpenSIPS has them, `data` saying why.
-public struct ModuleCommandError: Error, Sendable, Hashable {
+/// A command's error reply: `code` and `message` exactly as OpenSIPS has them, and (our addition)
+/// a `data` string that says what was wrong. The MI's errors are these (`MIError`).
+public struct CommandError: Error, Sendable, Hashable {
     public var code: Int
     public var message: String
     public var data: String?
