@@ -90,8 +90,12 @@ public final class DatagramListener: Sendable {
         self.port = port
         var timeout = timeval(tv_sec: 0, tv_usec: 20_000)
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var size: Int32 = 4 << 20
-        setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        // A deep buffer, so that a reader kept off the cores for a while loses nothing:
+        // SO_RCVBUFFORCE passes net.core.rmem_max where allowed (root), SO_RCVBUF otherwise.
+        var size: Int32 = 64 << 20
+        if setsockopt(descriptor, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+            setsockopt(descriptor, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         detachThread { [self] in readLoop(onDatagram) }
     }
 
