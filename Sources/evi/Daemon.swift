@@ -150,7 +150,12 @@ final class Daemon: Sendable {
             configuration.miHTTP.map { "MI HTTP \($0)" }, configuration.miDatagram.map { "MI Datagram \($0)" },
         ].compactMap { $0 }
         let exposed = [configuration.miHTTP, configuration.miDatagram].contains { $0.map { !$0.isLoopback } ?? false }
-        let modules = configuration.modules
+        // Which module owns each scheme, worked out once (a module's transports are made on demand).
+        var owners: [String: any EventModule] = [:]
+        for module in configuration.modules {
+            for transport in module.transports { owners[transport.scheme] = module }
+        }
+        let owner = owners
         return MIServerInfo(
             version: eviVersion,
             processes: {
@@ -160,8 +165,7 @@ final class Daemon: Sendable {
             admitSocket: { socket in
                 guard exposed else { return nil }
                 for component in socket.components {
-                    let owner = modules.first { $0.transports.contains { $0.scheme == component.scheme } }
-                    if let refusal = owner?.refusalOverExposedMI(component) { return refusal }
+                    if let refusal = owner[component.scheme]?.refusalOverExposedMI(component) { return refusal }
                 }
                 return nil
             })
