@@ -29,6 +29,12 @@ public struct DatagramModule: EventModule {
 
     public var transports: [any EventTransport] { [UDPTransport(), UnixTransport(allowedDirs: unixAllowedDirs)] }
 
+    public static let ingressSchemes = ["udp", "unix"]
+
+    public func startIngress(_ settings: IngressSettings, sink: IngressSink) throws(SocketError) -> any EventIngress {
+        try DatagramIngress(settings: settings, sink: sink)
+    }
+
     public func refusalOverExposedMI(_ socket: any EventSocket) -> String? {
         guard socket.scheme == "unix", unixAllowedDirs == nil else { return nil }
         return "unix subscriptions over MI need event_datagram.allowed_dirs when MI is not on loopback"

@@ -72,6 +72,9 @@ public struct UnixTransport: EventTransport {
         guard address.utf8.count <= maximumUnixPathLength else {
             throw SocketError("unix socket path longer than \(maximumUnixPathLength) bytes: \(text)")
         }
+        if context.registry.destinationPolicy.own.unixPaths.contains(address) {
+            throw SocketError("destination is one of evi's own ingress addresses (an event loop): \(text)")
+        }
         if paths.allowedDirs != nil {
             let path = try paths.normalise(address, kind: "unix", socket: text)
             try paths.realDirectory(of: path, kind: "unix", socket: text)

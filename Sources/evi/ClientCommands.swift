@@ -126,6 +126,14 @@ struct Events: ParsableCommand {
     func run() throws { try options.call("evi:list", []) }
 }
 
+struct Ingress: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List where evi takes events in, with what each received and refused (evi:ingress).")
+    @OptionGroup var options: MIOptions
+
+    func run() throws { try options.call("evi:ingress", []) }
+}
+
 struct Subscribers: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "List subscriptions (evi:subscribers).")
     @OptionGroup var options: MIOptions

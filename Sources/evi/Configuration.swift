@@ -82,7 +82,7 @@ struct DaemonConfiguration {
     /// The top-level keys, for "did you mean".
     static let topLevelKeys = [
         "mi", "state", "queue_size", "queue_bytes", "max_events", "max_subscriptions", "shutdown_grace", "log_level",
-        "allowed_destinations", "events", "subscriptions", "modules",
+        "allowed_destinations", "events", "subscriptions", "ingress", "modules",
     ]
     static let miKeys = ["http", "datagram", "token", "max_connections", "header_timeout", "idle_timeout"]
 
@@ -101,6 +101,8 @@ struct DaemonConfiguration {
     var allowedDestinations: [CIDR]?
     var events: [String] = []
     var subscriptions: [Subscription] = []
+    /// Where evi takes events in (`ingress:`).
+    var ingress: [IngressSettings] = []
     /// Every module of this build, configured (by its defaults when the file does not name it).
     var modules: [any EventModule] = DaemonConfiguration.defaultModules()
 
@@ -172,6 +174,7 @@ struct DaemonConfiguration {
                     throw ConfigurationError("events: invalid event name '\(name)'")
                 }
             case "subscriptions": try configuration.readSubscriptions(value)
+            case "ingress": try configuration.readIngress(value)
             default: try configuration.readModules(value)  // modules
             }
         }
@@ -214,6 +217,57 @@ struct DaemonConfiguration {
             guard let event else { throw ConfigurationError("\(prefix): missing key 'event'") }
             guard let socket else { throw ConfigurationError("\(prefix): missing key 'socket'") }
             subscriptions.append(Subscription(event: event, socket: socket, expire: expire))
+        }
+    }
+
+    /// `ingress:` entries: a socket string, or a mapping with `socket` and its options. One that
+    /// listens off loopback needs `allowed_sources` (datagrams carry no credentials).
+    private mutating func readIngress(_ node: ConfigurationNode) throws(ConfigurationError) {
+        for (index, item) in try node.items(key: "ingress").enumerated() {
+            let prefix = "ingress[\(index)]"
+            var settings: IngressSettings
+            if case .scalar(let socket) = item {
+                settings = IngressSettings(socket: socket)
+            } else {
+                settings = IngressSettings(socket: "")
+                let known = ["socket", "event_param", "publish_unknown", "allowed_sources"]
+                for entry in try item.entries(key: prefix, known: known) {
+                    let key = "\(prefix).\(entry.key)"
+                    switch entry.key {
+                    case "socket": settings.socket = try entry.value.string(key: key)
+                    case "event_param": settings.eventParam = try entry.value.optionalString(key: key)
+                    case "publish_unknown": settings.publishUnknown = try entry.value.boolean(key: key)
+                    default:  // allowed_sources
+                        settings.allowedSources = try entry.value.optionalStrings(key: key)?.map {
+                            text throws(ConfigurationError) in
+                            guard let network = CIDR(text) else {
+                                throw ConfigurationError("\(key): '\(text)' is not a CIDR such as 10.0.0.0/8")
+                            }
+                            return network
+                        }
+                    }
+                }
+            }
+            guard let colon = settings.socket.firstIndex(of: ":"),
+                let module = modules.first(where: {
+                    type(of: $0).ingressSchemes.contains(String(settings.socket[..<colon]))
+                })
+            else {
+                let schemes = modules.flatMap { type(of: $0).ingressSchemes }.joined(separator: ", ")
+                throw ConfigurationError(
+                    "\(prefix): '\(settings.socket)' is not an ingress this build has (schemes: \(schemes))")
+            }
+            _ = module
+            if settings.socket.hasPrefix("udp:") || settings.socket.hasPrefix("tcp:"),
+                settings.allowedSources == nil
+            {
+                let address = try ListenAddress.parse(String(settings.socket.dropFirst(4)), key: "\(prefix).socket")
+                guard address.isLoopback else {
+                    throw ConfigurationError(
+                        "\(prefix): listening on \(address), not loopback, requires allowed_sources")
+                }
+            }
+            ingress.append(settings)
         }
     }
 

@@ -33,6 +33,7 @@ final class Daemon: Sendable {
     let http: MIHTTPServer?
     let datagram: MIDatagramServer?
     let registry: PrometheusCollectorRegistry
+    let ingresses: [(ingress: any EventIngress, sink: IngressSink)]
 
     enum StartError: Error, CustomStringConvertible {
         /// A bad configuration value found while wiring (exit status 2).
@@ -49,8 +50,10 @@ final class Daemon: Sendable {
 
     private init(
         configuration: DaemonConfiguration, hub: EventHub, mi: ManagementInterface, http: MIHTTPServer?,
-        datagram: MIDatagramServer?, registry: PrometheusCollectorRegistry
+        datagram: MIDatagramServer?, registry: PrometheusCollectorRegistry,
+        ingresses: [(ingress: any EventIngress, sink: IngressSink)]
     ) {
+        self.ingresses = ingresses
         self.configuration = configuration
         self.hub = hub
         self.mi = mi
@@ -87,14 +90,22 @@ final class Daemon: Sendable {
             }
         }
         let hub = try await makeHub(configuration, logger: logger)
+        let ingresses = try await startIngresses(configuration, hub: hub)
         let durable = DurableState(logger: logger)
         let mi = ManagementInterface(token: configuration.token)
         mi.registerEventCommands(hub: hub, server: serverInfo(configuration, hub: hub, observer: durable))
+        mi.registerIngressCommand(ingresses)
         for module in configuration.modules {
             for command in module.commands { mi.register(MICommand(command)) }
         }
         let metrics = MetricsPage(hub: hub, registry: registry)
-        let (http, datagram) = try await bindListeners(configuration, mi: mi, metrics: metrics, logger: logger)
+        let (http, datagram): (MIHTTPServer?, MIDatagramServer?)
+        do {
+            (http, datagram) = try await bindListeners(configuration, mi: mi, metrics: metrics, logger: logger)
+        } catch {
+            for entry in ingresses { await entry.ingress.close() }
+            throw error
+        }
         if configuration.state != "memory" {
             do {
                 let store = try SubscriptionStore(directory: configuration.state)
@@ -103,6 +114,7 @@ final class Daemon: Sendable {
             } catch {
                 await http?.close()
                 await datagram?.close()
+                for entry in ingresses { await entry.ingress.close() }
                 throw .configuration("state: \(configuration.state): \(error)")
             }
         }
@@ -112,7 +124,8 @@ final class Daemon: Sendable {
         await http?.startReading()
         await datagram?.startReading()
         return Daemon(
-            configuration: configuration, hub: hub, mi: mi, http: http, datagram: datagram, registry: registry)
+            configuration: configuration, hub: hub, mi: mi, http: http, datagram: datagram, registry: registry,
+            ingresses: ingresses)
     }
 
     /// The hub with every module's transports, the configuration's events and subscriptions.
@@ -129,16 +142,43 @@ final class Daemon: Sendable {
         for name in configuration.events {
             do throws(EventInterfaceError) { try hub.publish(name) } catch { throw .configuration("events: \(error)") }
         }
+        return hub
+    }
+
+    /// Binds every `ingress:` entry with the module that owns its scheme, makes their addresses
+    /// (and the MI datagram port) forbidden destinations, then makes the configured subscriptions.
+    private static func startIngresses(_ configuration: DaemonConfiguration, hub: EventHub) async throws(StartError)
+        -> [(ingress: any EventIngress, sink: IngressSink)]
+    {
+        var started: [(ingress: any EventIngress, sink: IngressSink)] = []
+        var own = DestinationPolicy.OwnAddresses()
+        for (index, settings) in configuration.ingress.enumerated() {
+            let scheme = String(settings.socket.prefix { $0 != ":" })
+            guard let module = configuration.modules.first(where: { type(of: $0).ingressSchemes.contains(scheme) })
+            else { continue }  // the configuration refused such entries already
+            let sink = IngressSink(settings: settings, hub: hub)
+            do throws(SocketError) {
+                let ingress = try module.startIngress(settings, sink: sink)
+                started.append((ingress, sink))
+                own.add(listening: ingress.socket)
+            } catch {
+                for entry in started { await entry.ingress.close() }
+                throw .bind("cannot listen for ingress[\(index)] on \(settings.socket): \(error.message)")
+            }
+        }
+        if let address = configuration.miDatagram { own.add(listening: "udp:\(address)") }
+        hub.registry.addOwnAddresses(own)
         for (index, subscription) in configuration.subscriptions.enumerated() {
             do throws(EventInterfaceError) {
                 try await hub.subscribe(
                     event: subscription.event, socket: subscription.socket,
                     expiry: subscription.expire.map { .seconds($0) } ?? .never)
             } catch {
+                for entry in started { await entry.ingress.close() }
                 throw .configuration("subscriptions[\(index)]: \(error)")
             }
         }
-        return hub
+        return started
     }
 
     /// What the core commands report and check: `core:ps`, durable state, and — with a listener
@@ -225,7 +265,10 @@ final class Daemon: Sendable {
         let services = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
-                    .init(service: HubService(hub: hub, grace: configuration.shutdownGrace, logger: logger)),
+                    .init(
+                        service: HubService(
+                            hub: hub, ingresses: ingresses.map(\.ingress), grace: configuration.shutdownGrace,
+                            logger: logger)),
                     .init(
                         service: HangupService(modules: configuration.modules, logger: logger),
                         successTerminationBehavior: .ignore),
@@ -363,6 +406,8 @@ struct MIService: Service {
 /// Holds the hub; on graceful shutdown delivers what is queued for the grace period, then closes.
 struct HubService: Service {
     let hub: EventHub
+    /// Closed first on shutdown: no event comes in while the queues drain.
+    let ingresses: [any EventIngress]
     let grace: Double
 
     let logger: Logger
@@ -377,6 +422,7 @@ struct HubService: Service {
         }
         try? await gracefulShutdown()
         sweeper.cancel()
+        for ingress in ingresses { await ingress.close() }
         logger.info("stopping: delivering what is queued", metadata: ["grace_seconds": "\(grace)"])
         let before = hub.statistics.snapshot().transports.values
         await hub.shutdown(grace: .milliseconds(Int(grace * 1000)))
@@ -409,6 +455,35 @@ struct HangupService: Service {
                 for module in modules { await module.hangup() }
             }
         } onGracefulShutdown: {
+        }
+    }
+}
+
+extension DestinationPolicy.OwnAddresses {
+    /// Adds the address a `udp:HOST:PORT`, `tcp:HOST:PORT` or `unix:/PATH` listener has.
+    mutating func add(listening socket: String) {
+        if socket.hasPrefix("unix:") {
+            unixPaths.append(String(socket.dropFirst(5)))
+            return
+        }
+        guard let colon = socket.firstIndex(of: ":"),
+            let address = try? ListenAddress.parse(String(socket[socket.index(after: colon)...]), key: "")
+        else { return }
+        if ["0.0.0.0", "::", "*"].contains(address.host) {
+            wildcardPorts.append(address.port)
+            return
+        }
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(address.host, String(address.port), &hints, &list) == 0 else { return }
+        defer { freeaddrinfo(list) }
+        var entry = list
+        while let current = entry {
+            let bytes = UnsafeRawBufferPointer(start: current.pointee.ai_addr, count: Int(current.pointee.ai_addrlen))
+            exact.append(ResolvedAddress(family: current.pointee.ai_family, storage: Array(bytes)))
+            entry = current.pointee.ai_next
         }
     }
 }

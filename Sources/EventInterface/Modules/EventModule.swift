@@ -24,9 +24,17 @@ public protocol EventModule: Sendable {
     /// Why `socket` (one of this module's schemes; a virtual socket's members are asked one by
     /// one) may not be subscribed over an MI reachable from elsewhere than loopback, or nil.
     func refusalOverExposedMI(_ socket: any EventSocket) -> String?
+    /// The schemes it can take events in on (an `ingress:` entry of one of them is its to start).
+    static var ingressSchemes: [String] { get }
+    /// Starts listening (or consuming) as `settings` says, handing every message to `sink`.
+    func startIngress(_ settings: IngressSettings, sink: IngressSink) throws(SocketError) -> any EventIngress
 }
 
 extension EventModule {
+    public static var ingressSchemes: [String] { [] }
+    public func startIngress(_ settings: IngressSettings, sink: IngressSink) throws(SocketError) -> any EventIngress {
+        throw SocketError("\(Self.name) takes no events in: \(settings.socket)")
+    }
     public static var defaultSection: [String] { [] }
     public var commands: [ModuleCommand] { [] }
     public func hangup() async {}

@@ -56,8 +56,32 @@ public struct CIDR: Sendable, Hashable, CustomStringConvertible {
 /// destination that resolves outside it.
 public struct DestinationPolicy: Sendable, Hashable {
     public var allowed: [CIDR]?
+    /// Where evi itself takes events in (its ingresses, its MI datagram port): never a
+    /// destination, or an event would be delivered back to evi and raised again, forever.
+    public var own = OwnAddresses()
 
-    public init(allowed: [CIDR]? = nil) { self.allowed = allowed }
+    public init(allowed: [CIDR]? = nil, own: OwnAddresses = OwnAddresses()) {
+        self.allowed = allowed
+        self.own = own
+    }
+
+    /// evi's own receiving addresses: exact IP and port, ports bound on every address (then any
+    /// loopback or unspecified destination with that port is evi too), and Unix paths.
+    public struct OwnAddresses: Sendable, Hashable {
+        public var exact: [ResolvedAddress] = []
+        public var wildcardPorts: [Int] = []
+        public var unixPaths: [String] = []
+        public init() {}
+
+        /// Whether `address` reaches one of them.
+        public func contains(_ address: ResolvedAddress) -> Bool {
+            guard let (ip, port) = address.ipAndPort else { return false }
+            if exact.contains(where: { $0.ipAndPort.map { $0.0 == ip && $0.1 == port } ?? false }) { return true }
+            guard wildcardPorts.contains(port) else { return false }
+            let loopback = ip.count == 4 ? ip[0] == 127 : ip == [UInt8](repeating: 0, count: 15) + [1]
+            return loopback || ip.allSatisfy { $0 == 0 }
+        }
+    }
 
     /// Whether `address` may be a destination.
     public func allows(_ address: ResolvedAddress) -> Bool {
@@ -83,6 +107,9 @@ extension SocketParsingContext {
         guard policy.allows(address) else {
             let list = (policy.allowed ?? []).map(\.description).joined(separator: ", ")
             throw SocketError("destination \(hostPort.host) is outside allowed_destinations (\(list)): \(socket)")
+        }
+        guard !policy.own.contains(address) else {
+            throw SocketError("destination is one of evi's own ingress or MI addresses (an event loop): \(socket)")
         }
         return address
     }

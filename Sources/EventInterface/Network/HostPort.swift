@@ -67,6 +67,31 @@ public struct ResolvedAddress: Sendable, Hashable {
     /// The raw `sockaddr_in` / `sockaddr_in6` bytes.
     public var storage: [UInt8]
 
+    public init(family: Int32, storage: [UInt8]) {
+        self.family = family
+        self.storage = storage
+    }
+
+    /// The IPv4 or IPv6 address `recvfrom` or `accept` filled in, or nil for another family.
+    public init?(storage source: sockaddr_storage, length: socklen_t) {
+        let family = Int32(source.ss_family)
+        guard family == AF_INET || family == AF_INET6 else { return nil }
+        var copy = source
+        let bytes = withUnsafeBytes(of: &copy) { Array($0.prefix(Int(length))) }
+        self.init(family: family, storage: bytes)
+    }
+
+    /// The IP address bytes (4 or 16) and the port.
+    public var ipAndPort: ([UInt8], Int)? {
+        switch family {
+        case AF_INET where storage.count >= 8:
+            return (Array(storage[4..<8]), Int(storage[2]) << 8 | Int(storage[3]))
+        case AF_INET6 where storage.count >= 24:
+            return (Array(storage[8..<24]), Int(storage[2]) << 8 | Int(storage[3]))
+        default: return nil
+        }
+    }
+
     /// Calls `body` with the address as a `sockaddr` pointer and its length.
     public func withSockAddr<T>(_ body: (UnsafePointer<sockaddr>?, socklen_t) -> T) -> T {
         storage.withUnsafeBytes { raw in

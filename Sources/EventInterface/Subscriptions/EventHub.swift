@@ -16,6 +16,7 @@ public final class EventHub: Sendable {
         public var maxEvents: Int = 10_000
         /// Subscriptions at most, over all events.
         public var maxSubscriptions: Int = 100_000
+
         public init(
             queueSize: Int = 10_000, allowedDestinations: [CIDR]? = nil, queueBytes: Int = 16 << 20,
             maxEvents: Int = 10_000, maxSubscriptions: Int = 100_000

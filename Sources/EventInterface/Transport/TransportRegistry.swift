@@ -4,11 +4,23 @@ import Synchronization
 /// the same way.
 public final class TransportRegistry: Sendable {
     private let transports = Mutex<[String: any EventTransport]>([:])
-    /// Where network transports may deliver (`allowed_destinations`).
-    public let destinationPolicy: DestinationPolicy
+    private let policy: Mutex<DestinationPolicy>
 
     public init(destinationPolicy: DestinationPolicy = DestinationPolicy()) {
-        self.destinationPolicy = destinationPolicy
+        policy = Mutex(destinationPolicy)
+    }
+
+    /// Where network transports may deliver (`allowed_destinations`, never evi's own addresses).
+    public var destinationPolicy: DestinationPolicy { policy.withLock { $0 } }
+
+    /// Adds evi's own receiving addresses once its ingresses are bound (their ports may have been
+    /// chosen by the system), before anything is subscribed over them.
+    public func addOwnAddresses(_ own: DestinationPolicy.OwnAddresses) {
+        policy.withLock { policy in
+            policy.own.exact += own.exact
+            policy.own.wildcardPorts += own.wildcardPorts
+            policy.own.unixPaths += own.unixPaths
+        }
     }
 
     /// Adds a transport. Returns `false`, changing nothing, when its scheme is already taken.

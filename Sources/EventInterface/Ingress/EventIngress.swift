@@ -1,0 +1,97 @@
+import Metrics
+import Synchronization
+
+/// One `ingress:` entry of the configuration: a socket evi listens on (or consumes from), and
+/// how to read it. Which keys apply depends on the scheme.
+public struct IngressSettings: Sendable, Hashable {
+    /// `udp:HOST:PORT`, `unix:/PATH`, `tcp:HOST:PORT`, …
+    public var socket: String
+    /// Take the event name from this parameter (``IngressDecoder/eventParam``).
+    public var eventParam: String?
+    /// Publish an event nobody published on first sight (default: refuse and count it).
+    public var publishUnknown = false
+    /// Who may send; nil: anyone who can reach the socket (loopback by default).
+    public var allowedSources: [CIDR]?
+
+    public init(socket: String, eventParam: String? = nil, publishUnknown: Bool = false, allowedSources: [CIDR]? = nil)
+    {
+        self.socket = socket
+        self.eventParam = eventParam
+        self.publishUnknown = publishUnknown
+        self.allowedSources = allowedSources
+    }
+}
+
+/// A running ingress: where it listens and how many connections it holds (0 for datagrams).
+public protocol EventIngress: Sendable {
+    /// Where it listens, as bound (the port the system chose for port 0).
+    var socket: String { get }
+    var connections: Int { get }
+    /// Stops taking messages and releases the socket.
+    func close() async
+}
+
+/// Where every ingress hands what it received: decodes, raises exactly as a local raise would,
+/// and counts (`evi_ingress_received_total{ingress}`, `evi_ingress_rejected_total{ingress,reason}`).
+public final class IngressSink: Sendable {
+    public let socket: String
+    public let settings: IngressSettings
+    private let hub: EventHub
+    private let decoder: IngressDecoder
+    private let receivedCount = Atomic<Int>(0)
+    private let rejectedCounts = Mutex<[IngressDecoder.Rejection: Int]>([:])
+    private let receivedMetric: Counter
+    private let rejectedMetrics: [IngressDecoder.Rejection: Counter]
+
+    public init(settings: IngressSettings, hub: EventHub) {
+        self.socket = settings.socket
+        self.settings = settings
+        self.hub = hub
+        decoder = IngressDecoder(eventParam: settings.eventParam)
+        var metrics: [IngressDecoder.Rejection: Counter] = [:]
+        for reason in IngressDecoder.Rejection.allCases {
+            metrics[reason] = Counter(
+                label: "evi_ingress_rejected_total",
+                dimensions: [("ingress", settings.socket), ("reason", reason.rawValue)])
+        }
+        rejectedMetrics = metrics
+        receivedMetric = Counter(label: "evi_ingress_received_total", dimensions: [("ingress", settings.socket)])
+    }
+
+    /// Decodes and raises one message; the decoded message on success (a request's `id` is in
+    /// it), the reason it was refused otherwise (counted).
+    @discardableResult
+    public func accept(_ bytes: some Collection<UInt8>) -> Result<IngressDecoder.Message, IngressDecoder.Rejection> {
+        switch decoder.decode(bytes) {
+        case .failure(let reason): return .failure(reject(reason))
+        case .success(let message):
+            if hub.event(named: message.event) == nil {
+                guard settings.publishUnknown, (try? hub.publish(message.event)) != nil else {
+                    return .failure(reject(.unknownEvent))
+                }
+            }
+            guard (try? hub.raise(message.event, message.params)) != nil else { return .failure(reject(.unknownEvent)) }
+            receivedCount.add(1, ordering: .relaxed)
+            receivedMetric.increment()
+            return .success(message)
+        }
+    }
+
+    /// Counts a message refused before decoding (a source not allowed, a truncated datagram).
+    @discardableResult
+    public func reject(_ reason: IngressDecoder.Rejection) -> IngressDecoder.Rejection {
+        rejectedCounts.withLock { $0[reason, default: 0] += 1 }
+        rejectedMetrics[reason]?.increment()
+        return reason
+    }
+
+    public var received: Int { receivedCount.load(ordering: .relaxed) }
+
+    /// Refusals by reason, the reasons that occurred only.
+    public var rejected: [(reason: String, count: Int)] {
+        let counts = rejectedCounts.withLock { $0 }
+        return IngressDecoder.Rejection.allCases.compactMap { reason in
+            counts[reason].map { (reason.rawValue, $0) }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+import EventInterface
+import Foundation
+import Testing
+
+/// What an ingress makes of a message, byte for byte as OpenSIPS sends them.
+@Suite struct IngressDecoderTests {
+    let decoder = IngressDecoder()
+
+    @Test func theRecordedOpenSIPSDatagramIsTheEventItWasRaisedAs() throws {
+        let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/opensips")
+        for file in ["transport_udp.json", "transport_unix.json"] {
+            let recorded =
+                try JSONSerialization.jsonObject(
+                    with: Data(contentsOf: fixtures.appendingPathComponent(file))) as? [String: Any]
+            let data = try #require(((recorded?["receiver_log"] as? [[String: Any]])?.first?["data"]) as? String)
+            let message = try decoder.decode(Array(data.utf8)).get()
+            #expect(message.event == "E_MY_EVENT2")
+            #expect(message.params == ["name": "alice", "count": 7])
+            #expect(message.id == nil)
+        }
+    }
+
+    @Test func allEmptyKeysArePositionalParameters() throws {
+        // What OpenSIPS wrote for positional parameters (transport_udp_array_params.json).
+        let message = try decoder.decode(Array(#"{"jsonrpc":"2.0","method":"E_X","params":{"":"alice","":"7"}}"#.utf8))
+            .get()
+        #expect(message.params == .positional(["alice", "7"]))
+    }
+
+    @Test func aRequestKeepsItsIdExactly() throws {
+        let message = try decoder.decode(Array(#"{"id":17,"jsonrpc":"2.0","method":"E_X","params":[1,true]}"#.utf8))
+            .get()
+        #expect(message.id == .int(17))
+        #expect(message.params == .positional([1, true]))
+    }
+
+    @Test func eventParamNamesTheEvent() throws {
+        let named = IngressDecoder(eventParam: "event")
+        let message = try named.decode(
+            Array(#"{"jsonrpc":"2.0","method":"fixed","params":{"event":"E_CALL","n":1}}"#.utf8)
+        ).get()
+        #expect(message.event == "E_CALL")
+        #expect(message.params == ["n": 1])
+        #expect(named.decode(Array(#"{"jsonrpc":"2.0","method":"fixed","params":{"n":1}}"#.utf8)) == .failure(.noEvent))
+    }
+
+    @Test func malformedMessagesAreRefusedWithTheirReason() {
+        let cases: [(String, IngressDecoder.Rejection)] = [
+            ("{not json", .notJSON), ("[1,2]", .notAnObject), (#"{"jsonrpc":"2.0","params":{}}"#, .noEvent),
+            (#"{"method":"E X"}"#, .noEvent), (#"{"method":7}"#, .noEvent),
+            (#"{"method":"E_X","params":"s"}"#, .badParams),
+        ]
+        for (text, reason) in cases {
+            #expect(decoder.decode(Array(text.utf8)) == .failure(reason), "\(text)")
+        }
+        #expect(
+            decoder.decode([UInt8](repeating: 32, count: IngressDecoder.maximumMessageSize + 1)) == .failure(.tooLarge))
+    }
+}
