@@ -31,7 +31,9 @@ public struct DatagramModule: EventModule {
 
     public static let ingressSchemes = ["udp", "unix"]
 
-    public func startIngress(_ settings: IngressSettings, sink: IngressSink) throws(SocketError) -> any EventIngress {
+    public func startIngress(_ settings: IngressSettings, sink: IngressSink) async throws(SocketError)
+        -> any EventIngress
+    {
         try DatagramIngress(settings: settings, sink: sink)
     }
 

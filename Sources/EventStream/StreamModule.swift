@@ -1,4 +1,5 @@
 import EventInterface
+import NIOPosix
 
 /// `event_stream`: the `tcp:` transport (JSON-RPC over a persistent TCP connection).
 public struct StreamModule: EventModule {
@@ -33,4 +34,12 @@ public struct StreamModule: EventModule {
     }
 
     public var transports: [any EventTransport] { [StreamTransport(options: options)] }
+
+    public static let ingressSchemes = ["tcp"]
+
+    public func startIngress(_ settings: IngressSettings, sink: IngressSink) async throws(SocketError)
+        -> any EventIngress
+    {
+        try await StreamIngress.start(settings: settings, sink: sink, group: MultiThreadedEventLoopGroup.singleton)
+    }
 }

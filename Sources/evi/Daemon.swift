@@ -158,7 +158,7 @@ final class Daemon: Sendable {
             else { continue }  // the configuration refused such entries already
             let sink = IngressSink(settings: settings, hub: hub)
             do throws(SocketError) {
-                let ingress = try module.startIngress(settings, sink: sink)
+                let ingress = try await module.startIngress(settings, sink: sink)
                 started.append((ingress, sink))
                 own.add(listening: ingress.socket)
             } catch {

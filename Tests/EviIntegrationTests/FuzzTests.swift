@@ -321,3 +321,78 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
         print("fuzz: \(slow.count) slow HTTP clients, \(served) authenticated requests all served")
     }
 }
+
+extension FuzzTests {
+    static let ingressSeeds = [
+        #"{"jsonrpc":"2.0","method":"E_FUZZ","params":{"name":"alice","count":7}}"#,
+        #"{"jsonrpc":"2.0","method":"E_FUZZ","params":{"":"alice","":"7"}}"#,
+        #"{"id":3,"jsonrpc":"2.0","method":"E_FUZZ","params":[1,true,null,{"a":[2.5]}]}"#,
+        #"{"jsonrpc":"2.0","method":"E_FUZZ"}"#,
+    ]
+
+    /// What the datagram ingress must raise, written independently of its code: a JSON object
+    /// whose (last) `method` is the published E_FUZZ and whose (last) `params` is absent, null, an
+    /// object or an array.
+    static func isRaisable(_ text: String) -> Bool {
+        guard case .object(let fields)? = try? EventValue(json: text) else { return false }
+        var method: EventValue?
+        var params: EventValue?
+        for field in fields {
+            if field.name == "method" { method = field.value }
+            if field.name == "params" { params = field.value }
+        }
+        guard method == .string("E_FUZZ") else { return false }
+        switch params {
+        case nil, .null?, .object?, .array?: return true
+        default: return false
+        }
+    }
+
+    /// Random and mutated datagrams into a udp ingress: no crash, every one accounted for
+    /// (received or refused with a reason), every well-formed one raised.
+    @Test func aDatagramIngressSurvivesRandomAndMutatedMessages() async throws {
+        let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\ningress: [\"udp:127.0.0.1:0\"]\n")
+        defer { Task { await daemon.stop() } }
+        let listing = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":1}"#)
+        let port = try #require(Int(listing.components(separatedBy: "udp:127.0.0.1:")[1].prefix { $0.isNumber }))
+        var random = SplitMix(state: 0x1A6E55)
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        var raisable = 0
+        for index in 0..<fuzzIterations {
+            let body: String
+            if index % 5 == 0 {
+                let length = Int.random(in: 1...120, using: &random)
+                body = String(
+                    decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
+            } else {
+                body = mutate(Self.ingressSeeds.randomElement(using: &random) ?? "", &random, pool: Self.ingressSeeds)
+            }
+            if Self.isRaisable(body) { raisable += 1 }
+            let bytes = Array(body.utf8)
+            _ = withLoopbackAddress(port: port) { sendto(fd, bytes, bytes.count, 0, $0, $1) }
+            if index % 200 == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        func totals() -> (received: Int, rejected: Int)? {
+            guard let reply = try? daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":2}"#),
+                case .object(let top)? = try? EventValue(json: reply),
+                case .object(let result)? = top.first(where: { $0.name == "result" })?.value,
+                case .array(let entries)? = result.first?.value, case .object(let entry)? = entries.first,
+                case .int(let received)? = entry.first(where: { $0.name == "received" })?.value,
+                case .object(let rejected)? = entry.first(where: { $0.name == "rejected" })?.value
+            else { return nil }
+            let refused = rejected.reduce(0) { total, field in
+                if case .int(let count) = field.value { return total + Int(count) }
+                return total
+            }
+            return (Int(received), refused)
+        }
+        #expect(
+            await eventually(timeout: .seconds(20)) { totals().map { $0.received + $0.rejected } == fuzzIterations })
+        #expect(totals()?.received == raisable)
+        #expect(daemon.process.isRunning)
+        print(
+            "fuzz: \(fuzzIterations) datagrams into a udp ingress, \(raisable) raised, the rest refused with a reason, 0 crashes"
+        )
+    }
+}

@@ -14,7 +14,8 @@ import Testing
     static func recorded(_ file: String) throws -> String {
         let url = repositoryRoot.appendingPathComponent("Tests/Fixtures/opensips/\(file)")
         let top = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any]
-        return try #require(((top?["receiver_log"] as? [[String: Any]])?.first?["data"]) as? String)
+        let log = (top?["receiver_log"] as? [[String: Any]]) ?? []
+        return try #require(log.compactMap { $0["data"] as? String }.first)
     }
 
     static func send(_ text: String, toUnix path: String) {
@@ -89,6 +90,53 @@ import Testing
         #expect(unixLoop.contains("one of evi's own ingress addresses"), "\(unixLoop)")
         await direct.close()
         await failoverBackup.close()
+    }
+
+    /// The peer of OpenSIPS' event_stream: notifications and reliable-mode requests back to back
+    /// on one connection, pipelined; each request answered in order with its id echoed exactly, an
+    /// error (with the same id) for one whose event nobody published.
+    @Test func aStreamIngressRaisesNotificationsAndAnswersRequestsInOrder() async throws {
+        let receiver = try DatagramReceiver()
+        let daemon = try await Daemon.start(
+            extra: """
+                events: [E_MY_EVENT2]
+                ingress: ["tcp:127.0.0.1:0"]
+                subscriptions:
+                  - { event: E_MY_EVENT2, socket: "\(receiver.socket)" }
+
+                """)
+        defer { Task { await daemon.stop() } }
+        let listing = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":1}"#)
+        let port = try #require(Int(listing.components(separatedBy: "tcp:127.0.0.1:")[1].prefix { $0.isNumber }))
+        let connection = try RawConnection(port: port)
+        defer { connection.close() }
+        let notification = try Self.recorded("transport_tcp_noreply.json")
+        // As OpenSIPS writes reliable-mode requests: the id first.
+        let requests = [
+            #"{"id":1,"jsonrpc":"2.0","method":"E_MY_EVENT2","params":{"n":1}}"#,
+            #"{"id":2,"jsonrpc":"2.0","method":"E_NOBODY","params":{"n":2}}"#,
+            #"{"id":"third","jsonrpc":"2.0","method":"E_MY_EVENT2","params":[3]}"#,
+        ]
+        try connection.send(notification + requests.joined())
+        var replies = ""
+        _ = await eventually {
+            replies += connection.read(timeoutMilliseconds: 100)
+            return replies.components(separatedBy: "\"jsonrpc\"").count - 1 >= 3
+        }
+        #expect(
+            replies
+                == #"{"jsonrpc":"2.0","result":"OK","id":1}"#
+                + #"{"jsonrpc":"2.0","error":{"code":404,"message":"Event not published","data":"unknown_event"},"id":2}"#
+                + #"{"jsonrpc":"2.0","result":"OK","id":"third"}"#, "\(replies)")
+        #expect(
+            await receiver.waitFor(count: 3) == [
+                #"{"jsonrpc":"2.0","method":"E_MY_EVENT2","params":{"name":"alice","count":7}}"#,
+                #"{"jsonrpc":"2.0","method":"E_MY_EVENT2","params":{"n":1}}"#,
+                #"{"jsonrpc":"2.0","method":"E_MY_EVENT2","params":[3]}"#,
+            ])
+        let after = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":2}"#)
+        #expect(after.contains(#""received":3,"rejected":{"unknown_event":1},"connections":1"#), "\(after)")
+        await receiver.close()
     }
 
     @Test func anIngressOffLoopbackNeedsAllowedSources() async throws {

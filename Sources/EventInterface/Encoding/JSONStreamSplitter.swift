@@ -9,6 +9,11 @@ public struct JSONStreamSplitter: Sendable {
     private var scanned = 0
     /// Longest value accepted; a stream that exceeds it is garbage and is dropped.
     public let maximumValueSize: Int
+    /// Values dropped for exceeding `maximumValueSize`.
+    public private(set) var oversized = 0
+
+    /// Whether a value has begun and not ended (a peer that stops mid-message).
+    public var hasPartialValue: Bool { start != nil }
 
     public init(maximumValueSize: Int = 16 << 20) {
         self.maximumValueSize = maximumValueSize
@@ -58,6 +63,7 @@ public struct JSONStreamSplitter: Sendable {
             start = 0
         }
         if buffer.count > maximumValueSize {
+            oversized += 1
             buffer.removeAll()
             scanned = 0
             start = nil

@@ -29,6 +29,10 @@ public struct IngressDecoder: Sendable, Hashable {
         case badParams = "bad_params"
         case tooLarge = "too_large"
         case truncated
+        /// A stream peer that stopped in the middle of a message (10 s).
+        case incomplete
+        /// A stream connection closed to stay within the ingress's connection cap.
+        case tooManyConnections = "too_many_connections"
         case unknownEvent = "unknown_event"
         case sourceNotAllowed = "source_not_allowed"
     }

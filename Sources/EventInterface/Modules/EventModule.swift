@@ -27,12 +27,14 @@ public protocol EventModule: Sendable {
     /// The schemes it can take events in on (an `ingress:` entry of one of them is its to start).
     static var ingressSchemes: [String] { get }
     /// Starts listening (or consuming) as `settings` says, handing every message to `sink`.
-    func startIngress(_ settings: IngressSettings, sink: IngressSink) throws(SocketError) -> any EventIngress
+    func startIngress(_ settings: IngressSettings, sink: IngressSink) async throws(SocketError) -> any EventIngress
 }
 
 extension EventModule {
     public static var ingressSchemes: [String] { [] }
-    public func startIngress(_ settings: IngressSettings, sink: IngressSink) throws(SocketError) -> any EventIngress {
+    public func startIngress(_ settings: IngressSettings, sink: IngressSink) async throws(SocketError)
+        -> any EventIngress
+    {
         throw SocketError("\(Self.name) takes no events in: \(settings.socket)")
     }
     public static var defaultSection: [String] { [] }
