@@ -16,17 +16,29 @@ import Synchronization
 /// the same run's floor: a plain send loop of the same bytes to the same receivers.
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure the raise path on loopback (udp, parallel3, roundrobin3, failover-dead, mi-http).")
+        abstract:
+            "Measure the raise path on loopback (udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp)."
+    )
 
     enum Scenario: String, ExpressibleByArgument, CaseIterable {
         case udp, parallel3, roundrobin3
         case failoverDead = "failover-dead"
         case miHTTP = "mi-http"
+        /// A sender thread → evi's udp ingress → one udp subscriber (evi behind an OpenSIPS).
+        case relayUDP = "relay-udp"
+        /// One tcp connection into evi's tcp ingress (notifications; `--reliable`: requests,
+        /// pipelined, as OpenSIPS' reliable mode) → one udp subscriber.
+        case relayTCP = "relay-tcp"
+
+        var isRelay: Bool { self == .relayUDP || self == .relayTCP }
     }
 
     enum Format: String, ExpressibleByArgument { case text, json }
 
-    @Option(help: "udp, parallel3, roundrobin3, failover-dead or mi-http.") var scenario: Scenario = .udp
+    @Option(help: "udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp or relay-tcp.")
+    var scenario: Scenario = .udp
+    @Flag(help: "relay-tcp: send reliable-mode requests (with ids, answered) instead of notifications.")
+    var reliable = false
     @Option(help: "Events to raise.") var events = 100_000
     @Option(help: "Raise at this many events per second (default: as fast as possible).") var rate: Int?
     @Option(help: "MI HTTP clients (mi-http).") var concurrency = 8
@@ -92,6 +104,8 @@ struct Bench: AsyncParsableCommand {
         configuration.queueBytes = max(configuration.queueBytes, events * 512)  // room for every event, as queueSize
         configuration.events = ["E_BENCH"]
         configuration.maxSubscriptions = max(configuration.maxSubscriptions, subscriptions + 10)
+        if scenario == .relayUDP { configuration.ingress = [IngressSettings(socket: "udp:127.0.0.1:0")] }
+        if scenario == .relayTCP { configuration.ingress = [IngressSettings(socket: "tcp:127.0.0.1:0")] }
         let daemon = try await Daemon.startOrExit(
             configuration, registry: PrometheusCollectorRegistry(), logger: logger)
         let hub = daemon.hub
@@ -115,7 +129,7 @@ struct Bench: AsyncParsableCommand {
         let sockets = receivers.map { "udp:127.0.0.1:\($0.port)" }
         let socket: String
         switch scenario {
-        case .udp, .miHTTP: socket = sockets[0]
+        case .udp, .miHTTP, .relayUDP, .relayTCP: socket = sockets[0]
         case .parallel3: socket = "virtual:PARALLEL " + sockets.joined(separator: " ")
         case .roundrobin3: socket = "virtual:ROUND-ROBIN " + sockets.joined(separator: " ")
         case .failoverDead: socket = "virtual:FAILOVER unix:\(directory)/dead.sock \(sockets[0])"
@@ -136,6 +150,20 @@ struct Bench: AsyncParsableCommand {
         if scenario == .miHTTP, let http = daemon.http {
             _ = try await MIHTTPLoad.run(
                 port: http.localPort, requests: events, clients: concurrency, raisedAt: raisedAt)
+        } else if scenario.isRelay, let ingress = daemon.ingresses.first?.ingress {
+            let port = Int(ingress.socket.split(separator: ":").last ?? "") ?? 0
+            let stamps = MIHTTPLoad.UncheckedBuffer(raisedAt)
+            let sent = CompletionSignal()
+            let (count, interval, reliable, udp) = (
+                events, rate.map { 1_000_000_000 / UInt64($0) }, reliable, scenario == .relayUDP
+            )
+            detachThread {
+                RelaySender.run(
+                    port: port, udp: udp, reliable: reliable, events: count, interval: interval, started: started,
+                    stamps: stamps)
+                sent.signal()
+            }
+            _ = await sent.wait(timeout: .seconds(3600))
         } else {
             // The producer is a thread of its own, as OpenSIPS raises from its worker processes:
             // pacing (a busy wait) on one of the two cooperative threads would starve the
@@ -184,9 +212,10 @@ struct Bench: AsyncParsableCommand {
 
         // The floor: the same bytes, a plain connected `send` loop, to as many receivers
         // (one for failover-dead), timed the same way.
-        let floorReceivers = scenario == .failoverDead || scenario == .miHTTP ? [receivers[0]] : receivers
+        let oneReceiver = scenario == .failoverDead || scenario == .miHTTP || scenario.isRelay
+        let floorReceivers = oneReceiver ? [receivers[0]] : receivers
         for receiver in floorReceivers { receiver.reset() }
-        let floorDatagrams = scenario == .failoverDead || scenario == .miHTTP ? events : expected
+        let floorDatagrams = oneReceiver ? events : expected
         let floorStarted = monotonicNanoseconds()
         Self.sendLoop(ports: floorReceivers.map(\.port), datagrams: floorDatagrams)
         let floorEnded = await waitUntil(receivers: floorReceivers, total: floorDatagrams)
@@ -436,4 +465,65 @@ extension String {
         count >= width ? self + " " : self + String(repeating: " ", count: width - count)
     }
 
+}
+
+/// The sender of the relay scenarios, as an OpenSIPS worker sends: the 72-byte notification of
+/// every other scenario, one datagram each to the udp ingress, or back to back on one tcp
+/// connection (with `reliable`, as requests `{"id":N,…}` whose replies a second thread reads).
+enum RelaySender {
+    static func run(
+        port: Int, udp: Bool, reliable: Bool, events: Int, interval: UInt64?, started: UInt64,
+        stamps: MIHTTPLoad.UncheckedBuffer
+    ) {
+        let fd = socket(AF_INET, Int32((udp ? SOCK_DGRAM : SOCK_STREAM).rawValue), 0)
+        defer { close(fd) }
+        guard withIPv4Address("127.0.0.1", port: port, { connect(fd, $0, $1) }) == 0 else { return }
+        if !udp {
+            var one: Int32 = 1
+            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+        let repliesRead = Atomic<Bool>(!reliable)
+        if reliable {
+            // Read and drop the replies so the peer never blocks on a full buffer.
+            detachThread {
+                var buffer = [UInt8](repeating: 0, count: 65_536)
+                var remaining = events
+                while remaining > 0 {
+                    let count = recv(fd, &buffer, buffer.count, 0)
+                    guard count > 0 else { break }
+                    remaining -= buffer[0..<count].reduce(0) { $0 + ($1 == UInt8(ascii: "}") ? 1 : 0) }
+                }
+                repliesRead.store(true, ordering: .relaxed)
+            }
+        }
+        var batch: [UInt8] = []
+        for index in 0..<events {
+            if let interval {
+                let due = started + UInt64(index) * interval
+                while monotonicNanoseconds() < due {}
+            }
+            stamps.buffer[index] = monotonicNanoseconds()
+            let message: [UInt8] =
+                reliable ? Array("{\"id\":\(index),".utf8) + Bench.payload.dropFirst() : Bench.payload
+            if udp {
+                _ = message.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+                continue
+            }
+            batch += message
+            // Paced: each message as it comes; flat out: a few KiB per write, as a busy worker would.
+            if interval != nil || batch.count >= 8192 || index == events - 1 {
+                var offset = 0
+                while offset < batch.count {
+                    let written = batch[offset...].withUnsafeBytes {
+                        send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+                    }
+                    guard written > 0 else { return }
+                    offset += written
+                }
+                batch.removeAll(keepingCapacity: true)
+            }
+        }
+        // The socket stays open until every reply is read (at most a minute).
+        for _ in 0..<6_000 where !repliesRead.load(ordering: .relaxed) { usleep(10_000) }
+    }
 }

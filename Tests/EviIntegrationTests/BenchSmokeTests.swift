@@ -6,7 +6,7 @@ import Testing
 /// CI keeps `evi bench` working with a short run of each scenario (figures are not asserted:
 /// they are measured with a release build and reported in the README).
 @Suite(.serialized) struct BenchSmokeTests {
-    @Test(arguments: ["udp", "parallel3", "roundrobin3", "failover-dead", "mi-http"])
+    @Test(arguments: ["udp", "parallel3", "roundrobin3", "failover-dead", "mi-http", "relay-udp", "relay-tcp"])
     func benchReportsEveryKey(scenario: String) async throws {
         let result = try await run(
             eviBinary.path, ["bench", "--scenario", scenario, "--events", "2000", "--format", "json"],
