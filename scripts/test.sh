@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 log() { printf '== %s\n' "$*" >&2; }
 
-# Debian packages the tests use: the RabbitMQ broker (the tests start a private one); python3-venv
-# too where the python3 on PATH cannot make a virtual environment.
-packages=(rabbitmq-server)
+# Debian packages the tests use: the RabbitMQ broker and Kamailio with its evapi module (the tests
+# start private ones, on free loopback ports); python3-venv too where the python3 on PATH cannot
+# make a virtual environment.
+packages=(rabbitmq-server kamailio kamailio-extra-modules)
 python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv)
 missing=()
 for package in "${packages[@]}"; do

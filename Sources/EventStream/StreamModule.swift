@@ -1,4 +1,5 @@
 import EventInterface
+import Logging
 import NIOPosix
 
 /// `event_stream`: the `tcp:` transport (JSON-RPC over a persistent TCP connection).
@@ -35,11 +36,18 @@ public struct StreamModule: EventModule {
 
     public var transports: [any EventTransport] { [StreamTransport(options: options)] }
 
-    public static let ingressSchemes = ["tcp"]
+    /// `tcp:` (the peer of OpenSIPS' event_stream) and `evapi:` (a client of Kamailio's evapi).
+    public static let ingressSchemes = ["tcp", "evapi"]
 
     public func startIngress(_ settings: IngressSettings, sink: IngressSink) async throws(SocketError)
         -> any EventIngress
     {
-        try await StreamIngress.start(settings: settings, sink: sink, group: MultiThreadedEventLoopGroup.singleton)
+        if settings.socket.hasPrefix("evapi:") {
+            return try await EvapiIngress(
+                settings: settings, sink: sink, group: MultiThreadedEventLoopGroup.singleton,
+                logger: Logger(label: "evi"))
+        }
+        return try await StreamIngress.start(
+            settings: settings, sink: sink, group: MultiThreadedEventLoopGroup.singleton)
     }
 }

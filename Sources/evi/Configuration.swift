@@ -230,13 +230,20 @@ struct DaemonConfiguration {
                 settings = IngressSettings(socket: socket)
             } else {
                 settings = IngressSettings(socket: "")
-                let known = ["socket", "event_param", "publish_unknown", "allowed_sources"]
+                let known = ["socket", "event_param", "publish_unknown", "allowed_sources", "event", "framing"]
                 for entry in try item.entries(key: prefix, known: known) {
                     let key = "\(prefix).\(entry.key)"
                     switch entry.key {
                     case "socket": settings.socket = try entry.value.string(key: key)
                     case "event_param": settings.eventParam = try entry.value.optionalString(key: key)
                     case "publish_unknown": settings.publishUnknown = try entry.value.boolean(key: key)
+                    case "event": settings.event = try entry.value.optionalString(key: key)
+                    case "framing":
+                        let text = try entry.value.string(key: key)
+                        guard let framing = IngressSettings.Framing(rawValue: text) else {
+                            throw ConfigurationError("\(key): expected netstring or json, got '\(text)'")
+                        }
+                        settings.framing = framing
                     default:  // allowed_sources
                         settings.allowedSources = try entry.value.optionalStrings(key: key)?.map {
                             text throws(ConfigurationError) in

@@ -58,3 +58,28 @@ import Testing
             decoder.decode([UInt8](repeating: 32, count: IngressDecoder.maximumMessageSize + 1)) == .failure(.tooLarge))
     }
 }
+
+/// Kamailio evapi's framing and plain objects.
+@Suite struct NetstringAndPlainObjectTests {
+    @Test func netstringsAreSplitAcrossChunksAndMalformedOnesCounted() {
+        var splitter = NetstringSplitter(maximumLength: 20)
+        #expect(splitter.feed(Array("5:hel".utf8)).isEmpty)
+        #expect(splitter.hasPartialFrame)
+        #expect(splitter.feed(Array("lo,\n3:abc,1".utf8)) == [Array("hello".utf8), Array("abc".utf8)])
+        // The "1" left over begins "10:…": a length split across chunks.
+        #expect(splitter.feed(Array("0:0123456789,".utf8)) == [Array("0123456789".utf8)])
+        var bad = NetstringSplitter(maximumLength: 4)
+        _ = bad.feed(Array("99:too long for the limit,2:ok,".utf8))
+        #expect(bad.malformed > 0)
+    }
+
+    @Test func aPlainObjectIsRaisedAsTheEntrysEvent() throws {
+        let decoder = IngressDecoder(plainObjectEvent: "E_KAMAILIO")
+        let plain = try decoder.decode(Array(#"{"caller":"alice","duration":42}"#.utf8)).get()
+        #expect(plain.event == "E_KAMAILIO")
+        #expect(plain.params == ["caller": "alice", "duration": 42])
+        let rpc = try decoder.decode(Array(#"{"jsonrpc":"2.0","method":"E_X","params":{"a":1}}"#.utf8)).get()
+        #expect(rpc.event == "E_X")
+        #expect(IngressDecoder().decode(Array(#"{"caller":"alice"}"#.utf8)) == .failure(.noEvent))
+    }
+}

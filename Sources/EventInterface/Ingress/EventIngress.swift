@@ -12,6 +12,16 @@ public struct IngressSettings: Sendable, Hashable {
     public var publishUnknown = false
     /// Who may send; nil: anyone who can reach the socket (loopback by default).
     public var allowedSources: [CIDR]?
+    /// The event a plain JSON object (not JSON-RPC) is raised as (Kamailio evapi).
+    public var event: String?
+    /// How messages are delimited on a Kamailio evapi connection: netstrings (`LEN:DATA,`,
+    /// Kamailio's default) or JSON values back to back.
+    public var framing = Framing.netstring
+
+    public enum Framing: String, Sendable, Hashable {
+        case netstring
+        case json
+    }
 
     public init(socket: String, eventParam: String? = nil, publishUnknown: Bool = false, allowedSources: [CIDR]? = nil)
     {
@@ -47,7 +57,7 @@ public final class IngressSink: Sendable {
         self.socket = settings.socket
         self.settings = settings
         self.hub = hub
-        decoder = IngressDecoder(eventParam: settings.eventParam)
+        decoder = IngressDecoder(eventParam: settings.eventParam, plainObjectEvent: settings.event)
         var metrics: [IngressDecoder.Rejection: Counter] = [:]
         for reason in IngressDecoder.Rejection.allCases {
             metrics[reason] = Counter(

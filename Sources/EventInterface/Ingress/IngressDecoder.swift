@@ -9,8 +9,13 @@ public struct IngressDecoder: Sendable, Hashable {
     /// senders that use a fixed method (OpenSIPS' event_stream `event_param`).
     public var eventParam: String?
 
-    public init(eventParam: String? = nil) {
+    /// Raise a JSON object without a `method` (not JSON-RPC) as this event, the object as its
+    /// named parameters (Kamailio scripts relay plain objects).
+    public var plainObjectEvent: String?
+
+    public init(eventParam: String? = nil, plainObjectEvent: String? = nil) {
         self.eventParam = eventParam
+        self.plainObjectEvent = plainObjectEvent
     }
 
     /// A message to raise: the event, its parameters, and for a request (OpenSIPS' reliable
@@ -41,6 +46,9 @@ public struct IngressDecoder: Sendable, Hashable {
         guard bytes.count <= Self.maximumMessageSize else { return .failure(.tooLarge) }
         guard let value = try? EventValue(jsonBytes: Array(bytes)) else { return .failure(.notJSON) }
         guard case .object(let fields) = value else { return .failure(.notAnObject) }
+        if let plainObjectEvent, !fields.contains(where: { $0.name == "method" }) {
+            return .success(Message(event: plainObjectEvent, params: fields.isEmpty ? .none : .named(fields), id: nil))
+        }
         var method: String?
         var params = EventParams.none
         var id: EventValue?
