@@ -19,52 +19,8 @@ public final class DatagramIngress: EventIngress {
     private let finished = CompletionSignal()
 
     public init(settings: IngressSettings, sink: IngressSink) throws(SocketError) {
-        let text = settings.socket
-        var port = 0
-        var bound = text
-        let fd: Int32
-        if text.hasPrefix("unix:") {
-            let path = String(text.dropFirst(5))
-            guard path.hasPrefix("/") else { throw SocketError("unix ingress path must be absolute: \(text)") }
-            guard let address = unixSocketAddress(path) else {
-                throw SocketError("unix socket path longer than \(maximumUnixPathLength) bytes: \(text)")
-            }
-            fd = Glibc.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            unlink(path)
-            guard fd >= 0, withSocketAddress(address, { bind(fd, $0, $1) }) == 0 else {
-                let reason = String(cString: strerror(errno))
-                if fd >= 0 { Glibc.close(fd) }
-                throw SocketError("cannot listen on \(text): \(reason)")
-            }
-        } else if text.hasPrefix("udp:") {
-            // HOST:PORT, where port 0 asks the system for a free one.
-            let address = text.dropFirst(4)
-            guard let colon = address.lastIndex(of: ":"), let wanted = Int(address[address.index(after: colon)...]),
-                (0...65_535).contains(wanted)
-            else { throw SocketError("udp ingress needs HOST:PORT (port 0: any free one): \(text)") }
-            var host = String(address[..<colon])
-            if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-            let hostPort = HostPort(host: host, port: wanted)
-            var hints = addrinfo()
-            hints.ai_family = AF_UNSPEC
-            hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
-            hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
-            var list: UnsafeMutablePointer<addrinfo>?
-            guard getaddrinfo(hostPort.host, String(hostPort.port), &hints, &list) == 0, let entry = list else {
-                throw SocketError("cannot resolve \(hostPort.host): \(text)")
-            }
-            defer { freeaddrinfo(list) }
-            fd = Glibc.socket(entry.pointee.ai_family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0, bind(fd, entry.pointee.ai_addr, entry.pointee.ai_addrlen) == 0 else {
-                let reason = String(cString: strerror(errno))
-                if fd >= 0 { Glibc.close(fd) }
-                throw SocketError("cannot listen on \(text): \(reason)")
-            }
-            port = localPort(of: fd) ?? hostPort.port
-            bound = "udp:" + HostPort(host: hostPort.host, port: port).description
-        } else {
-            throw SocketError("a datagram ingress is udp:HOST:PORT or unix:/PATH, not \(text)")
-        }
+        let bound = try DatagramListener.bind(settings.socket)
+        let fd = bound.descriptor
         var timeout = timeval(tv_sec: 0, tv_usec: 50_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var size: Int32 = 16 << 20
@@ -72,8 +28,8 @@ public final class DatagramIngress: EventIngress {
             setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
         }
         descriptor = fd
-        self.port = port
-        socket = bound
+        port = bound.port
+        socket = bound.socket
         let allowed = settings.allowedSources.map { DestinationPolicy(allowed: $0) }
         detachThread { [self] in readLoop(sink: sink, allowed: allowed) }
     }

@@ -21,67 +21,57 @@ public final class DatagramListener: Sendable {
     /// replaced) and starts calling `onDatagram`.
     public convenience init(socket text: String, onDatagram: @escaping @Sendable ([UInt8]) -> Void) throws(SocketError)
     {
+        let bound = try Self.bind(text)
+        self.init(descriptor: bound.descriptor, socket: bound.socket, port: bound.port, onDatagram: onDatagram)
+    }
+
+    /// A datagram socket bound at `udp:HOST:PORT` (port 0: any free one) or `unix:/PATH` (an
+    /// existing file there is replaced): its descriptor, its socket string with the port it got,
+    /// and that port (0 for unix). The listener and the datagram ingress both bind with this.
+    static func bind(_ text: String) throws(SocketError) -> (descriptor: Int32, socket: String, port: Int) {
         if text.hasPrefix("unix:") {
             let path = String(text.dropFirst(5))
             guard path.hasPrefix("/") else { throw SocketError("unix socket path must be absolute: \(text)") }
+            guard let address = unixSocketAddress(path) else {
+                throw SocketError("unix socket path longer than \(maximumUnixPathLength) bytes: \(text)")
+            }
             let fd = Glibc.socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw SocketError("cannot create a socket: \(Self.errorText())") }
             unlink(path)
-            guard let address = unixSocketAddress(path) else {
-                Glibc.close(fd)
-                throw SocketError("unix socket path longer than \(maximumUnixPathLength) bytes: \(text)")
-            }
-            let bound = withSocketAddress(address) { bind(fd, $0, $1) }
-            guard bound == 0 else {
+            guard withSocketAddress(address, { Glibc.bind(fd, $0, $1) }) == 0 else {
                 let reason = Self.errorText()
                 Glibc.close(fd)
                 throw SocketError("cannot bind \(text): \(reason)")
             }
-            self.init(descriptor: fd, socket: text, port: 0, onDatagram: onDatagram)
-        } else if text.hasPrefix("udp:") {
-            let hostPort: HostPort
-            if text.hasSuffix(":0") {
-                hostPort = HostPort(host: String(text.dropFirst(4).dropLast(2)).trimmingBrackets(), port: 0)
-            } else {
-                hostPort = try HostPort.parse(String(text.dropFirst(4)), scheme: "udp", socket: text)
-            }
-            var hints = addrinfo()
-            hints.ai_family = AF_UNSPEC
-            hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
-            hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
-            var list: UnsafeMutablePointer<addrinfo>?
-            guard getaddrinfo(hostPort.host, String(hostPort.port), &hints, &list) == 0, let entry = list else {
-                throw SocketError("cannot resolve host '\(hostPort.host)' in \(text)")
-            }
-            defer { freeaddrinfo(list) }
-            let fd = Glibc.socket(entry.pointee.ai_family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-            guard fd >= 0 else { throw SocketError("cannot create a socket: \(Self.errorText())") }
-            guard bind(fd, entry.pointee.ai_addr, entry.pointee.ai_addrlen) == 0 else {
-                let reason = Self.errorText()
-                Glibc.close(fd)
-                throw SocketError("cannot bind \(text): \(reason)")
-            }
-            var storage = sockaddr_storage()
-            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
-            _ = withUnsafeMutablePointer(to: &storage) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-            }
-            let family = storage.ss_family
-            let port: Int = withUnsafePointer(to: &storage) { pointer in
-                if family == sa_family_t(AF_INET6) {
-                    return pointer.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
-                        Int(UInt16(bigEndian: $0.pointee.sin6_port))
-                    }
-                }
-                return pointer.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
-                    Int(UInt16(bigEndian: $0.pointee.sin_port))
-                }
-            }
-            let printed = "udp:" + HostPort(host: hostPort.host, port: port).description
-            self.init(descriptor: fd, socket: printed, port: port, onDatagram: onDatagram)
-        } else {
+            return (fd, text, 0)
+        }
+        guard text.hasPrefix("udp:") else {
             throw SocketError("can only listen on udp:HOST:PORT or unix:/PATH, not \(text)")
         }
+        let hostPort: HostPort
+        if text.hasSuffix(":0") {
+            hostPort = HostPort(host: String(text.dropFirst(4).dropLast(2)).trimmingBrackets(), port: 0)
+        } else {
+            hostPort = try HostPort.parse(String(text.dropFirst(4)), scheme: "udp", socket: text)
+        }
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
+        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(hostPort.host, String(hostPort.port), &hints, &list) == 0, let entry = list else {
+            throw SocketError("cannot resolve host '\(hostPort.host)' in \(text)")
+        }
+        defer { freeaddrinfo(list) }
+        let fd = Glibc.socket(entry.pointee.ai_family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SocketError("cannot create a socket: \(Self.errorText())") }
+        guard Glibc.bind(fd, entry.pointee.ai_addr, entry.pointee.ai_addrlen) == 0 else {
+            let reason = Self.errorText()
+            Glibc.close(fd)
+            throw SocketError("cannot bind \(text): \(reason)")
+        }
+        let port = localPort(of: fd) ?? hostPort.port
+        return (fd, "udp:" + HostPort(host: hostPort.host, port: port).description, port)
     }
 
     private init(descriptor: Int32, socket: String, port: Int, onDatagram: @escaping @Sendable ([UInt8]) -> Void) {
