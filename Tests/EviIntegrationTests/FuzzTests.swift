@@ -396,3 +396,40 @@ extension FuzzTests {
         )
     }
 }
+
+extension FuzzTests {
+    /// Random and mutated messages back to back into a tcp ingress, over several connections
+    /// (some cut mid-message): no crash, and a well-formed request on a fresh connection is still
+    /// answered at the end.
+    @Test func aStreamIngressSurvivesRandomAndMutatedMessages() async throws {
+        let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\ningress: [\"tcp:127.0.0.1:0\"]\n")
+        defer { Task { await daemon.stop() } }
+        let listing = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":1}"#)
+        let port = try #require(Int(listing.components(separatedBy: "tcp:127.0.0.1:")[1].prefix { $0.isNumber }))
+        var random = SplitMix(state: 0x7C9)
+        var connection = try RawConnection(port: port)
+        for index in 0..<fuzzIterations {
+            if index % 500 == 499 {  // a new connection now and then, the old one cut wherever it was
+                connection.close()
+                connection = try RawConnection(port: port)
+            }
+            let body: String
+            if index % 5 == 0 {
+                let length = Int.random(in: 1...80, using: &random)
+                body = String(
+                    decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
+            } else {
+                body = mutate(Self.ingressSeeds.randomElement(using: &random) ?? "", &random, pool: Self.ingressSeeds)
+            }
+            try? connection.send(body)
+            if index % 100 == 0 { _ = connection.read(timeoutMilliseconds: 1) }  // drain replies
+        }
+        connection.close()
+        let fresh = try RawConnection(port: port)
+        defer { fresh.close() }
+        try fresh.send(#"{"id":99,"jsonrpc":"2.0","method":"E_FUZZ","params":{"ok":true}}"#)
+        #expect(fresh.read(timeoutMilliseconds: 3000) == #"{"jsonrpc":"2.0","result":"OK","id":99}"#)
+        #expect(daemon.process.isRunning)
+        print("fuzz: \(fuzzIterations) messages into a tcp ingress, 0 crashes")
+    }
+}
