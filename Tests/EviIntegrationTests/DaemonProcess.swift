@@ -105,6 +105,16 @@ final class Daemon: @unchecked Sendable {
     }
 
     func stop() async { await process.stop() }
+
+    /// The port the daemon's `SCHEME:127.0.0.1:0` ingress got, from `evi:ingress`.
+    func ingressPort(_ scheme: String) throws -> Int {
+        let listing = try mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":1}"#)
+        let parts = listing.components(separatedBy: "\(scheme):127.0.0.1:")
+        guard parts.count > 1, let port = Int(parts[1].prefix { $0.isNumber }) else {
+            throw DaemonError(message: "no \(scheme) ingress in \(listing)")
+        }
+        return port
+    }
 }
 
 struct DaemonError: Error, CustomStringConvertible {

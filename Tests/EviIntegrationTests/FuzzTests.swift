@@ -353,8 +353,7 @@ extension FuzzTests {
     @Test func aDatagramIngressSurvivesRandomAndMutatedMessages() async throws {
         let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\ningress: [\"udp:127.0.0.1:0\"]\n")
         defer { Task { await daemon.stop() } }
-        let listing = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":1}"#)
-        let port = try #require(Int(listing.components(separatedBy: "udp:127.0.0.1:")[1].prefix { $0.isNumber }))
+        let port = try daemon.ingressPort("udp")
         var random = SplitMix(state: 0x1A6E55)
         let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         defer { close(fd) }
@@ -404,8 +403,7 @@ extension FuzzTests {
     @Test func aStreamIngressSurvivesRandomAndMutatedMessages() async throws {
         let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\ningress: [\"tcp:127.0.0.1:0\"]\n")
         defer { Task { await daemon.stop() } }
-        let listing = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":1}"#)
-        let port = try #require(Int(listing.components(separatedBy: "tcp:127.0.0.1:")[1].prefix { $0.isNumber }))
+        let port = try daemon.ingressPort("tcp")
         var random = SplitMix(state: 0x7C9)
         var connection = try RawConnection(port: port)
         for index in 0..<fuzzIterations {

@@ -54,8 +54,7 @@ import Testing
 
                 """)
         defer { Task { await daemon.stop() } }
-        let listing = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":1}"#)
-        let udpPort = try #require(Int(listing.components(separatedBy: "udp:127.0.0.1:")[1].prefix { $0.isNumber }))
+        let udpPort = try daemon.ingressPort("udp")
 
         let udpBytes = try Self.recorded("transport_udp.json")
         let unixBytes = try Self.recorded("transport_unix.json")
@@ -106,8 +105,7 @@ import Testing
 
                 """)
         defer { Task { await daemon.stop() } }
-        let listing = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":1}"#)
-        let port = try #require(Int(listing.components(separatedBy: "tcp:127.0.0.1:")[1].prefix { $0.isNumber }))
+        let port = try daemon.ingressPort("tcp")
         let connection = try RawConnection(port: port)
         defer { connection.close() }
         let notification = try Self.recorded("transport_tcp_noreply.json")

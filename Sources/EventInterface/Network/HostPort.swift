@@ -94,9 +94,7 @@ public struct ResolvedAddress: Sendable, Hashable {
 
     /// Calls `body` with the address as a `sockaddr` pointer and its length.
     public func withSockAddr<T>(_ body: (UnsafePointer<sockaddr>?, socklen_t) -> T) -> T {
-        storage.withUnsafeBytes { raw in
-            body(raw.baseAddress?.assumingMemoryBound(to: sockaddr.self), socklen_t(raw.count))
-        }
+        withSocketAddress(storage, body)
     }
 }
 
