@@ -71,6 +71,9 @@ public final class ReconnectingChannel: Sendable {
         }
     }
 
+    /// The channel open now, if any; never opens one (a client closing down asks this).
+    public var current: (any Channel)? { state.withLock { $0.channel } }
+
     /// `channel` was lost: deliveries fail at once and the reconnection timer starts.
     public func lost(_ channel: any Channel, reason: String = "connection lost") {
         let action = state.withLock { state -> ReconnectStateMachine.RetryAction in

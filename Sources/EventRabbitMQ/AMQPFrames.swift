@@ -1,3 +1,4 @@
+import EventInterface
 import NIOCore
 
 /// The publishing subset of AMQP 0-9-1: frame layout and the few methods a confirming publisher
@@ -113,8 +114,9 @@ extension ByteBuffer {
         writeBytes(bytes)
     }
 
-    /// A field table of string values.
-    mutating func writeTable(_ entries: [(String, String)]) {
+    /// A field table of string values, and with `flags` a nested table `capabilities` of those
+    /// set true (what a client announces it understands, in `connection.start-ok`).
+    mutating func writeTable(_ entries: [(String, String)], capabilities flags: [String] = []) {
         let sizeIndex = writerIndex
         writeInteger(UInt32(0))
         let start = writerIndex
@@ -123,6 +125,19 @@ extension ByteBuffer {
             writeInteger(UInt8(ascii: "S"))
             writeLongString(Array(value.utf8))
         }
+        if !flags.isEmpty {
+            writeShortString("capabilities")
+            writeInteger(UInt8(ascii: "F"))
+            let nestedSizeIndex = writerIndex
+            writeInteger(UInt32(0))
+            let nestedStart = writerIndex
+            for flag in flags {
+                writeShortString(flag)
+                writeInteger(UInt8(ascii: "t"))
+                writeInteger(UInt8(1))
+            }
+            setInteger(UInt32(writerIndex - nestedStart), at: nestedSizeIndex)
+        }
         setInteger(UInt32(writerIndex - start), at: sizeIndex)
     }
 
@@ -130,4 +145,15 @@ extension ByteBuffer {
         guard let length = readInteger(as: UInt8.self), let bytes = readBytes(length: Int(length)) else { return nil }
         return String(decoding: bytes, as: UTF8.self)
     }
+}
+
+/// One message a consumer received: its body (nil when larger than an ingress reads), and how to
+/// settle it — `true` acks it, `false` rejects it without requeueing. Settle each exactly once,
+/// from any thread.
+struct AMQPDelivery: Sendable {
+    /// The largest body kept (``IngressDecoder/maximumMessageSize``); a larger one is rejected.
+    static let maximumBodySize = IngressDecoder.maximumMessageSize
+
+    let body: [UInt8]?
+    let settle: @Sendable (_ accepted: Bool) -> Void
 }

@@ -1,9 +1,12 @@
 import EventInterface
 import NIOCore
+import NIOPosix
 
 /// One AMQP connection's protocol state, on its event loop: the handshake (start, tune, open,
-/// channel 1, confirm.select), heartbeats, publishes with their delivery tags, and the broker's
-/// acks and nacks completing them.
+/// channel 1), heartbeats, and one of two roles. A publisher selects confirms, publishes with
+/// delivery tags and completes them on the broker's acks and nacks. A consumer sets its prefetch
+/// (`basic.qos`), consumes one queue with manual acknowledgements, assembles each delivery from
+/// its method, header and body frames, and acks or rejects it when the ingress says so.
 final class AMQPHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = Never
@@ -16,6 +19,24 @@ final class AMQPHandler: ChannelDuplexHandler {
         /// Seconds; 0 disables.
         var heartbeat: UInt16
         var confirmTimeout: TimeAmount
+        var role = Role.publisher
+    }
+
+    enum Role: Sendable {
+        case publisher
+        /// Consumes `queue`, at most `prefetch` messages unacknowledged; every message is handed
+        /// to `deliver` on the event loop.
+        case consumer(queue: String, prefetch: UInt16, deliver: @Sendable (AMQPDelivery) -> Void)
+    }
+
+    /// A message being assembled: its tag, the size its header announced, what arrived so far.
+    private struct Incoming {
+        var tag: UInt64
+        var size: UInt64?
+        var received: UInt64 = 0
+        var body: [UInt8] = []
+        /// Larger than an ingress reads: its frames are counted, not kept.
+        var oversized = false
     }
 
     private enum Phase { case handshake, ready, closed }
@@ -36,6 +57,14 @@ final class AMQPHandler: ChannelDuplexHandler {
     private var returning: (code: UInt16, text: String)?
     /// Delivery tags the broker returned as unroutable; their confirm fails the delivery.
     private var returned: [UInt64: String] = [:]
+    /// Consumer: the message whose frames are arriving.
+    private var incoming: Incoming?
+    /// Consumer: the tag the broker gave the consumer (`basic.consume-ok`), to cancel it.
+    private var consumerTag = ""
+    /// Consumer: messages handed over and not yet acked or rejected.
+    private(set) var unsettled = 0
+    /// Acks written since the last flush: a burst of settlements costs one write to the socket.
+    private var flushScheduled = false
 
     init(settings: Settings, ready: EventLoopPromise<Void>, onClose: @escaping @Sendable (any Channel) -> Void) {
         self.settings = settings
@@ -76,6 +105,12 @@ final class AMQPHandler: ChannelDuplexHandler {
             }
             return
         }
+        if frame.type == AMQP.FrameType.header.rawValue || frame.type == AMQP.FrameType.body.rawValue,
+            incoming != nil
+        {
+            try assemble(frame, context: context)
+            return
+        }
         guard frame.type == AMQP.FrameType.method.rawValue else { return }  // heartbeats; returned bodies
         var payload = frame.payload
         guard let classID = payload.readInteger(as: UInt16.self), let methodID = payload.readInteger(as: UInt16.self)
@@ -84,7 +119,11 @@ final class AMQPHandler: ChannelDuplexHandler {
         case (10, 10):  // connection.start
             send(context) { buffer in
                 AMQP.writeMethod(10, 11, channel: 0, into: &buffer) { arguments in
-                    arguments.writeTable([("product", "evi"), ("platform", "Swift")])
+                    // A consumer asks to be told (basic.cancel) when its queue goes away.
+                    let consumer = if case .consumer = self.settings.role { true } else { false }
+                    arguments.writeTable(
+                        [("product", "evi"), ("platform", "Swift")],
+                        capabilities: consumer ? ["consumer_cancel_notify"] : [])
                     arguments.writeShortString("PLAIN")
                     arguments.writeLongString(
                         [0] + Array(self.settings.user.utf8) + [0] + Array(self.settings.password.utf8))
@@ -118,12 +157,45 @@ final class AMQPHandler: ChannelDuplexHandler {
                 AMQP.writeMethod(20, 10, channel: 1, into: &buffer) { $0.writeShortString("") }
             }
         case (20, 11):  // channel.open-ok
-            send(context) { buffer in
-                AMQP.writeMethod(85, 10, channel: 1, into: &buffer) { $0.writeInteger(UInt8(0)) }
+            switch settings.role {
+            case .publisher:
+                send(context) { buffer in
+                    AMQP.writeMethod(85, 10, channel: 1, into: &buffer) { $0.writeInteger(UInt8(0)) }
+                }
+            case .consumer(_, let prefetch, _):
+                send(context) { buffer in
+                    AMQP.writeMethod(60, 10, channel: 1, into: &buffer) { arguments in
+                        arguments.writeInteger(UInt32(0))  // prefetch-size: no limit in bytes
+                        arguments.writeInteger(prefetch)
+                        arguments.writeInteger(UInt8(0))  // global: per consumer
+                    }
+                }
             }
         case (85, 11):  // confirm.select-ok
             phase = .ready
             ready.succeed(())
+        case (60, 11):  // basic.qos-ok
+            guard case .consumer(let queue, _, _) = settings.role else { break }
+            send(context) { buffer in
+                AMQP.writeMethod(60, 20, channel: 1, into: &buffer) { arguments in
+                    arguments.writeInteger(UInt16(0))
+                    arguments.writeShortString(queue)
+                    arguments.writeShortString("")  // consumer tag: the broker's choice
+                    arguments.writeInteger(UInt8(0))  // no-local, no-ack, exclusive, no-wait: all off
+                    arguments.writeInteger(UInt32(0))  // arguments: an empty table
+                }
+            }
+        case (60, 21):  // basic.consume-ok
+            consumerTag = payload.readShortString() ?? ""
+            phase = .ready
+            ready.succeed(())
+        case (60, 60):  // basic.deliver: the header and body frames follow
+            guard case .consumer = settings.role, payload.readShortString() != nil,
+                let tag = payload.readInteger(as: UInt64.self)
+            else { throw AMQPError("malformed basic.deliver") }
+            incoming = Incoming(tag: tag)
+        case (60, 30):  // basic.cancel: the broker ended the consumer (its queue was deleted)
+            fail(context: context, reason: "broker cancelled the consumer (queue deleted?)")
         case (60, 80), (60, 120):  // basic.ack, basic.nack
             let tag = payload.readInteger(as: UInt64.self) ?? 0
             let multiple = (payload.readInteger(as: UInt8.self) ?? 0) & 1 == 1
@@ -207,6 +279,77 @@ final class AMQPHandler: ChannelDuplexHandler {
         context.flush()
     }
 
+    // MARK: Consumer
+
+    /// A content header or body frame of the message in `incoming`; the last one hands it over.
+    private func assemble(_ frame: AMQP.Frame, context: ChannelHandlerContext) throws {
+        guard var message = incoming, case .consumer(_, _, let deliver) = settings.role else { return }
+        var payload = frame.payload
+        if frame.type == AMQP.FrameType.header.rawValue {
+            guard message.size == nil, payload.readInteger(as: UInt16.self) == 60,
+                payload.readInteger(as: UInt16.self) != nil, let size = payload.readInteger(as: UInt64.self)
+            else { throw AMQPError("malformed content header") }
+            message.size = size
+            message.oversized = size > UInt64(AMQPDelivery.maximumBodySize)
+            if !message.oversized { message.body.reserveCapacity(Int(size)) }
+        } else {
+            guard let size = message.size else { throw AMQPError("body frame before its content header") }
+            message.received += UInt64(payload.readableBytes)
+            guard message.received <= size else { throw AMQPError("body larger than its content header said") }
+            if !message.oversized { message.body += payload.readableBytesView }
+        }
+        guard let size = message.size, message.received == size else {
+            incoming = message
+            return
+        }
+        incoming = nil
+        unsettled += 1
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let tag = message.tag
+        deliver(
+            AMQPDelivery(body: message.oversized ? nil : message.body) { accepted in
+                let loop = bound.eventLoop
+                if loop.inEventLoop {
+                    bound.value.0.settle(tag, accepted: accepted, context: bound.value.1)
+                } else {
+                    loop.execute { bound.value.0.settle(tag, accepted: accepted, context: bound.value.1) }
+                }
+            })
+    }
+
+    /// Acks (`basic.ack`) or rejects without requeueing (`basic.reject`, so that a dead-letter
+    /// exchange takes it) one delivery. Nothing is sent once the connection is gone: the broker
+    /// has put the message back already, and its tag means nothing on another connection.
+    private func settle(_ tag: UInt64, accepted: Bool, context: ChannelHandlerContext) {
+        guard phase == .ready else { return }
+        unsettled -= 1
+        var buffer = context.channel.allocator.buffer(capacity: 21)
+        AMQP.writeMethod(60, accepted ? 80 : 90, channel: 1, into: &buffer) { arguments in
+            arguments.writeInteger(tag)
+            arguments.writeInteger(UInt8(0))  // ack: not multiple; reject: do not requeue
+        }
+        context.write(wrapOutboundOut(buffer), promise: nil)
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (handler, context) = bound.value
+            handler.flushScheduled = false
+            context.flush()
+        }
+    }
+
+    /// Asks the broker to stop delivering (`basic.cancel`); what it sent already still arrives.
+    func cancelConsumer(context: ChannelHandlerContext) {
+        guard phase == .ready, !consumerTag.isEmpty else { return }
+        send(context) { buffer in
+            AMQP.writeMethod(60, 30, channel: 1, into: &buffer) { arguments in
+                arguments.writeShortString(self.consumerTag)
+                arguments.writeInteger(UInt8(0))
+            }
+        }
+    }
+
     private func complete(_ tag: UInt64, _ outcome: DeliveryOutcome) {
         returned.removeValue(forKey: tag)
         timers.removeValue(forKey: tag)?.cancel()
@@ -257,5 +400,48 @@ final class AMQPHandler: ChannelDuplexHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         fail(context: context, reason: "\(error)")
+    }
+}
+
+extension AMQPHandler {
+    /// Connects to `address` and completes the handshake within `timeout`: the channel is ready
+    /// to publish or consuming when this succeeds. `onClose` is told when it closes.
+    static func open(
+        _ address: ResolvedAddress, settings: Settings, group: any EventLoopGroup, timeout: TimeAmount,
+        onClose: @escaping @Sendable (any Channel) -> Void
+    ) async -> Result<any Channel, DeliveryFailure> {
+        let target: SocketAddress
+        do { target = try address.socketAddress() } catch {
+            return .failure(DeliveryFailure(.subscriberFailed, "bad address"))
+        }
+        let loop = group.next()
+        let ready = loop.makePromise(of: Void.self)
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: loop)
+                .connectTimeout(timeout)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            AMQPHandler(settings: settings, ready: ready, onClose: onClose))
+                    }
+                }
+                .connect(to: target).get()
+        } catch {
+            ready.fail(AMQPError("not connected"))
+            return .failure(.connectFailure(error))
+        }
+        let handshake: Result<Void, any Error>? = await ready.futureResult.map { Result<Void, any Error>.success(()) }
+            .recover { .failure($0) }.value(within: timeout)
+        switch handshake {
+        case .success?: return .success(channel)
+        case .failure(let error)?:
+            channel.close(promise: nil)
+            return .failure(DeliveryFailure(.subscriberFailed, "\(error)"))
+        case nil:
+            channel.close(promise: nil)
+            return .failure(DeliveryFailure(.subscriberFailed, "handshake timeout"))
+        }
     }
 }

@@ -1,6 +1,9 @@
 import EventInterface
+import Logging
+import NIOPosix
 
-/// `event_rabbitmq`: the `rabbitmq:` transport (AMQP 0-9-1 publishes with confirms).
+/// `event_rabbitmq`: the `rabbitmq:` transport (AMQP 0-9-1 publishes with confirms) and ingress
+/// (a queue consumed with manual acknowledgements).
 public struct RabbitMQModule: EventModule {
     public static let name = "event_rabbitmq"
     public let options: RabbitMQOptions
@@ -38,4 +41,14 @@ public struct RabbitMQModule: EventModule {
     }
 
     public var transports: [any EventTransport] { [RabbitMQTransport(options: options)] }
+
+    public static let ingressSchemes = ["rabbitmq"]
+
+    public func startIngress(_ settings: IngressSettings, sink: IngressSink) async throws(SocketError)
+        -> any EventIngress
+    {
+        try await RabbitMQIngress(
+            settings: settings, sink: sink, options: options, group: MultiThreadedEventLoopGroup.singleton,
+            logger: Logger(label: "evi"))
+    }
 }

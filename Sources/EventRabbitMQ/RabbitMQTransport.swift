@@ -59,68 +59,12 @@ public final class RabbitMQTransport: EventTransport {
     public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError)
         -> any EventSocket
     {
-        let text = "rabbitmq:" + address
-        guard !address.contains(where: \.isWhitespace) else { throw SocketError("rabbitmq socket contains whitespace") }
-        var rest = Substring(address)
-        var user = "guest"
-        var password = "guest"
-        if let at = rest.lastIndex(of: "@") {
-            let credentials = rest[..<at]
-            rest = rest[rest.index(after: at)...]
-            if let colon = credentials.firstIndex(of: ":") {
-                user = String(credentials[..<colon])
-                password = String(credentials[credentials.index(after: colon)...])
-            } else {
-                user = String(credentials)
-            }
-            guard !user.isEmpty else { throw SocketError("rabbitmq user is empty: \(redactingCredentials(text))") }
-        }
-        guard let slash = rest.firstIndex(of: "/") else {
-            throw SocketError("rabbitmq socket needs /ROUTING_KEY: \(redactingCredentials(text))")
-        }
-        let hostText = String(rest[..<slash])
-        var target = String(rest[rest.index(after: slash)...])
-        let hostPort: HostPort
-        if hostText.hasSuffix("]") || !hostText.contains(":") || hostText.hasPrefix("[") && !hostText.contains("]:") {
-            let bare = hostText.hasPrefix("[") ? String(hostText.dropFirst().dropLast()) : hostText
-            guard !bare.isEmpty else {
-                throw SocketError("rabbitmq socket needs a host: \(redactingCredentials(text))")
-            }
-            hostPort = HostPort(host: bare, port: 5672)
-        } else {
-            hostPort = try HostPort.parse(hostText, scheme: "rabbitmq", socket: redactingCredentials(text))
-        }
-        var exchange = ""
-        var vhost = "/"
-        var persistent = false
-        if let question = target.firstIndex(of: "?") {
-            let parameters = target[..<question]
-            target = String(target[target.index(after: question)...])
-            for parameter in parameters.split(separator: ";") {
-                if parameter == "persistent" {
-                    persistent = true
-                } else if parameter.hasPrefix("exchange=") {
-                    exchange = String(parameter.dropFirst("exchange=".count))
-                } else if parameter.hasPrefix("vhost=") {
-                    vhost = String(parameter.dropFirst("vhost=".count))
-                } else {
-                    throw SocketError(
-                        "unknown rabbitmq parameter '\(parameter)' (exchange=NAME, vhost=NAME, persistent): \(redactingCredentials(text))"
-                    )
-                }
-            }
-        }
-        guard !target.isEmpty else {
-            throw SocketError("rabbitmq socket needs a routing key: \(redactingCredentials(text))")
-        }
-        guard target.utf8.count <= 255, exchange.utf8.count <= 255 else {
-            throw SocketError("rabbitmq routing key and exchange are at most 255 bytes: \(redactingCredentials(text))")
-        }
+        let parsed = try RabbitMQAddress.parse(address)
         let resolved = try await context.resolve(
-            hostPort, socketType: Int32(SOCK_STREAM.rawValue), socket: redactingCredentials(text))
+            parsed.hostPort, socketType: Int32(SOCK_STREAM.rawValue), socket: parsed.redacted)
         return RabbitMQSocket(
-            broker: BrokerKey(host: hostPort, user: user, password: password, vhost: vhost), address: resolved,
-            exchange: exchange, routingKey: target, persistent: persistent, transport: self)
+            broker: parsed.broker, address: resolved, exchange: parsed.exchange, routingKey: parsed.target,
+            persistent: parsed.persistent, transport: self)
     }
 
     // MARK: Connections, one per broker and credentials
@@ -159,16 +103,7 @@ public struct RabbitMQSocket: DeliverySocket {
     /// `rabbitmq:USER@HOST[:PORT]/[PARAMS?]KEY`: no password, the port only when not 5672,
     /// parameters in the order exchange, vhost, persistent.
     public var description: String {
-        var text = "rabbitmq:\(broker.user)@"
-        text += broker.host.isIPv6 ? "[\(broker.host.host)]" : broker.host.host
-        if broker.host.port != 5672 { text += ":\(broker.host.port)" }
-        text += "/"
-        var parameters: [String] = []
-        if !exchange.isEmpty { parameters.append("exchange=\(exchange)") }
-        if broker.vhost != "/" { parameters.append("vhost=\(broker.vhost)") }
-        if persistent { parameters.append("persistent") }
-        if !parameters.isEmpty { text += parameters.joined(separator: ";") + "?" }
-        return text + routingKey
+        RabbitMQAddress.describe(broker: broker, exchange: exchange, persistent: persistent, target: routingKey)
     }
 
     public func matches(_ other: any EventSocket) -> Bool {
@@ -243,41 +178,9 @@ final class BrokerConnection: Sendable {
     private var reconnecting: ReconnectingChannel? { link.withLock { $0 } }
 
     private func open() async -> Result<any Channel, DeliveryFailure> {
-        let target: SocketAddress
-        do { target = try address.socketAddress() } catch {
-            return .failure(DeliveryFailure(.subscriberFailed, "bad address"))
-        }
-        let loop = group.next()
-        let ready = loop.makePromise(of: Void.self)
-        let settings = self.settings
-        let onClose: @Sendable (any Channel) -> Void = { [weak self] channel in self?.reconnecting?.lost(channel) }
-        let channel: any Channel
-        do {
-            channel = try await ClientBootstrap(group: loop)
-                .connectTimeout(timeout)
-                .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(
-                            AMQPHandler(settings: settings, ready: ready, onClose: onClose))
-                    }
-                }
-                .connect(to: target).get()
-        } catch {
-            ready.fail(AMQPError("not connected"))
-            return .failure(.connectFailure(error))
-        }
-        let handshake: Result<Void, any Error>? = await ready.futureResult.map { Result<Void, any Error>.success(()) }
-            .recover { .failure($0) }.value(within: timeout)
-        switch handshake {
-        case .success?: return .success(channel)
-        case .failure(let error)?:
-            channel.close(promise: nil)
-            return .failure(DeliveryFailure(.subscriberFailed, "\(error)"))
-        case nil:
-            channel.close(promise: nil)
-            return .failure(DeliveryFailure(.subscriberFailed, "handshake timeout"))
-        }
+        await AMQPHandler.open(
+            address, settings: settings, group: group, timeout: timeout,
+            onClose: { [weak self] channel in self?.reconnecting?.lost(channel) })
     }
 
     func publish(

@@ -230,13 +230,16 @@ struct DaemonConfiguration {
                 settings = IngressSettings(socket: socket)
             } else {
                 settings = IngressSettings(socket: "")
-                let known = ["socket", "event_param", "publish_unknown", "allowed_sources", "event", "framing"]
+                let known = [
+                    "socket", "event_param", "publish_unknown", "allowed_sources", "event", "framing", "prefetch",
+                ]
                 for entry in try item.entries(key: prefix, known: known) {
                     let key = "\(prefix).\(entry.key)"
                     switch entry.key {
                     case "socket": settings.socket = try entry.value.string(key: key)
                     case "event_param": settings.eventParam = try entry.value.optionalString(key: key)
                     case "publish_unknown": settings.publishUnknown = try entry.value.boolean(key: key)
+                    case "prefetch": settings.prefetch = try entry.value.integer(key: key, range: 1...65_535)
                     case "event": settings.event = try entry.value.optionalString(key: key)
                     case "framing":
                         let text = try entry.value.string(key: key)
@@ -262,7 +265,8 @@ struct DaemonConfiguration {
             else {
                 let schemes = modules.flatMap { type(of: $0).ingressSchemes }.joined(separator: ", ")
                 throw ConfigurationError(
-                    "\(prefix): '\(settings.socket)' is not an ingress this build has (schemes: \(schemes))")
+                    "\(prefix): '\(redactingCredentials(settings.socket))' is not an ingress this build has (schemes: \(schemes))"
+                )
             }
             _ = module
             if settings.socket.hasPrefix("udp:") || settings.socket.hasPrefix("tcp:"),

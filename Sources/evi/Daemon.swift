@@ -163,7 +163,8 @@ final class Daemon: Sendable {
                 own.add(listening: ingress.socket)
             } catch {
                 for entry in started { await entry.ingress.close() }
-                throw .bind("cannot listen for ingress[\(index)] on \(settings.socket): \(error.message)")
+                throw .bind(
+                    "cannot listen for ingress[\(index)] on \(redactingCredentials(settings.socket)): \(error.message)")
             }
         }
         if let address = configuration.miDatagram { own.add(listening: "udp:\(address)") }
@@ -462,6 +463,8 @@ struct HangupService: Service {
 extension DestinationPolicy.OwnAddresses {
     /// Adds the address a `udp:HOST:PORT`, `tcp:HOST:PORT` or `unix:/PATH` listener has.
     mutating func add(listening socket: String) {
+        // Only what evi itself listens on: an evapi or rabbitmq ingress is a client of someone else.
+        guard ["udp:", "tcp:", "unix:"].contains(where: socket.hasPrefix) else { return }
         if socket.hasPrefix("unix:") {
             unixPaths.append(String(socket.dropFirst(5)))
             return

@@ -117,6 +117,7 @@ public final class DeliveryQueue: Sendable {
             return state.waiter
         }
         guard let refusal else {
+            event.settlement?.hold()
             counters.queued.add(1, ordering: .relaxed)
             waiter?.resume()
             return nil
@@ -225,6 +226,8 @@ public final class DeliveryQueue: Sendable {
                 if let observer {
                     observer(zip(chunk, outcomes).map { Completion(event: $0.event, context: $0.context, outcome: $1) })
                 }
+                // After the observer, which may have queued the event on another member already.
+                for item in chunk { item.event.settlement?.release() }
                 for outcome in outcomes {
                     switch outcome {
                     case .delivered:

@@ -48,6 +48,9 @@ public final class RaisedEvent: Sendable {
     public let raisedAt: Double
     /// About how many bytes it holds in a queue (its name, parameters and the object itself).
     public let size: Int
+    /// Told when every subscriber is done with it, for a raiser that waits for that (an ingress
+    /// that acknowledges its broker); nil for the others, who pay nothing for it.
+    public let settlement: RaiseSettlement?
 
     /// Encodings made so far. One lock and a short list rather than a dictionary: an event may sit
     /// in a stuck member's queue for long, and its footprint is what such a queue costs. The
@@ -60,10 +63,11 @@ public final class RaisedEvent: Sendable {
 
     public var name: String { event.name }
 
-    public init(event: Event, params: EventParams, raisedAt: Double = 0) {
+    public init(event: Event, params: EventParams, raisedAt: Double = 0, settlement: RaiseSettlement? = nil) {
         self.event = event
         self.params = params
         self.raisedAt = raisedAt
+        self.settlement = settlement
         self.size = 96 + event.name.utf8.count + params.approximateSize
     }
 

@@ -1,3 +1,4 @@
+import Logging
 import Metrics
 import Synchronization
 
@@ -14,6 +15,9 @@ public struct IngressSettings: Sendable, Hashable {
     public var allowedSources: [CIDR]?
     /// The event a plain JSON object (not JSON-RPC) is raised as (Kamailio evapi).
     public var event: String?
+    /// Messages a broker may hand over before evi acknowledges any (RabbitMQ's `basic.qos`
+    /// prefetch count): what bounds the events a broker-backed ingress holds unsettled.
+    public var prefetch = 100
     /// How messages are delimited on a Kamailio evapi connection: netstrings (`LEN:DATA,`,
     /// Kamailio's default) or JSON values back to back.
     public var framing = Framing.netstring
@@ -52,26 +56,38 @@ public final class IngressSink: Sendable {
     private let rejectedCounts = Mutex<[IngressDecoder.Rejection: Int]>([:])
     private let receivedMetric: Counter
     private let rejectedMetrics: [IngressDecoder.Rejection: Counter]
+    private let logger: Logger
+    /// When refusals were last logged (monotonic ns) and how many came since: a peer sending
+    /// garbage flat out costs one log line per ``logInterval``, not one per message.
+    private let refusalLog = Mutex<(last: UInt64?, since: Int)>((nil, 0))
+    static let logInterval: UInt64 = 10_000_000_000
 
     public init(settings: IngressSettings, hub: EventHub) {
-        self.socket = settings.socket
+        // The label of its metrics and logs: a broker's password stays out of them.
+        self.socket = redactingCredentials(settings.socket)
         self.settings = settings
         self.hub = hub
+        self.logger = hub.logger
         decoder = IngressDecoder(eventParam: settings.eventParam, plainObjectEvent: settings.event)
         var metrics: [IngressDecoder.Rejection: Counter] = [:]
         for reason in IngressDecoder.Rejection.allCases {
             metrics[reason] = Counter(
                 label: "evi_ingress_rejected_total",
-                dimensions: [("ingress", settings.socket), ("reason", reason.rawValue)])
+                dimensions: [("ingress", socket), ("reason", reason.rawValue)])
         }
         rejectedMetrics = metrics
-        receivedMetric = Counter(label: "evi_ingress_received_total", dimensions: [("ingress", settings.socket)])
+        receivedMetric = Counter(label: "evi_ingress_received_total", dimensions: [("ingress", socket)])
     }
 
     /// Decodes and raises one message; the decoded message on success (a request's `id` is in
     /// it), the reason it was refused otherwise (counted).
+    ///
+    /// With `onSettled`, that is called once every subscriber is done with the event (never when
+    /// the message is refused): a broker-backed ingress acknowledges the message then.
     @discardableResult
-    public func accept(_ bytes: some Collection<UInt8>) -> Result<IngressDecoder.Message, IngressDecoder.Rejection> {
+    public func accept(
+        _ bytes: some Collection<UInt8>, onSettled: (@Sendable () -> Void)? = nil
+    ) -> Result<IngressDecoder.Message, IngressDecoder.Rejection> {
         switch decoder.decode(bytes) {
         case .failure(let reason): return .failure(reject(reason))
         case .success(let message):
@@ -80,7 +96,13 @@ public final class IngressSink: Sendable {
                     return .failure(reject(.unknownEvent))
                 }
             }
-            guard (try? hub.raise(message.event, message.params)) != nil else { return .failure(reject(.unknownEvent)) }
+            let raised =
+                if let onSettled {
+                    (try? hub.raise(message.event, message.params, onSettled: onSettled)) != nil
+                } else {
+                    (try? hub.raise(message.event, message.params)) != nil
+                }
+            guard raised else { return .failure(reject(.unknownEvent)) }
             receivedCount.add(1, ordering: .relaxed)
             receivedMetric.increment()
             return .success(message)
@@ -92,6 +114,21 @@ public final class IngressSink: Sendable {
     public func reject(_ reason: IngressDecoder.Rejection) -> IngressDecoder.Rejection {
         rejectedCounts.withLock { $0[reason, default: 0] += 1 }
         rejectedMetrics[reason]?.increment()
+        let now = monotonicNanoseconds()
+        let refusedSinceLog = refusalLog.withLock { log -> Int? in
+            log.since += 1
+            if let last = log.last, now &- last < Self.logInterval { return nil }
+            defer { log = (now, 0) }
+            return log.since
+        }
+        if let refusedSinceLog {
+            logger.warning(
+                "ingress refused a message",
+                metadata: [
+                    "ingress": "\(socket)", "reason": "\(reason.rawValue)",
+                    "refused_since_last_report": "\(refusedSinceLog)",
+                ])
+        }
         return reason
     }
 

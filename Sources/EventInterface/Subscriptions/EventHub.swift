@@ -200,9 +200,23 @@ public final class EventHub: Sendable {
         }
     }
 
+    /// Raises like `raise(_:_:)` and calls `onSettled` once every subscriber is done
+    /// with the event — delivered, or finally failed and counted — at once when nobody is
+    /// subscribed. Not called when this throws. For a raiser that must know (an ingress that
+    /// acknowledges its broker's message only then).
+    @discardableResult
+    public func raise(
+        _ name: String, _ params: EventParams, onSettled: @escaping @Sendable () -> Void
+    ) throws(EventInterfaceError) -> RaiseResult {
+        try raise(params, named: name, settlement: RaiseSettlement(onSettled: onSettled)) { state in
+            state.idsByName[name]
+        }
+    }
+
     /// The raise itself, under one lock whichever way the event was found.
     private func raise(
-        _ params: EventParams, named name: String, locate: (borrowing State) -> Int?
+        _ params: EventParams, named name: String, settlement: RaiseSettlement? = nil,
+        locate: (borrowing State) -> Int?
     ) throws(EventInterfaceError) -> RaiseResult {
         let now = clock.now()
         let found = state.withLock { state -> (Event, EventCounters, [any EventSubscriber], [any EventSubscriber])? in
@@ -214,9 +228,10 @@ public final class EventHub: Sendable {
         counters.recordRaised()
         closeInBackground(expired)
         if !subscribers.isEmpty {
-            let raised = RaisedEvent(event: event, params: params, raisedAt: now)
+            let raised = RaisedEvent(event: event, params: params, raisedAt: now, settlement: settlement)
             for subscriber in subscribers { subscriber.dispatch(raised) }
         }
+        settlement?.release()
         return RaiseResult(event: event, subscribers: subscribers.count)
     }
 

@@ -1,0 +1,97 @@
+import EventInterface
+
+/// What a `rabbitmq:` socket says, before any name is resolved:
+/// `[USER[:PASSWORD]@]HOST[:PORT]/[PARAMS?]TARGET`, where TARGET is the routing key a subscriber
+/// publishes with, or the queue an ingress consumes from. PARAMS are `;`-separated:
+/// `exchange=NAME`, `vhost=NAME`, `persistent` (Docs/sockets.md).
+struct RabbitMQAddress: Sendable, Hashable {
+    var user = "guest"
+    var password = "guest"
+    var hostPort: HostPort
+    var exchange = ""
+    var vhost = "/"
+    var persistent = false
+    var target: String
+    /// The whole socket with its password hidden, for messages.
+    var redacted: String
+
+    /// The socket as evi prints it (`evi:subscribers`, `evi:ingress`, logs):
+    /// `rabbitmq:USER@HOST[:PORT]/[PARAMS?]TARGET`, no password, the port only when not 5672,
+    /// parameters in the order exchange, vhost, persistent.
+    var description: String {
+        Self.describe(broker: broker, exchange: exchange, persistent: persistent, target: target)
+    }
+
+    static func describe(broker: BrokerKey, exchange: String, persistent: Bool, target: String) -> String {
+        var text = "rabbitmq:\(broker.user)@"
+        text += broker.host.isIPv6 ? "[\(broker.host.host)]" : broker.host.host
+        if broker.host.port != 5672 { text += ":\(broker.host.port)" }
+        text += "/"
+        var parameters: [String] = []
+        if !exchange.isEmpty { parameters.append("exchange=\(exchange)") }
+        if broker.vhost != "/" { parameters.append("vhost=\(broker.vhost)") }
+        if persistent { parameters.append("persistent") }
+        if !parameters.isEmpty { text += parameters.joined(separator: ";") + "?" }
+        return text + target
+    }
+
+    var broker: BrokerKey { BrokerKey(host: hostPort, user: user, password: password, vhost: vhost) }
+
+    static func parse(_ address: String, targetName: String = "routing key") throws(SocketError) -> RabbitMQAddress {
+        let text = "rabbitmq:" + address
+        let redacted = redactingCredentials(text)
+        guard !address.contains(where: \.isWhitespace) else { throw SocketError("rabbitmq socket contains whitespace") }
+        var rest = Substring(address)
+        var user = "guest"
+        var password = "guest"
+        if let at = rest.lastIndex(of: "@") {
+            let credentials = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            if let colon = credentials.firstIndex(of: ":") {
+                user = String(credentials[..<colon])
+                password = String(credentials[credentials.index(after: colon)...])
+            } else {
+                user = String(credentials)
+            }
+            guard !user.isEmpty else { throw SocketError("rabbitmq user is empty: \(redacted)") }
+        }
+        guard let slash = rest.firstIndex(of: "/") else {
+            throw SocketError(
+                "rabbitmq socket needs /\(targetName.uppercased().replacing(" ", with: "_")): \(redacted)")
+        }
+        let hostText = String(rest[..<slash])
+        var target = String(rest[rest.index(after: slash)...])
+        let hostPort: HostPort
+        if hostText.hasSuffix("]") || !hostText.contains(":") || hostText.hasPrefix("[") && !hostText.contains("]:") {
+            let bare = hostText.hasPrefix("[") ? String(hostText.dropFirst().dropLast()) : hostText
+            guard !bare.isEmpty else { throw SocketError("rabbitmq socket needs a host: \(redacted)") }
+            hostPort = HostPort(host: bare, port: 5672)
+        } else {
+            hostPort = try HostPort.parse(hostText, scheme: "rabbitmq", socket: redacted)
+        }
+        var parsed = RabbitMQAddress(user: user, password: password, hostPort: hostPort, target: "", redacted: redacted)
+        if let question = target.firstIndex(of: "?") {
+            let parameters = target[..<question]
+            target = String(target[target.index(after: question)...])
+            for parameter in parameters.split(separator: ";") {
+                if parameter == "persistent" {
+                    parsed.persistent = true
+                } else if parameter.hasPrefix("exchange=") {
+                    parsed.exchange = String(parameter.dropFirst("exchange=".count))
+                } else if parameter.hasPrefix("vhost=") {
+                    parsed.vhost = String(parameter.dropFirst("vhost=".count))
+                } else {
+                    throw SocketError(
+                        "unknown rabbitmq parameter '\(parameter)' (exchange=NAME, vhost=NAME, persistent): \(redacted)"
+                    )
+                }
+            }
+        }
+        guard !target.isEmpty else { throw SocketError("rabbitmq socket needs a \(targetName): \(redacted)") }
+        guard target.utf8.count <= 255, parsed.exchange.utf8.count <= 255, parsed.vhost.utf8.count <= 255 else {
+            throw SocketError("rabbitmq \(targetName), exchange and vhost are at most 255 bytes: \(redacted)")
+        }
+        parsed.target = target
+        return parsed
+    }
+}
