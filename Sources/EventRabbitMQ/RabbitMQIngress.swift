@@ -17,13 +17,13 @@ import Synchronization
 public final class RabbitMQIngress: EventIngress {
     public let socket: String
     private let link = Mutex<ReconnectingChannel?>(nil)
-    private let open = Atomic<Int>(0)
 
     /// How long closing waits for the events already taken to settle before it drops the
     /// connection (the broker then redelivers what was not acknowledged).
     static let closeGrace = Duration.seconds(5)
 
-    public var connections: Int { open.load(ordering: .relaxed) }
+    /// 1 while consuming (connected, the consumer registered), else 0.
+    public var connections: Int { link.withLock { $0 }?.current == nil ? 0 : 1 }
 
     public init(
         settings: IngressSettings, sink: IngressSink, options: RabbitMQOptions, group: any EventLoopGroup,
@@ -50,14 +50,9 @@ public final class RabbitMQIngress: EventIngress {
         let timeout = TimeAmount(options.timeout)
         let connection = ReconnectingChannel(name: socket, group: group, logger: logger) { [weak self] in
             guard let self else { return .failure(DeliveryFailure(.subscriberFailed, "shutting down")) }
-            let result = await AMQPHandler.open(
+            return await AMQPHandler.open(
                 address, settings: handlerSettings, group: group, timeout: timeout,
-                onClose: { [weak self] channel in
-                    self?.open.subtract(1, ordering: .relaxed)
-                    self?.link.withLock { $0 }?.lost(channel)
-                })
-            if case .success = result { self.open.add(1, ordering: .relaxed) }
-            return result
+                onClose: { [weak self] channel in self?.link.withLock { $0 }?.lost(channel) })
         }
         link.withLock { $0 = connection }
         // Connect now: a failure starts the timer, which keeps trying (the broker may start later).
