@@ -348,6 +348,31 @@ extension FuzzTests {
         }
     }
 
+    /// The daemon's first ingress's counts, from `evi:ingress`: received, and refused (all reasons).
+    static func ingressTotals(_ daemon: Daemon) -> (received: Int, rejected: Int)? {
+        guard let reply = try? daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":2}"#),
+            case .object(let top)? = try? EventValue(json: reply),
+            case .object(let result)? = top.first(where: { $0.name == "result" })?.value,
+            case .array(let entries)? = result.first?.value, case .object(let entry)? = entries.first,
+            case .int(let received)? = entry.first(where: { $0.name == "received" })?.value,
+            case .object(let rejected)? = entry.first(where: { $0.name == "rejected" })?.value
+        else { return nil }
+        let refused = rejected.reduce(0) { total, field in
+            if case .int(let count) = field.value { return total + Int(count) }
+            return total
+        }
+        return (Int(received), refused)
+    }
+
+    /// A random or mutated ingress message (one in five random bytes).
+    static func fuzzMessage(_ index: Int, _ random: inout SplitMix) -> String {
+        if index % 5 == 0 {
+            let length = Int.random(in: 1...120, using: &random)
+            return String(decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
+        }
+        return mutate(ingressSeeds.randomElement(using: &random) ?? "", &random, pool: ingressSeeds)
+    }
+
     /// Random and mutated datagrams into a udp ingress: no crash, every one accounted for
     /// (received or refused with a reason), every well-formed one raised.
     @Test func aDatagramIngressSurvivesRandomAndMutatedMessages() async throws {
@@ -372,20 +397,7 @@ extension FuzzTests {
             _ = withLoopbackAddress(port: port) { sendto(fd, bytes, bytes.count, 0, $0, $1) }
             if index % 200 == 0 { try await Task.sleep(for: .milliseconds(5)) }
         }
-        func totals() -> (received: Int, rejected: Int)? {
-            guard let reply = try? daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":2}"#),
-                case .object(let top)? = try? EventValue(json: reply),
-                case .object(let result)? = top.first(where: { $0.name == "result" })?.value,
-                case .array(let entries)? = result.first?.value, case .object(let entry)? = entries.first,
-                case .int(let received)? = entry.first(where: { $0.name == "received" })?.value,
-                case .object(let rejected)? = entry.first(where: { $0.name == "rejected" })?.value
-            else { return nil }
-            let refused = rejected.reduce(0) { total, field in
-                if case .int(let count) = field.value { return total + Int(count) }
-                return total
-            }
-            return (Int(received), refused)
-        }
+        let totals = { Self.ingressTotals(daemon) }
         #expect(
             await eventually(timeout: .seconds(20)) { totals().map { $0.received + $0.rejected } == fuzzIterations })
         #expect(totals()?.received == raisable)
@@ -429,5 +441,77 @@ extension FuzzTests {
         #expect(fresh.read(timeoutMilliseconds: 3000) == #"{"jsonrpc":"2.0","result":"OK","id":99}"#)
         #expect(daemon.process.isRunning)
         print("fuzz: \(fuzzIterations) messages into a tcp ingress, 0 crashes")
+    }
+}
+
+extension FuzzTests {
+    /// A Kamailio evapi server played by the test: random and mutated messages in well-formed
+    /// netstrings (every one accounted for, every raisable one raised), then a stream of mutated
+    /// framing; the server drops the connection, evi reconnects, and a good message is raised.
+    @Test func anEvapiIngressSurvivesRandomAndMutatedMessages() async throws {
+        let listener = try RawListener()
+        defer { listener.close() }
+        let daemon = try await Daemon.start(
+            extra: "events: [E_FUZZ]\ningress: [\"evapi:127.0.0.1:\(listener.port)\"]\n")
+        defer { Task { await daemon.stop() } }
+        var connection = try #require(listener.accept())
+        var random = SplitMix(state: 0xE7A9)
+        var raisable = 0
+        var chunk = ""
+        for index in 0..<fuzzIterations {
+            let body = Self.fuzzMessage(index, &random)
+            if Self.isRaisable(body) { raisable += 1 }
+            chunk += "\(body.utf8.count):\(body),"
+            if chunk.utf8.count > 16_384 || index == fuzzIterations - 1 {
+                try connection.send(chunk)
+                chunk = ""
+            }
+        }
+        #expect(
+            await eventually(timeout: .seconds(30)) {
+                Self.ingressTotals(daemon).map { $0.received + $0.rejected } == fuzzIterations
+            }, "\(String(describing: Self.ingressTotals(daemon)))")
+        #expect(Self.ingressTotals(daemon)?.received == raisable)
+        // Now the framing itself, mutated: nothing is promised but survival.
+        let frames = Self.ingressSeeds.map { "\($0.utf8.count):\($0)," }
+        for _ in 0..<max(100, fuzzIterations / 10) {
+            try? connection.send(mutate(frames.randomElement(using: &random) ?? "", &random, pool: frames))
+        }
+        connection.close()
+        connection = try #require(listener.accept(), "evi did not reconnect")
+        let before = Self.ingressTotals(daemon)?.received ?? 0
+        let good = Self.ingressSeeds[0]
+        try connection.send("\(good.utf8.count):\(good),")
+        #expect(await eventually(timeout: .seconds(10)) { Self.ingressTotals(daemon)?.received == before + 1 })
+        #expect(daemon.process.isRunning)
+        connection.close()
+        print(
+            "fuzz: \(fuzzIterations) netstrings from an evapi server, \(raisable) raised, then mutated framing, 0 crashes"
+        )
+    }
+
+    /// Random and mutated messages published with pika to a queue a rabbitmq ingress consumes:
+    /// every one acknowledged or rejected (counted), every raisable one raised, none left behind.
+    @Test func aRabbitMQIngressSurvivesRandomAndMutatedMessages() async throws {
+        _ = try await RabbitMQIngressTests.pika(["declare", "evi.fuzz"])
+        let daemon = try await Daemon.start(
+            extra: "events: [E_FUZZ]\ningress: [\(try RabbitMQIngressTests.ingress("evi.fuzz"))]\n")
+        defer { Task { await daemon.stop() } }
+        try await RabbitMQIngressTests.waitConsuming(daemon)
+        var random = SplitMix(state: 0xA3C9)
+        let bodies = (0..<fuzzIterations).map { Self.fuzzMessage($0, &random) }
+        let raisable = bodies.filter(Self.isRaisable).count
+        try await RabbitMQIngressTests.publish(bodies, to: "evi.fuzz")
+        #expect(
+            await eventually(timeout: .seconds(60)) {
+                Self.ingressTotals(daemon).map { $0.received + $0.rejected } == fuzzIterations
+            }, "\(String(describing: Self.ingressTotals(daemon)))")
+        #expect(Self.ingressTotals(daemon)?.received == raisable)
+        #expect(daemon.process.isRunning)
+        await daemon.stop()
+        #expect(try await RabbitMQIngressTests.drain("evi.fuzz").isEmpty)
+        print(
+            "fuzz: \(fuzzIterations) messages through a RabbitMQ queue, \(raisable) raised, the rest rejected, 0 crashes"
+        )
     }
 }

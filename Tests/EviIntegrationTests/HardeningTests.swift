@@ -221,6 +221,11 @@ final class RawConnection: @unchecked Sendable {
         guard connected == 0 else { throw DaemonError(message: "connect \(port): errno \(errno)") }
     }
 
+    /// A connection a ``RawListener`` accepted.
+    init(accepted descriptor: Int32) {
+        fd = descriptor
+    }
+
     func send(_ text: String) throws {
         let bytes = Array(text.utf8)
         guard Glibc.send(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count else {
@@ -255,6 +260,33 @@ final class RawConnection: @unchecked Sendable {
             if count > 0 { continue }
             return count == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)
         }
+    }
+
+    func close() { Glibc.close(fd) }
+}
+
+/// A TCP server on 127.0.0.1 that a test drives by hand (a Kamailio evapi for evi to connect to).
+final class RawListener: @unchecked Sendable {
+    let fd: Int32
+    let port: Int
+
+    init() throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let bound = withLoopbackAddress(port: 0) { [fd] in bind(fd, $0, $1) }
+        guard bound == 0, listen(fd, 8) == 0, let port = localPort(of: fd) else {
+            Glibc.close(fd)
+            throw DaemonError(message: "listen: errno \(errno)")
+        }
+        self.port = port
+    }
+
+    /// The next connection, waiting at most `timeout`.
+    func accept(timeout: Duration = .seconds(10)) -> RawConnection? {
+        var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        let milliseconds = Int32(timeout.components.seconds * 1000)
+        guard poll(&poller, 1, milliseconds) > 0 else { return nil }
+        let connection = Glibc.accept(fd, nil, nil)
+        return connection >= 0 ? RawConnection(accepted: connection) : nil
     }
 
     func close() { Glibc.close(fd) }
