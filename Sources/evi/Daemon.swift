@@ -22,7 +22,7 @@ import UnixSignals
 #endif
 
 /// evi's version, as `core:version` reports it.
-let eviVersion = "0.1.0"
+let eviVersion = "0.2.0"
 
 /// The daemon wired together: the hub with every module's transports, the MI with the core
 /// commands and every module's, its listeners, and durable state.

@@ -40,6 +40,8 @@ extension DaemonConfiguration {
             allowed_destinations: null    # e.g. [127.0.0.0/8, "::1/128"]: udp, tcp, xmlrpc, rabbitmq targets allowed
             events: []                    # published at start, e.g. [E_PIKE_BLOCKED, E_MY_EVENT]
             subscriptions: []             # made at start, e.g. - {event: E_PIKE_BLOCKED, socket: "udp:127.0.0.1:9000"}
+            ingress: []                   # where events come in: udp:, unix:, tcp:, evapi:, rabbitmq: sockets, or maps
+                                          # {socket, event_param, publish_unknown, allowed_sources, event, framing, prefetch}
             modules:\(moduleSections)
 
             """

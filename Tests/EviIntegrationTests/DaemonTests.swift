@@ -21,11 +21,11 @@ import Testing
             "\(evi.standardError)")
         #expect(
             evi.standardOutput
-                == "evi 0.1.0 listening: MI over HTTP on http://127.0.0.1:8888/mi, MI over UDP on 127.0.0.1:8080; "
+                == "evi 0.2.0 listening: MI over HTTP on http://127.0.0.1:8888/mi, MI over UDP on 127.0.0.1:8080; "
                 + "state in \(evi.directory.path)/evi-state\n")
         let reply = try RawHTTP.request(
             port: 8888, method: "POST", path: "/mi", body: Array(#"{"jsonrpc":"2.0","method":"version","id":1}"#.utf8))
-        #expect(reply.bodyText == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.1.0"},"id":1}"#)
+        #expect(reply.bodyText == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.2.0"},"id":1}"#)
         evi.signal(SIGTERM)
         #expect(await evi.waitForExit() == 0)
     }
@@ -146,7 +146,7 @@ import Testing
         let right = try RawHTTP.request(
             port: daemon.httpPort, method: "POST", path: "/mi", body: body,
             headers: [("Authorization", "Bearer s3cret")])
-        #expect(right.bodyText == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.1.0"},"id":1}"#)
+        #expect(right.bodyText == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.2.0"},"id":1}"#)
         // Over UDP a request without the token gets no reply at all (hardening: a datagram's
         // source can be forged, so nothing unauthorised is answered).
         #expect(
@@ -155,7 +155,7 @@ import Testing
                 == nil)
         #expect(
             try udpExchange(port: daemon.udpPort, #"{"jsonrpc":"2.0","method":"version","id":1,"token":"s3cret"}"#)
-                == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.1.0"},"id":1}"#)
+                == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.2.0"},"id":1}"#)
     }
 
     @Test func miOverUDPAnswersRequestsAndNotNotifications() async throws {

@@ -234,7 +234,7 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
         // Still serving, still itself.
         #expect(
             try daemon.mi(#"{"jsonrpc":"2.0","method":"version","id":1}"#)
-                == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.1.0"},"id":1}"#)
+                == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.2.0"},"id":1}"#)
         #expect(daemon.process.isRunning)
         print(
             "fuzz: \(requests) MI requests (half HTTP, half UDP), \(answered) answered, \(notifications) notifications, 0 crashes"
@@ -245,7 +245,7 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
         #"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":null}"#,
         #"{"jsonrpc":"2.0","error":{"code":-32700,"message":"Parse error"},"id":null}"#,
         #"{"jsonrpc":"2.0","result":"OK","id":1}"#,
-        #"[{"jsonrpc":"2.0","result":{"Server":"evi 0.1.0"},"id":9},{"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found"},"id":2}]"#,
+        #"[{"jsonrpc":"2.0","result":{"Server":"evi 0.2.0"},"id":9},{"jsonrpc":"2.0","error":{"code":-32601,"message":"Method not found"},"id":2}]"#,
         #"{"jsonrpc":"2.0","error":{"code":500,"message":"Reply too large","data":"use MI over HTTP"},"id":null}"#,
     ]
 

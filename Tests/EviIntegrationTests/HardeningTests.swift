@@ -89,7 +89,7 @@ import Testing
         defer { trusted.close() }
         let body = #"{"jsonrpc":"2.0","method":"version","id":1}"#
         try trusted.send("POST /mi HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
-        #expect(trusted.read(timeoutMilliseconds: 2000).contains("evi 0.1.0"))
+        #expect(trusted.read(timeoutMilliseconds: 2000).contains("evi 0.2.0"))
         let first = try RawConnection(port: daemon.httpPort)
         defer { first.close() }
         try await Task.sleep(for: .milliseconds(50))
@@ -103,7 +103,7 @@ import Testing
         #expect(!second.isClosedByPeer)
         // The trusted connection still works.
         try trusted.send("POST /mi HTTP/1.1\r\nHost: x\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
-        #expect(trusted.read(timeoutMilliseconds: 2000).contains("evi 0.1.0"))
+        #expect(trusted.read(timeoutMilliseconds: 2000).contains("evi 0.2.0"))
     }
 
     /// `expire: 9223372036854775807` used to be accepted and crash the next listing (and, stored,
