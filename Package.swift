@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "EventXMLRPC", targets: ["EventXMLRPC"]),
         .library(name: "EventRabbitMQ", targets: ["EventRabbitMQ"]),
         .library(name: "EventState", targets: ["EventState"]),
+        .library(name: "EventSpool", targets: ["EventSpool"]),
         .library(name: "ManagementInterface", targets: ["ManagementInterface"]),
         .library(name: "EventInterfaceTestKit", targets: ["EventInterfaceTestKit"]),
         .library(name: "EventDatagramTestKit", targets: ["EventDatagramTestKit"]),
@@ -45,6 +46,14 @@ let package = Package(
                 "EventInterface",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
+        .target(
+            name: "EventSpool",
+            dependencies: [
+                "EventInterface",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         .target(
@@ -93,7 +102,7 @@ let package = Package(
             name: "evi",
             dependencies: [
                 "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "EventStream", "EventXMLRPC",
-                "EventRabbitMQ", "EventState",
+                "EventRabbitMQ", "EventState", "EventSpool",
                 "ManagementInterface",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -142,6 +151,13 @@ let package = Package(
             ]
         ),
         .testTarget(name: "EventNIOSupportTests", dependencies: ["EventNIOSupport"]),
+        .testTarget(
+            name: "EventSpoolTests",
+            dependencies: [
+                "EventSpool", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit", "EventDatagram",
+                "EventVirtual",
+            ]
+        ),
         .testTarget(
             name: "EventXMLRPCTests",
             dependencies: [

@@ -10,6 +10,11 @@ public enum EventInterfaceError: Error, Sendable, Hashable, CustomStringConverti
     case tooManyEvents(limit: Int)
     /// `max_subscriptions` reached.
     case tooManySubscriptions(limit: Int)
+    /// A durable subscriber could not store the event (disk full, spool unwritable): the raise
+    /// is refused, nothing was acknowledged.
+    case notStored(String)
+    /// A durable subscription asked of a hub without a spool.
+    case durableUnavailable
 
     public var description: String {
         switch self {
@@ -20,6 +25,8 @@ public enum EventInterfaceError: Error, Sendable, Hashable, CustomStringConverti
         case .expireTooLarge: "expire too large (max \(Expiry.maximumSeconds))"
         case .tooManyEvents(let limit): "too many events (max_events \(limit))"
         case .tooManySubscriptions(let limit): "too many subscriptions (max_subscriptions \(limit))"
+        case .notStored(let reason): "not stored: \(reason)"
+        case .durableUnavailable: "durable delivery needs a spool (spool.dir)"
         }
     }
 }

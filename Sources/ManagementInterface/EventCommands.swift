@@ -278,7 +278,9 @@ extension ManagementInterface {
         case .invalidEventName(let name): .badParameter("invalid event name: '\(name)'")
         case .badSocket(let socketError): .badParameter(socketError.message)
         case .negativeExpire: .invalidParams("Negative expire value")
-        case .expireTooLarge, .tooManyEvents, .tooManySubscriptions: .badParameter(error.description)
+        case .expireTooLarge, .tooManyEvents, .tooManySubscriptions, .durableUnavailable:
+            .badParameter(error.description)
+        case .notStored: MIError(code: 500, message: "Internal error", data: error.description)
         }
     }
 

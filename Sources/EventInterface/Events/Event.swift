@@ -71,6 +71,15 @@ public final class RaisedEvent: Sendable {
         self.size = 96 + event.name.utf8.count + params.approximateSize
     }
 
+    /// An event read back from storage, its JSON-RPC notification already known (the spool keeps
+    /// those bytes): subscribers that send them do not encode it again.
+    public convenience init(
+        event: Event, params: EventParams, raisedAt: Double, jsonRPC: [UInt8], settlement: RaiseSettlement? = nil
+    ) {
+        self.init(event: event, params: params, raisedAt: raisedAt, settlement: settlement)
+        encodings.withLock { $0.jsonRPC = jsonRPC }
+    }
+
     /// The bytes of `format`, encoded on first use and shared afterwards: the one way to get an
     /// event's bytes.
     public func payload<Format: PayloadFormat>(_ format: Format) -> [UInt8] {

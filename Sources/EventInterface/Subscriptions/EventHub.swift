@@ -16,6 +16,14 @@ public final class EventHub: Sendable {
         public var maxEvents: Int = 10_000
         /// Subscriptions at most, over all events.
         public var maxSubscriptions: Int = 100_000
+        /// How subscriptions keep their events unless their event or themselves say otherwise.
+        public var delivery = DeliveryMode.memory
+        /// Per event: how its subscriptions keep their events (configuration `events: [{name, delivery}]`).
+        public var eventDelivery: [String: DeliveryMode] = [:]
+        /// When set, an event with durable subscribers gets a parameter of this name carrying an
+        /// id unique to the raise, so receivers can drop the duplicates at-least-once allows
+        /// (named parameters only; positional ones are left alone).
+        public var idParam: String?
 
         public init(
             queueSize: Int = 10_000, allowedDestinations: [CIDR]? = nil, queueBytes: Int = 16 << 20,
@@ -34,6 +42,8 @@ public final class EventHub: Sendable {
         /// `socket.identity`, computed once.
         let identity: String
         let subscriber: any EventSubscriber
+        /// The same subscriber when it stores its events (``DeliveryMode/durable``).
+        let durable: (any DurableSubscriber)?
         var expiry: Expiry
         /// Clock time at which it expires; `nil` for never.
         var expiresAt: Double?
@@ -49,6 +59,8 @@ public final class EventHub: Sendable {
         private var positions: [String: Int] = [:]
         /// The live subscribers handed each raise, kept ready so raising allocates nothing.
         private(set) var subscribers: [any EventSubscriber] = []
+        /// The live durable subscribers, which store each raise before it returns.
+        private(set) var durable: [any DurableSubscriber] = []
         /// No subscription expires before this (a lower bound: refreshes may have moved the
         /// earliest one later), so raise checks one number.
         private var nextExpiry = Double.infinity
@@ -63,7 +75,11 @@ public final class EventHub: Sendable {
         mutating func append(_ subscription: Subscription) {
             positions[subscription.identity] = subscriptions.count
             subscriptions.append(subscription)
-            subscribers.append(subscription.subscriber)
+            if let durable = subscription.durable {
+                self.durable.append(durable)
+            } else {
+                subscribers.append(subscription.subscriber)
+            }
             if let expiresAt = subscription.expiresAt { nextExpiry = min(nextExpiry, expiresAt) }
         }
 
@@ -75,7 +91,7 @@ public final class EventHub: Sendable {
 
         mutating func remove(at index: Int) -> Subscription {
             let removed = subscriptions.remove(at: index)
-            subscribers.remove(at: index)
+            rebuildLists()
             positions[removed.identity] = nil
             for later in index..<subscriptions.count { positions[subscriptions[later].identity] = later }
             return removed
@@ -85,10 +101,16 @@ public final class EventHub: Sendable {
             defer {
                 subscriptions = []
                 subscribers = []
+                durable = []
                 positions = [:]
                 nextExpiry = .infinity
             }
-            return subscribers
+            return subscriptions.map(\.subscriber)
+        }
+
+        private mutating func rebuildLists() {
+            subscribers = subscriptions.filter { $0.durable == nil }.map(\.subscriber)
+            durable = subscriptions.compactMap(\.durable)
         }
 
         /// Drops what has expired at `now`; returns the dropped subscribers.
@@ -100,7 +122,7 @@ public final class EventHub: Sendable {
                 expired.append(subscription.subscriber)
                 return true
             }
-            subscribers = subscriptions.map(\.subscriber)
+            rebuildLists()
             positions = Dictionary(
                 uniqueKeysWithValues: subscriptions.enumerated().map { ($0.element.identity, $0.offset) })
             nextExpiry = subscriptions.compactMap(\.expiresAt).min() ?? .infinity
@@ -127,15 +149,21 @@ public final class EventHub: Sendable {
     public let clock: any EventClock
     public let configuration: Configuration
     public let logger: Logger
+    /// Where durable subscribers keep their events; nil: durable subscriptions are refused.
+    public let durableStore: (any DurableStore)?
     private let state = Mutex(State())
+    /// Makes the `id_param` values: unique to this process's start, then counted.
+    private let raiseIDs = RaiseIDs()
 
     /// Creates an interface with `transports` registered and the events they raise published.
     public init(
         transports: [any EventTransport] = [],
         configuration: Configuration = Configuration(),
         clock: any EventClock = SystemEventClock(),
-        logger: Logger = Logger(label: "evi")
+        logger: Logger = Logger(label: "evi"),
+        durableStore: (any DurableStore)? = nil
     ) {
+        self.durableStore = durableStore
         self.registry = TransportRegistry(
             destinationPolicy: DestinationPolicy(allowed: configuration.allowedDestinations))
         self.configuration = configuration
@@ -219,14 +247,28 @@ public final class EventHub: Sendable {
         locate: (borrowing State) -> Int?
     ) throws(EventInterfaceError) -> RaiseResult {
         let now = clock.now()
-        let found = state.withLock { state -> (Event, EventCounters, [any EventSubscriber], [any EventSubscriber])? in
+        let found = state.withLock {
+            state -> (Event, EventCounters, [any EventSubscriber], [any DurableSubscriber], [any EventSubscriber])? in
             guard let id = locate(state) else { return nil }
             let expired = state.removeExpired(event: id, now: now)
-            return (state.events[id].event, state.events[id].counters, state.events[id].subscribers, expired)
+            let record = state.events[id]
+            return (record.event, record.counters, record.subscribers, record.durable, expired)
         }
-        guard let (event, counters, subscribers, expired) = found else { throw .eventNotPublished(name) }
-        counters.recordRaised()
+        guard let (event, counters, subscribers, durable, expired) = found else { throw .eventNotPublished(name) }
         closeInBackground(expired)
+        if !durable.isEmpty {
+            let stored = params.adding(configuration.idParam.map { ($0, .string(raiseIDs.next())) })
+            let raised = RaisedEvent(event: event, params: stored, raisedAt: now, settlement: settlement)
+            // Stored everywhere before anyone is told: a refusal leaves what was stored (at-least-once).
+            for subscriber in durable {
+                do throws(StoreError) { try subscriber.store(raised) } catch { throw .notStored(error.reason) }
+            }
+            counters.recordRaised()
+            for subscriber in subscribers { subscriber.dispatch(raised) }
+            settlement?.release()
+            return RaiseResult(event: event, subscribers: subscribers.count + durable.count)
+        }
+        counters.recordRaised()
         if !subscribers.isEmpty {
             let raised = RaisedEvent(event: event, params: params, raisedAt: now, settlement: settlement)
             for subscriber in subscribers { subscriber.dispatch(raised) }
@@ -244,21 +286,30 @@ public final class EventHub: Sendable {
     /// from durable state keeps its expire and its remaining time).
     @discardableResult
     public func subscribe(
-        event name: String, socket text: String, expiry: Expiry = .default, remaining: Double? = nil
+        event name: String, socket text: String, expiry: Expiry = .default, remaining: Double? = nil,
+        delivery: DeliveryMode? = nil
     ) async throws(EventInterfaceError) -> SubscribeResult {
         if case .seconds(let seconds) = expiry, seconds < 0 { throw .negativeExpire(seconds) }
         if case .seconds(let seconds) = expiry, seconds > Expiry.maximumSeconds { throw .expireTooLarge(seconds) }
         guard self.event(named: name) != nil else { throw .eventNotPublished(name) }
         let socket: any EventSocket
         do { socket = try await registry.parseSocket(text) } catch { throw .badSocket(error) }
-        return try await subscribe(event: name, parsed: socket, expiry: expiry, remaining: remaining)
+        return try await subscribe(
+            event: name, parsed: socket, expiry: expiry, remaining: remaining, delivery: delivery)
+    }
+
+    /// How a new subscription of `event` keeps its events when it does not say: the event's
+    /// setting, else the interface's.
+    public func deliveryMode(of event: String) -> DeliveryMode {
+        configuration.eventDelivery[event] ?? configuration.delivery
     }
 
     /// ``subscribe(event:socket:expiry:remaining:)`` with a socket already parsed by this hub's
     /// registry (the MI parses once, to check the socket, then subscribes it).
     @discardableResult
     public func subscribe(
-        event name: String, parsed socket: any EventSocket, expiry: Expiry = .default, remaining: Double? = nil
+        event name: String, parsed socket: any EventSocket, expiry: Expiry = .default, remaining: Double? = nil,
+        delivery: DeliveryMode? = nil
     ) async throws(EventInterfaceError) -> SubscribeResult {
         if case .seconds(let seconds) = expiry, seconds < 0 { throw .negativeExpire(seconds) }
         if case .seconds(let seconds) = expiry, seconds > Expiry.maximumSeconds { throw .expireTooLarge(seconds) }
@@ -272,24 +323,58 @@ public final class EventHub: Sendable {
             }
         let identity = socket.identity
         let limit = configuration.maxSubscriptions
+        // A durable subscriber opens its spool (file I/O, a backlog to scan): made before the lock,
+        // unless the subscription exists already and is only refreshed.
+        var durable: (any DurableSubscriber)?
+        if (delivery ?? deliveryMode(of: name)) == .durable {
+            guard let store = durableStore else { throw .durableUnavailable }
+            let existing = state.withLock { state -> Event?? in
+                guard let id = state.idsByName[name] else { return nil }
+                return .some(state.events[id].index(of: identity) == nil ? state.events[id].event : nil)
+            }
+            guard let existing else { throw .eventNotPublished(name) }
+            if let event = existing {
+                let context = SubscriberContext(event: event, socket: socket.description, hub: self)
+                do throws(StoreError) {
+                    durable = try store.makeSubscriber(
+                        socket: socket, streams: socket.durableStreams(context: context), context: context)
+                } catch { throw .notStored(error.reason) }
+            }
+        }
+        let made = durable
         let outcome = state.withLock { state -> Result<(SubscribeResult, [any EventSubscriber]), EventInterfaceError> in
             guard let id = state.idsByName[name] else { return .failure(.eventNotPublished(name)) }
-            let expired = state.removeExpired(event: id, now: now)
+            var expired = state.removeExpired(event: id, now: now)
             if let index = state.events[id].index(of: identity) {
                 state.events[id].refresh(at: index, expiry: expiry, expiresAt: expiresAt)
+                if let made { expired.append(made) }  // subscribed meanwhile: ours is not needed
                 return .success((.refreshed, expired))
             }
-            guard state.subscriptionCount < limit else { return .failure(.tooManySubscriptions(limit: limit)) }
-            let context = SubscriberContext(
-                event: state.events[id].event, socket: socket.description, hub: self)
+            guard state.subscriptionCount < limit else {
+                return .failure(.tooManySubscriptions(limit: limit))
+            }
+            let subscriber: any EventSubscriber
+            if let made {
+                subscriber = made
+            } else {
+                let context = SubscriberContext(event: state.events[id].event, socket: socket.description, hub: self)
+                subscriber = socket.makeSubscriber(context: context)
+            }
             state.events[id].append(
                 Subscription(
-                    socket: socket, identity: identity, subscriber: socket.makeSubscriber(context: context),
+                    socket: socket, identity: identity, subscriber: subscriber, durable: made,
                     expiry: expiry, expiresAt: expiresAt))
             state.subscriptionCount += 1
             return .success((.subscribed, expired))
         }
-        let (result, expired) = try outcome.get()
+        let result: SubscribeResult
+        let expired: [any EventSubscriber]
+        switch outcome {
+        case .success(let success): (result, expired) = success
+        case .failure(let error):
+            if let made { closeInBackground([made]) }
+            throw error
+        }
         closeInBackground(expired)
         if result == .subscribed {
             logger.info("subscribed", metadata: ["event": "\(name)", "socket": "\(socket)"])

@@ -21,12 +21,16 @@ public struct SubscriberContext: Sendable {
     /// Counters of the subscribed event (virtual subscribers count undelivered events there).
     public var eventCounters: EventCounters { statistics.event(event.name) }
 
+    /// What a deliverer for `member` (the subscription's socket, or one member of it) is given.
+    public func delivererContext(for member: any DeliverySocket) -> DelivererContext {
+        DelivererContext(event: event, socket: member.description, logger: logger, clock: clock)
+    }
+
     /// A queue and delivery task for one delivering socket: the plain subscriber's own, or one
     /// member's of a virtual subscriber.
     public func makeQueue(for member: any DeliverySocket, observer: DeliveryQueue.Observer? = nil) -> DeliveryQueue {
         let logger = self.logger
-        let deliverer = member.makeDeliverer(
-            context: DelivererContext(event: event, socket: member.description, logger: logger, clock: clock))
+        let deliverer = member.makeDeliverer(context: delivererContext(for: member))
         return DeliveryQueue(
             deliverer: deliverer, socket: member.description, capacity: queueCapacity,
             byteCapacity: hub.hub?.configuration.queueBytes ?? (16 << 20),
