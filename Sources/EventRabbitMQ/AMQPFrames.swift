@@ -148,12 +148,24 @@ extension ByteBuffer {
 }
 
 /// One message a consumer received: its body (nil when larger than an ingress reads), and how to
-/// settle it — `true` acks it, `false` rejects it without requeueing. Settle each exactly once,
-/// from any thread.
+/// settle it. Settle each exactly once, from any thread.
 struct AMQPDelivery: Sendable {
     /// The largest body kept (``IngressDecoder/maximumMessageSize``); a larger one is rejected.
     static let maximumBodySize = IngressDecoder.maximumMessageSize
 
+    enum Settlement: Sendable {
+        /// `basic.ack`: done with.
+        case ack
+        /// `basic.reject` without requeue: never acceptable (a dead-letter exchange takes it).
+        case reject
+        /// `basic.reject` with requeue, a second later: not taken now, to be handed over again.
+        case requeue
+    }
+
     let body: [UInt8]?
-    let settle: @Sendable (_ accepted: Bool) -> Void
+    let settleAs: @Sendable (Settlement) -> Void
+
+    /// `true` acks, `false` rejects without requeue.
+    func settle(_ accepted: Bool) { settleAs(accepted ? .ack : .reject) }
+    func requeue() { settleAs(.requeue) }
 }

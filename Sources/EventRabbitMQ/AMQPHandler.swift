@@ -307,26 +307,29 @@ final class AMQPHandler: ChannelDuplexHandler {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let tag = message.tag
         deliver(
-            AMQPDelivery(body: message.oversized ? nil : message.body) { accepted in
+            AMQPDelivery(body: message.oversized ? nil : message.body) { settlement in
                 let loop = bound.eventLoop
-                if loop.inEventLoop {
-                    bound.value.0.settle(tag, accepted: accepted, context: bound.value.1)
+                if settlement == .requeue {
+                    loop.scheduleTask(in: .seconds(1)) { bound.value.0.settle(tag, as: settlement, context: bound.value.1) }
+                } else if loop.inEventLoop {
+                    bound.value.0.settle(tag, as: settlement, context: bound.value.1)
                 } else {
-                    loop.execute { bound.value.0.settle(tag, accepted: accepted, context: bound.value.1) }
+                    loop.execute { bound.value.0.settle(tag, as: settlement, context: bound.value.1) }
                 }
             })
     }
 
-    /// Acks (`basic.ack`) or rejects without requeueing (`basic.reject`, so that a dead-letter
-    /// exchange takes it) one delivery. Nothing is sent once the connection is gone: the broker
-    /// has put the message back already, and its tag means nothing on another connection.
-    private func settle(_ tag: UInt64, accepted: Bool, context: ChannelHandlerContext) {
+    /// Acks (`basic.ack`), rejects without requeueing (`basic.reject`, so that a dead-letter
+    /// exchange takes it) or requeues one delivery. Nothing is sent once the connection is gone:
+    /// the broker has put the message back already, and its tag means nothing on another connection.
+    private func settle(_ tag: UInt64, as settlement: AMQPDelivery.Settlement, context: ChannelHandlerContext) {
         guard phase == .ready else { return }
         unsettled -= 1
         var buffer = context.channel.allocator.buffer(capacity: 21)
-        AMQP.writeMethod(60, accepted ? 80 : 90, channel: 1, into: &buffer) { arguments in
+        AMQP.writeMethod(60, settlement == .ack ? 80 : 90, channel: 1, into: &buffer) { arguments in
             arguments.writeInteger(tag)
-            arguments.writeInteger(UInt8(0))  // ack: not multiple; reject: do not requeue
+            // ack: not multiple; reject: requeue or not
+            arguments.writeInteger(UInt8(settlement == .requeue ? 1 : 0))
         }
         context.write(wrapOutboundOut(buffer), promise: nil)
         guard !flushScheduled else { return }

@@ -70,7 +70,13 @@ public final class RabbitMQIngress: EventIngress {
             delivery.settle(false)
             return
         }
-        if case .failure = sink.accept(body, onSettled: { delivery.settle(true) }) { delivery.settle(false) }
+        switch sink.accept(body, onSettled: { delivery.settle(true) }) {
+        case .success: break
+        case .failure(.notStored):
+            // Not stored (the spool's disk is full): the broker keeps it and hands it over again.
+            delivery.requeue()
+        case .failure: delivery.settle(false)
+        }
     }
 
     /// Cancels the consumer, gives the events already taken up to ``closeGrace`` to settle (and

@@ -180,6 +180,7 @@ final class StreamIngressHandler: ChannelInboundHandler {
             let (code, message): (Int64, String) =
                 switch error {
                 case .unknownEvent: (404, "Event not published")
+                case .notStored: (500, "Internal error")
                 case .notJSON: (-32700, "Parse error")
                 default: (-32600, "Invalid Request")
                 }

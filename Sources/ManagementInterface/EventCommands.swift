@@ -100,8 +100,10 @@ extension ManagementInterface {
                     let name = try params.string("event")
                     let eventParams = try Self.raiseParams(params.value("params"))
                     let result: RaiseResult
-                    do {
+                    do throws(EventInterfaceError) {
                         result = try hub.raise(name, eventParams)
+                    } catch .notStored(let reason) {
+                        throw MIError(code: 500, message: "Internal error", data: "not stored: \(reason)")
                     } catch {
                         throw .notFound("Event not registered", "unknown event: \(name)")
                     }

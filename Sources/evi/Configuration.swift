@@ -77,12 +77,31 @@ struct DaemonConfiguration {
         var socket: String
         /// `nil`: never expires.
         var expire: Int?
+        /// `nil`: the event's (or the top-level) `delivery`.
+        var delivery: DeliveryMode?
     }
+
+    /// The `spool:` section (durable delivery). `dir` nil: `<state>/spool`.
+    struct SpoolSection {
+        var dir: String?
+        var maxBytes = 1 << 30
+        var maxTotalBytes = 10 << 30
+        var maxAge = 86_400.0
+        var retryMin = 1.0
+        var retryMax = 60.0
+        var fsyncIntervalMs = 5
+        var fsyncAlways = false
+        var idParam: String?
+    }
+    static let spoolKeys = [
+        "dir", "max_bytes", "max_total_bytes", "max_age", "retry_min", "retry_max", "fsync_interval_ms", "fsync",
+        "id_param",
+    ]
 
     /// The top-level keys, for "did you mean".
     static let topLevelKeys = [
         "mi", "state", "queue_size", "queue_bytes", "max_events", "max_subscriptions", "shutdown_grace", "log_level",
-        "allowed_destinations", "events", "subscriptions", "ingress", "modules",
+        "allowed_destinations", "events", "subscriptions", "ingress", "modules", "delivery", "spool",
     ]
     static let miKeys = ["http", "datagram", "token", "max_connections", "header_timeout", "idle_timeout"]
 
@@ -100,7 +119,23 @@ struct DaemonConfiguration {
     var logLevel = Logger.Level.info
     var allowedDestinations: [CIDR]?
     var events: [String] = []
+    /// `events:` items given as `{name, delivery}`.
+    var eventDelivery: [String: DeliveryMode] = [:]
     var subscriptions: [Subscription] = []
+    /// How subscriptions keep their events (`delivery:`), unless their event or they say otherwise.
+    var delivery = DeliveryMode.memory
+    var spool = SpoolSection()
+
+    /// Whether anything is delivered durably: then a spool is needed.
+    var usesDurableDelivery: Bool {
+        delivery == .durable || eventDelivery.values.contains(.durable)
+            || subscriptions.contains { $0.delivery == .durable }
+    }
+
+    /// Where the spool lives: `spool.dir`, else `<state>/spool` when state is a directory.
+    var spoolDirectory: String? {
+        spool.dir ?? (state == "memory" || state.contains("://") ? nil : state + "/spool")
+    }
     /// Where evi takes events in (`ingress:`).
     var ingress: [IngressSettings] = []
     /// Every module of this build, configured (by its defaults when the file does not name it).
@@ -168,11 +203,9 @@ struct DaemonConfiguration {
                     }
                     return network
                 }
-            case "events":
-                configuration.events = try value.optionalStrings(key: key) ?? []
-                for name in configuration.events where !Event.isValidName(name) {
-                    throw ConfigurationError("events: invalid event name '\(name)'")
-                }
+            case "events": try configuration.readEvents(value)
+            case "delivery": configuration.delivery = try Self.deliveryMode(value, key: key)
+            case "spool": try configuration.readSpool(value)
             case "subscriptions": try configuration.readSubscriptions(value)
             case "ingress": try configuration.readIngress(value)
             default: try configuration.readModules(value)  // modules
@@ -200,23 +233,87 @@ struct DaemonConfiguration {
         }
     }
 
+    /// `events:` items: a name, or `{name, delivery}`.
+    private mutating func readEvents(_ node: ConfigurationNode) throws(ConfigurationError) {
+        for (index, item) in try node.items(key: "events").enumerated() {
+            let name: String
+            if case .scalar(let text) = item {
+                name = text
+            } else {
+                var given: String?
+                var mode: DeliveryMode?
+                for entry in try item.entries(key: "events[\(index)]", known: ["name", "delivery"]) {
+                    let key = "events[\(index)].\(entry.key)"
+                    if entry.key == "name" {
+                        given = try entry.value.string(key: key)
+                    } else {
+                        mode = try Self.deliveryMode(entry.value, key: key)
+                    }
+                }
+                guard let given else { throw ConfigurationError("events[\(index)]: missing key 'name'") }
+                if let mode { eventDelivery[given] = mode }
+                name = given
+            }
+            guard Event.isValidName(name) else { throw ConfigurationError("events: invalid event name '\(name)'") }
+            events.append(name)
+        }
+    }
+
+    static func deliveryMode(_ node: ConfigurationNode, key: String) throws(ConfigurationError) -> DeliveryMode {
+        let text = try node.string(key: key)
+        guard let mode = DeliveryMode(rawValue: text) else {
+            throw ConfigurationError("\(key): expected memory or durable, got '\(text)'")
+        }
+        return mode
+    }
+
+    private mutating func readSpool(_ node: ConfigurationNode) throws(ConfigurationError) {
+        for entry in try node.entries(key: "spool", known: Self.spoolKeys) {
+            let key = "spool.\(entry.key)"
+            let value = entry.value
+            switch entry.key {
+            case "dir": spool.dir = try value.string(key: key)
+            case "max_bytes": spool.maxBytes = try value.byteSize(key: key, minimum: 64 << 10)
+            case "max_total_bytes": spool.maxTotalBytes = try value.byteSize(key: key, minimum: 64 << 10)
+            case "max_age": spool.maxAge = try value.number(key: key, range: 1...31_536_000)
+            case "retry_min": spool.retryMin = try value.number(key: key, range: 0.01...3600)
+            case "retry_max": spool.retryMax = try value.number(key: key, range: 0.01...86_400)
+            case "fsync_interval_ms": spool.fsyncIntervalMs = try value.integer(key: key, range: 1...60_000)
+            case "fsync":
+                let text = try value.string(key: key)
+                guard ["interval", "always"].contains(text) else {
+                    throw ConfigurationError("\(key): expected interval or always, got '\(text)'")
+                }
+                spool.fsyncAlways = text == "always"
+            default:  // id_param
+                spool.idParam = try value.optionalString(key: key)
+                if spool.idParam?.isEmpty == true { throw ConfigurationError("\(key) must not be empty") }
+            }
+        }
+        if spool.retryMax < spool.retryMin {
+            throw ConfigurationError("spool.retry_max (\(spool.retryMax)) is less than spool.retry_min (\(spool.retryMin))")
+        }
+    }
+
     private mutating func readSubscriptions(_ node: ConfigurationNode) throws(ConfigurationError) {
         for (index, item) in try node.items(key: "subscriptions").enumerated() {
             let prefix = "subscriptions[\(index)]"
             var event: String?
             var socket: String?
             var expire: Int?
-            for entry in try item.entries(key: prefix, known: ["event", "socket", "expire"]) {
+            var delivery: DeliveryMode?
+            for entry in try item.entries(key: prefix, known: ["event", "socket", "expire", "delivery"]) {
                 let key = "\(prefix).\(entry.key)"
                 switch entry.key {
                 case "event": event = try entry.value.string(key: key)
                 case "socket": socket = try entry.value.string(key: key)
+                case "delivery": delivery = try Self.deliveryMode(entry.value, key: key)
                 default: expire = try entry.value.integer(key: key, range: 1...Int(Int32.max))  // expire
                 }
             }
             guard let event else { throw ConfigurationError("\(prefix): missing key 'event'") }
             guard let socket else { throw ConfigurationError("\(prefix): missing key 'socket'") }
-            subscriptions.append(Subscription(event: event, socket: socket, expire: expire))
+            subscriptions.append(Subscription(event: event, socket: socket, expire: expire, delivery: delivery))
         }
     }
 

@@ -3,6 +3,7 @@ import EventDatagram
 import EventFlatstore
 import EventInterface
 import EventRabbitMQ
+import EventSpool
 import EventState
 import EventStream
 import EventVirtual
@@ -34,6 +35,8 @@ final class Daemon: Sendable {
     let datagram: MIDatagramServer?
     let registry: PrometheusCollectorRegistry
     let ingresses: [(ingress: any EventIngress, sink: IngressSink)]
+    /// Durable delivery's spool, when anything is durable.
+    let spool: Spool?
 
     enum StartError: Error, CustomStringConvertible {
         /// A bad configuration value found while wiring (exit status 2).
@@ -51,9 +54,10 @@ final class Daemon: Sendable {
     private init(
         configuration: DaemonConfiguration, hub: EventHub, mi: ManagementInterface, http: MIHTTPServer?,
         datagram: MIDatagramServer?, registry: PrometheusCollectorRegistry,
-        ingresses: [(ingress: any EventIngress, sink: IngressSink)]
+        ingresses: [(ingress: any EventIngress, sink: IngressSink)], spool: Spool?
     ) {
         self.ingresses = ingresses
+        self.spool = spool
         self.configuration = configuration
         self.hub = hub
         self.mi = mi
@@ -89,7 +93,8 @@ final class Daemon: Sendable {
                 throw .configuration("\(name): listening on \(address), not loopback, requires mi.token")
             }
         }
-        let hub = try await makeHub(configuration, logger: logger)
+        let spool = try openSpool(configuration, logger: logger)
+        let hub = try await makeHub(configuration, spool: spool, logger: logger)
         let ingresses = try await startIngresses(configuration, hub: hub)
         let durable = DurableState(logger: logger)
         let mi = ManagementInterface(token: configuration.token)
@@ -98,6 +103,8 @@ final class Daemon: Sendable {
         for module in configuration.modules {
             for command in module.commands { mi.register(MICommand(command)) }
         }
+        for command in spool?.commands(hub: hub) ?? [] { mi.register(MICommand(command)) }
+        spool?.start()
         let metrics = MetricsPage(hub: hub, registry: registry)
         let (http, datagram): (MIHTTPServer?, MIDatagramServer?)
         do {
@@ -125,20 +132,44 @@ final class Daemon: Sendable {
         await datagram?.startReading()
         return Daemon(
             configuration: configuration, hub: hub, mi: mi, http: http, datagram: datagram, registry: registry,
-            ingresses: ingresses)
+            ingresses: ingresses, spool: spool)
+    }
+
+    /// The spool, when anything is delivered durably: `spool.dir`, else `<state>/spool`; without
+    /// either (state in memory) durable delivery cannot start (exit 2).
+    private static func openSpool(_ configuration: DaemonConfiguration, logger: Logger) throws(StartError) -> Spool? {
+        guard configuration.usesDurableDelivery else { return nil }
+        guard let directory = configuration.spoolDirectory else {
+            throw .configuration("spool.dir: durable delivery needs a spool directory (state is \(configuration.state))")
+        }
+        var settings = Spool.Settings(directory: directory)
+        let section = configuration.spool
+        settings.maxBytes = section.maxBytes
+        settings.maxTotalBytes = section.maxTotalBytes
+        settings.maxAge = section.maxAge
+        settings.retryMinimum = section.retryMin
+        settings.retryMaximum = section.retryMax
+        settings.fsyncInterval = .milliseconds(section.fsyncIntervalMs)
+        settings.fsyncAlways = section.fsyncAlways
+        do throws(StoreError) { return try Spool(settings: settings, logger: logger) } catch {
+            throw .configuration("spool.dir: \(directory): \(error)")
+        }
     }
 
     /// The hub with every module's transports, the configuration's events and subscriptions.
-    private static func makeHub(_ configuration: DaemonConfiguration, logger: Logger) async throws(StartError)
-        -> EventHub
+    private static func makeHub(_ configuration: DaemonConfiguration, spool: Spool?, logger: Logger)
+        async throws(StartError) -> EventHub
     {
+        var hubConfiguration = EventHub.Configuration(
+            queueSize: configuration.queueSize, allowedDestinations: configuration.allowedDestinations,
+            queueBytes: configuration.queueBytes, maxEvents: configuration.maxEvents,
+            maxSubscriptions: configuration.maxSubscriptions)
+        hubConfiguration.delivery = configuration.delivery
+        hubConfiguration.eventDelivery = configuration.eventDelivery
+        hubConfiguration.idParam = configuration.spool.idParam
         let hub = EventHub(
-            transports: configuration.modules.flatMap(\.transports),
-            configuration: .init(
-                queueSize: configuration.queueSize, allowedDestinations: configuration.allowedDestinations,
-                queueBytes: configuration.queueBytes, maxEvents: configuration.maxEvents,
-                maxSubscriptions: configuration.maxSubscriptions),
-            logger: logger)
+            transports: configuration.modules.flatMap(\.transports), configuration: hubConfiguration, logger: logger,
+            durableStore: spool)
         for name in configuration.events {
             do throws(EventInterfaceError) { try hub.publish(name) } catch { throw .configuration("events: \(error)") }
         }
@@ -173,7 +204,7 @@ final class Daemon: Sendable {
             do throws(EventInterfaceError) {
                 try await hub.subscribe(
                     event: subscription.event, socket: subscription.socket,
-                    expiry: subscription.expire.map { .seconds($0) } ?? .never)
+                    expiry: subscription.expire.map { .seconds($0) } ?? .never, delivery: subscription.delivery)
             } catch {
                 for entry in started { await entry.ingress.close() }
                 throw .configuration("subscriptions[\(index)]: \(error)")
@@ -268,8 +299,8 @@ final class Daemon: Sendable {
                 services: [
                     .init(
                         service: HubService(
-                            hub: hub, ingresses: ingresses.map(\.ingress), grace: configuration.shutdownGrace,
-                            logger: logger)),
+                            hub: hub, ingresses: ingresses.map(\.ingress), spool: spool,
+                            grace: configuration.shutdownGrace, logger: logger)),
                     .init(
                         service: HangupService(modules: configuration.modules, logger: logger),
                         successTerminationBehavior: .ignore),
@@ -409,6 +440,8 @@ struct HubService: Service {
     let hub: EventHub
     /// Closed first on shutdown: no event comes in while the queues drain.
     let ingresses: [any EventIngress]
+    /// Synced a last time once the subscribers are closed.
+    let spool: Spool?
     let grace: Double
 
     let logger: Logger
@@ -427,6 +460,7 @@ struct HubService: Service {
         logger.info("stopping: delivering what is queued", metadata: ["grace_seconds": "\(grace)"])
         let before = hub.statistics.snapshot().transports.values
         await hub.shutdown(grace: .milliseconds(Int(grace * 1000)))
+        spool?.stop()
         let after = hub.statistics.snapshot().transports.values
         func total(
             _ counts: some Sequence<StatisticsSnapshot.Transport>, _ field: (StatisticsSnapshot.Transport) -> Int

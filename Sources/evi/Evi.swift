@@ -64,8 +64,9 @@ struct Serve: AsyncParsableCommand {
         }
         // A relative state directory is the configuration file's neighbour (not wherever the
         // daemon happens to start); without --config, the working directory's.
-        configuration.state = DaemonConfiguration.resolve(
-            state: configuration.state, relativeTo: config.map { directoryOf($0) } ?? currentDirectory())
+        let base = config.map { directoryOf($0) } ?? currentDirectory()
+        configuration.state = DaemonConfiguration.resolve(state: configuration.state, relativeTo: base)
+        configuration.spool.dir = configuration.spool.dir.map { DaemonConfiguration.resolve(state: $0, relativeTo: base) }
         raiseDescriptorLimit()
         let level = configuration.logLevel
         LoggingSystem.bootstrap { label in

@@ -96,13 +96,17 @@ public final class IngressSink: Sendable {
                     return .failure(reject(.unknownEvent))
                 }
             }
-            let raised =
+            do throws(EventInterfaceError) {
                 if let onSettled {
-                    (try? hub.raise(message.event, message.params, onSettled: onSettled)) != nil
+                    try hub.raise(message.event, message.params, onSettled: onSettled)
                 } else {
-                    (try? hub.raise(message.event, message.params)) != nil
+                    try hub.raise(message.event, message.params)
                 }
-            guard raised else { return .failure(reject(.unknownEvent)) }
+            } catch .notStored {
+                return .failure(reject(.notStored))
+            } catch {
+                return .failure(reject(.unknownEvent))
+            }
             receivedCount.add(1, ordering: .relaxed)
             receivedMetric.increment()
             return .success(message)

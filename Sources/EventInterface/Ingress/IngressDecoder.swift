@@ -39,6 +39,8 @@ public struct IngressDecoder: Sendable, Hashable {
         /// A stream connection closed to stay within the ingress's connection cap.
         case tooManyConnections = "too_many_connections"
         case unknownEvent = "unknown_event"
+        /// A durable subscriber could not store it (disk full…): the sender should try again.
+        case notStored = "not_stored"
         case sourceNotAllowed = "source_not_allowed"
     }
 
