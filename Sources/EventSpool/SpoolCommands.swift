@@ -61,6 +61,7 @@ extension Spool {
                     let into = targets ?? [source]
                     for target in into {
                         do throws(StoreError) { try target.restore(records) } catch {
+                            // What was not stored again is among the target's dead letters.
                             throw CommandError(code: 500, message: "Internal error", data: "not stored: \(error)")
                         }
                     }

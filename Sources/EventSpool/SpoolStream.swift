@@ -405,11 +405,20 @@ final class SpoolStream: Sendable {
         }
     }
 
-    /// Stores records again (a replay), as new events at the tail.
+    /// Stores records again (a replay), as new events at the tail: their wait for the subscriber
+    /// (`max_age`) starts again now.
+    /// What could not be stored again goes back to the dead letters.
     func restore(_ records: [SpoolRecord]) throws(StoreError) {
-        for record in records {
+        let now = unixTime()
+        for (index, record) in records.enumerated() {
             let item = self.item(from: record)
-            try store(item.event, notification: record.notification, storedAt: record.storedAt)
+            do throws(StoreError) {
+                try store(item.event, notification: record.notification, storedAt: now)
+            } catch {
+                let rest = Array(records[index...])
+                state.withLock { state in try? state.files.appendDead(rest) }
+                throw error
+            }
         }
     }
 
