@@ -310,7 +310,9 @@ final class AMQPHandler: ChannelDuplexHandler {
             AMQPDelivery(body: message.oversized ? nil : message.body) { settlement in
                 let loop = bound.eventLoop
                 if settlement == .requeue {
-                    loop.scheduleTask(in: .seconds(1)) { bound.value.0.settle(tag, as: settlement, context: bound.value.1) }
+                    loop.scheduleTask(in: .seconds(1)) {
+                        bound.value.0.settle(tag, as: settlement, context: bound.value.1)
+                    }
                 } else if loop.inEventLoop {
                     bound.value.0.settle(tag, as: settlement, context: bound.value.1)
                 } else {

@@ -103,13 +103,16 @@ public final class Spool: DurableStore {
             retryMaximum: settings.retryMaximum, windowCount: context.queueCapacity, windowBytes: 16 << 20)
         let segmentSize = min(settings.segmentSize, max(64 << 10, settings.maxBytes / 4))
         for stream in made {
-            let directory = settings.directory + "/" + Self.directoryName(
-                event: context.event.name, identity: socket.identity, stream: stream.key)
+            let directory =
+                settings.directory + "/"
+                + Self.directoryName(
+                    event: context.event.name, identity: socket.identity, stream: stream.key)
             let files: SpoolFiles
             do throws(StoreError) {
                 files = try SpoolFiles(
                     directory: directory,
-                    describing: "event: \(context.event.name)\nsocket: \(redactingCredentials(socket.description))\nstream: \(redactingCredentials(stream.name))\n",
+                    describing:
+                        "event: \(context.event.name)\nsocket: \(redactingCredentials(socket.description))\nstream: \(redactingCredentials(stream.name))\n",
                     segmentSize: segmentSize, fsyncAlways: settings.fsyncAlways)
             } catch {
                 for stream in opened { Task { await stream.close(grace: .zero) } }

@@ -18,8 +18,10 @@ extension Spool {
                             fields += [
                                 EventField("events", .int(Int64(report.events))),
                                 EventField("bytes", .int(Int64(report.bytes))),
-                                EventField("oldest_age", report.oldestStoredAt.map { .int(Int64(max(0, now - $0))) } ?? .null),
-                                EventField("retry_in", report.retryIn.map { .double(($0 * 10).rounded() / 10) } ?? .null),
+                                EventField(
+                                    "oldest_age", report.oldestStoredAt.map { .int(Int64(max(0, now - $0))) } ?? .null),
+                                EventField(
+                                    "retry_in", report.retryIn.map { .double(($0 * 10).rounded() / 10) } ?? .null),
                                 EventField("last_error", report.lastError.map(EventValue.string) ?? .null),
                             ]
                             return .object(fields)
@@ -45,7 +47,9 @@ extension Spool {
                         })
                 ]
             },
-            ModuleCommand(names: ["evi:replay"], parameterSets: [["event", "socket"], ["event", "socket", "to_socket"]]) {
+            ModuleCommand(
+                names: ["evi:replay"], parameterSets: [["event", "socket"], ["event", "socket", "to_socket"]]
+            ) {
                 params throws(CommandError) in
                 let sources = try await self.select(hub: hub, params, required: true)
                 var targets: [SpoolStream]?
@@ -84,7 +88,9 @@ extension Spool {
             EventField("event", .string(stream.event.name)),
             EventField("socket", .string(redactingCredentials(stream.socket))),
         ]
-        if stream.name != stream.socket { fields.append(EventField("member", .string(redactingCredentials(stream.name)))) }
+        if stream.name != stream.socket {
+            fields.append(EventField("member", .string(redactingCredentials(stream.name))))
+        }
         return fields
     }
 
@@ -111,7 +117,8 @@ extension Spool {
         if required && found.isEmpty {
             throw CommandError(
                 code: 404, message: "Subscription not found",
-                data: "no durable subscription of \(event ?? "?") on \(redactingCredentials(try text("socket") ?? "?"))")
+                data: "no durable subscription of \(event ?? "?") on \(redactingCredentials(try text("socket") ?? "?"))"
+            )
         }
         return found
     }

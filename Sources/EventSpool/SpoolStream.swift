@@ -111,7 +111,8 @@ final class SpoolStream: Sendable {
             let before = state.files.bytes
             let sequence = try state.files.append(notification: notification, storedAt: storedAt)
             let available = state.window.count - state.windowStart
-            if state.caughtUp && available < settings.windowCount && state.windowBytes + event.size <= settings.windowBytes
+            if state.caughtUp && available < settings.windowCount
+                && state.windowBytes + event.size <= settings.windowBytes
             {
                 state.window.append(Item(sequence: sequence, storedAt: storedAt, event: event))
                 state.windowBytes += event.size
@@ -384,12 +385,14 @@ final class SpoolStream: Sendable {
                     events: files.pending, bytes: files.bytes, oldestStoredAt: state.retry.first?.storedAt,
                     retryIn: state.retryAt.map { max(0, $0 - now) }, lastError: state.lastError,
                     deadLetters: files.deadCount, deadOldest: files.deadOldest),
-                files.pending > 0 ? files.cursor : nil, files.segments.map { (first: $0.first, path: files.path(of: $0)) }
+                files.pending > 0 ? files.cursor : nil,
+                files.segments.map { (first: $0.first, path: files.path(of: $0)) }
             )
         }
         if report.oldestStoredAt == nil, let cursor {
             var reader = SpoolReader()
-            report.oldestStoredAt = reader.read(from: cursor, end: cursor + 1, limit: 1, segments: segments).first?
+            report.oldestStoredAt =
+                reader.read(from: cursor, end: cursor + 1, limit: 1, segments: segments).first?
                 .storedAt
             reader.close()
         }

@@ -291,7 +291,8 @@ struct DaemonConfiguration {
             }
         }
         if spool.retryMax < spool.retryMin {
-            throw ConfigurationError("spool.retry_max (\(spool.retryMax)) is less than spool.retry_min (\(spool.retryMin))")
+            throw ConfigurationError(
+                "spool.retry_max (\(spool.retryMax)) is less than spool.retry_min (\(spool.retryMin))")
         }
     }
 

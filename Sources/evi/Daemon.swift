@@ -140,7 +140,8 @@ final class Daemon: Sendable {
     private static func openSpool(_ configuration: DaemonConfiguration, logger: Logger) throws(StartError) -> Spool? {
         guard configuration.usesDurableDelivery else { return nil }
         guard let directory = configuration.spoolDirectory else {
-            throw .configuration("spool.dir: durable delivery needs a spool directory (state is \(configuration.state))")
+            throw .configuration(
+                "spool.dir: durable delivery needs a spool directory (state is \(configuration.state))")
         }
         var settings = Spool.Settings(directory: directory)
         let section = configuration.spool

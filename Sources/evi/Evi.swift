@@ -66,7 +66,9 @@ struct Serve: AsyncParsableCommand {
         // daemon happens to start); without --config, the working directory's.
         let base = config.map { directoryOf($0) } ?? currentDirectory()
         configuration.state = DaemonConfiguration.resolve(state: configuration.state, relativeTo: base)
-        configuration.spool.dir = configuration.spool.dir.map { DaemonConfiguration.resolve(state: $0, relativeTo: base) }
+        configuration.spool.dir = configuration.spool.dir.map {
+            DaemonConfiguration.resolve(state: $0, relativeTo: base)
+        }
         raiseDescriptorLimit()
         let level = configuration.logLevel
         LoggingSystem.bootstrap { label in

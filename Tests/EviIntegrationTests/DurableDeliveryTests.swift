@@ -91,7 +91,8 @@ import Testing
         let ports = try (0..<2).map { _ in try Self.freePort() }
         let socket = "virtual:FAILOVER tcp:127.0.0.1:\(ports[0]) tcp:127.0.0.1:\(ports[1])"
         let daemon = try await Daemon.start(
-            extra: Self.configuration(spool: spool.path, subscriptions: "  - { event: E_DURABLE, socket: \"\(socket)\" }"))
+            extra: Self.configuration(
+                spool: spool.path, subscriptions: "  - { event: E_DURABLE, socket: \"\(socket)\" }"))
         defer { Task { await daemon.stop() } }
         let (seconds, rate) = Self.long ? (60, 5_000) : (5, 2_000)
         var stored: [Int] = []
@@ -148,12 +149,15 @@ import Testing
         let last = try await Daemon.start(extra: config)
         defer { Task { await last.stop() } }
         let everything = Set(stored)
-        let arrived = await eventually(timeout: .seconds(60)) { Set(Self.numbers(receiver.messages)).isSuperset(of: everything) }
+        let arrived = await eventually(timeout: .seconds(60)) {
+            Set(Self.numbers(receiver.messages)).isSuperset(of: everything)
+        }
         let got = Self.numbers(receiver.messages)
         #expect(arrived, "\(Set(got).intersection(everything).count) of \(everything.count) stored events arrived")
         let duplicates = got.count - Set(got).count
         #expect(duplicates <= 256 * rounds, "\(duplicates) duplicates over \(rounds) kills")
-        print("durable: \(rounds) kill -9 rounds, \(stored.count) stored events all delivered, \(duplicates) duplicates")
+        print(
+            "durable: \(rounds) kill -9 rounds, \(stored.count) stored events all delivered, \(duplicates) duplicates")
     }
 
     /// A receiver down past max_age: its events become dead letters (listed), and a replay once it
@@ -177,7 +181,8 @@ import Testing
         defer { Task { await daemon.stop() } }
         #expect(Self.raise(1...10, daemon: daemon).count == 10)
         let listed = await eventually(timeout: .seconds(10)) {
-            (try? daemon.mi(#"{"jsonrpc":"2.0","method":"evi:dead_letters","id":1}"#))?.contains(#""count":10"#) ?? false
+            (try? daemon.mi(#"{"jsonrpc":"2.0","method":"evi:dead_letters","id":1}"#))?.contains(#""count":10"#)
+                ?? false
         }
         let letters = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:dead_letters","params":["E_DURABLE"],"id":1}"#)
         #expect(listed, "\(letters)")
@@ -190,7 +195,8 @@ import Testing
             #"{"jsonrpc":"2.0","method":"evi:replay","params":["E_DURABLE","\#(socket)"],"id":1}"#)
         #expect(replay == #"{"jsonrpc":"2.0","result":{"replayed":10},"id":1}"#)
         #expect(Self.numbers(await receiver.waitFor(count: 10, timeout: .seconds(10))) == Array(1...10))
-        #expect(try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:dead_letters","id":1}"#).contains(#"{"DeadLetters":[]}"#))
+        #expect(
+            try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:dead_letters","id":1}"#).contains(#"{"DeadLetters":[]}"#))
         let unknown = try daemon.mi(
             #"{"jsonrpc":"2.0","method":"evi:purge","params":["E_DURABLE","tcp:127.0.0.1:1"],"id":1}"#)
         #expect(unknown.contains(#""code":404,"message":"Subscription not found""#), "\(unknown)")
@@ -210,7 +216,8 @@ import Testing
         let port = try Self.freePort()
         let daemon = try await Daemon.start(
             extra: Self.configuration(
-                spool: mount.file("spool"), subscriptions: "  - { event: E_DURABLE, socket: \"tcp:127.0.0.1:\(port)\" }"))
+                spool: mount.file("spool"), subscriptions: "  - { event: E_DURABLE, socket: \"tcp:127.0.0.1:\(port)\" }"
+            ))
         defer { Task { await daemon.stop() } }
         var stored: [Int] = []
         var refusal = ""
@@ -226,7 +233,8 @@ import Testing
             }
         }
         #expect(
-            refusal.contains(#""code":500,"message":"Internal error","data":"not stored: write: No space left on device""#),
+            refusal.contains(
+                #""code":500,"message":"Internal error","data":"not stored: write: No space left on device""#),
             "\(refusal)")
         #expect(!stored.isEmpty)
         try FileManager.default.removeItem(atPath: filler)
@@ -248,12 +256,15 @@ import Testing
         let port = try Self.freePort()
         let socket = "virtual:PARALLEL \(live.socket) tcp:127.0.0.1:\(port)"
         let daemon = try await Daemon.start(
-            extra: Self.configuration(spool: spool.path, subscriptions: "  - { event: E_DURABLE, socket: \"\(socket)\" }"))
+            extra: Self.configuration(
+                spool: spool.path, subscriptions: "  - { event: E_DURABLE, socket: \"\(socket)\" }"))
         defer { Task { await daemon.stop() } }
         let count = Self.long ? 300_000 : 2_000
         for start in stride(from: 1, through: count, by: 1000) {
             Self.raise(start...min(count, start + 999), daemon: daemon)
-            #expect(await live.waitFor(count: min(count, start + 999), timeout: .seconds(10)).count >= min(count, start + 999))
+            #expect(
+                await live.waitFor(count: min(count, start + 999), timeout: .seconds(10)).count
+                    >= min(count, start + 999))
         }
         #expect(Self.numbers(live.messages) == Array(1...count))
         let spools = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:spool","params":["E_DURABLE"],"id":1}"#)
