@@ -35,6 +35,10 @@ public final class Spool: DurableStore {
     private let totals: SpoolTotals
     private let streams = Mutex<[String: SpoolStream]>([:])
     private let background = Mutex<Task<Void, Never>?>(nil)
+    private let syncs = Atomic<Int>(0)
+
+    /// Background fsyncs made so far (`evi bench --durable` reports them per second).
+    public var fsyncCount: Int { syncs.load(ordering: .relaxed) }
 
     /// Opens the spool directory (created if missing, and checked writable).
     public init(settings: Settings, logger: Logger = Logger(label: "evi")) throws(StoreError) {
@@ -79,6 +83,7 @@ public final class Spool: DurableStore {
             guard let descriptor = stream.descriptorToSync() else { continue }
             _ = fdatasync(descriptor)
             close(descriptor)
+            syncs.add(1, ordering: .relaxed)
         }
     }
 

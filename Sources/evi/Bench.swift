@@ -39,6 +39,8 @@ struct Bench: AsyncParsableCommand {
     var scenario: Scenario = .udp
     @Flag(help: "relay-tcp: send reliable-mode requests (with ids, answered) instead of notifications.")
     var reliable = false
+    @Flag(help: "Durable delivery: every event written to a spool (in /tmp) before the raise returns.")
+    var durable = false
     @Option(help: "Events to raise.") var events = 100_000
     @Option(help: "Raise at this many events per second (default: as fast as possible).") var rate: Int?
     @Option(help: "MI HTTP clients (mi-http).") var concurrency = 8
@@ -94,7 +96,7 @@ struct Bench: AsyncParsableCommand {
         }
         let directory = "/tmp/evi-bench-\(getpid())"
         _ = mkdir(directory, 0o700)
-        defer { _ = rmdir(directory) }
+        defer { Self.removeTree(directory) }
 
         var configuration = DaemonConfiguration()
         configuration.miHTTP = scenario == .miHTTP ? ListenAddress(host: "127.0.0.1", port: 0) : nil
@@ -106,6 +108,10 @@ struct Bench: AsyncParsableCommand {
         configuration.maxSubscriptions = max(configuration.maxSubscriptions, subscriptions + 10)
         if scenario == .relayUDP { configuration.ingress = [IngressSettings(socket: "udp:127.0.0.1:0")] }
         if scenario == .relayTCP { configuration.ingress = [IngressSettings(socket: "tcp:127.0.0.1:0")] }
+        if durable {
+            configuration.delivery = .durable
+            configuration.spool.dir = directory + "/spool"
+        }
         let daemon = try await Daemon.startOrExit(
             configuration, registry: PrometheusCollectorRegistry(), logger: logger)
         let hub = daemon.hub
@@ -207,7 +213,9 @@ struct Bench: AsyncParsableCommand {
             return Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * fraction))]) / 1000
         }
         let rss = Self.peakRSS()
+        let fsyncs = daemon.spool?.fsyncCount ?? 0
         await hub.shutdown(grace: .seconds(1))
+        daemon.spool?.stop()
         await daemon.http?.close()
 
         // The floor: the same bytes, a plain connected `send` loop, to as many receivers
@@ -238,6 +246,13 @@ struct Bench: AsyncParsableCommand {
                 EventField("rss_bytes", .int(Int64(rss))),
                 EventField("floor_datagrams_per_second", .double(floorRate.rounded())),
             ]
+            + (durable
+                ? [
+                    EventField("delivery", .string("durable")),
+                    // A record: 8 bytes of header, 16 of sequence number and time, the notification.
+                    EventField("spool_bytes_per_event", .int(Int64((24 + Self.payload.count) * perEvent))),
+                    EventField("fsyncs_per_second", .double((Double(fsyncs) / seconds).rounded())),
+                ] : [])
             + (subscribeLatencies.isEmpty
                 ? []
                 : [
@@ -291,6 +306,24 @@ struct Bench: AsyncParsableCommand {
             }
         }
         for fd in descriptors { close(fd) }
+    }
+
+    /// Removes a directory the bench made, and what is in it (the spool's stream directories).
+    static func removeTree(_ path: String) {
+        guard let handle = opendir(path) else {
+            unlink(path)
+            return
+        }
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name == "." || name == ".." { continue }
+            let child = path + "/" + name
+            if entry.pointee.d_type == UInt8(DT_DIR) { removeTree(child) } else { unlink(child) }
+        }
+        closedir(handle)
+        rmdir(path)
     }
 
     /// Peak resident set size (VmHWM), bytes.
