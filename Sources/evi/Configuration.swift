@@ -272,7 +272,7 @@ struct DaemonConfiguration {
             let key = "spool.\(entry.key)"
             let value = entry.value
             switch entry.key {
-            case "dir": spool.dir = try value.string(key: key)
+            case "dir": spool.dir = try value.optionalString(key: key)
             case "max_bytes": spool.maxBytes = try value.byteSize(key: key, minimum: 64 << 10)
             case "max_total_bytes": spool.maxTotalBytes = try value.byteSize(key: key, minimum: 64 << 10)
             case "max_age": spool.maxAge = try value.number(key: key, range: 1...31_536_000)

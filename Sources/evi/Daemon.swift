@@ -274,7 +274,8 @@ final class Daemon: Sendable {
     /// The line `evi serve` prints once it listens: its listeners and where its state is.
     var listeningLine: String {
         let state = configuration.state == "memory" ? "in memory (nothing kept)" : "in \(configuration.state)"
-        return "evi \(eviVersion) listening: \(listeners); state \(state)"
+        let durable = spool.map { "; durable delivery spooled in \($0.settings.directory)" } ?? ""
+        return "evi \(eviVersion) listening: \(listeners); state \(state)\(durable)"
     }
 
     /// Where MI listens, for people: "MI over HTTP on http://…/mi, MI over UDP on …".

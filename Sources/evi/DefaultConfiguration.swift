@@ -40,6 +40,17 @@ extension DaemonConfiguration {
             allowed_destinations: null    # e.g. [127.0.0.0/8, "::1/128"]: udp, tcp, xmlrpc, rabbitmq targets allowed
             events: []                    # published at start, e.g. [E_PIKE_BLOCKED, E_MY_EVENT]
             subscriptions: []             # made at start, e.g. - {event: E_PIKE_BLOCKED, socket: "udp:127.0.0.1:9000"}
+            delivery: \(d.delivery.rawValue)              # or durable: every event spooled on disk until delivered
+            spool:
+              dir: null                   # default <state>/spool; required for durable delivery when state is memory
+              max_bytes: \(d.spool.maxBytes >> 30)g                # per stream; past it the oldest events become dead letters
+              max_total_bytes: \(d.spool.maxTotalBytes >> 30)g         # over all streams
+              max_age: \(Int(d.spool.maxAge))              # seconds an event may wait for its subscriber
+              retry_min: \(number(d.spool.retryMin))                # seconds before the first retry, doubling
+              retry_max: \(number(d.spool.retryMax))               # to at most this
+              fsync_interval_ms: \(d.spool.fsyncIntervalMs)        # background fdatasync: the power-loss window
+              fsync: interval             # or always: fdatasync every write before the raise returns
+              id_param: null              # e.g. evi_id: a unique id parameter for receivers to de-duplicate
             ingress: []                   # where events come in: udp:, unix:, tcp:, evapi:, rabbitmq: sockets, or maps
                                           # {socket, event_param, publish_unknown, allowed_sources, event, framing, prefetch}
             modules:\(moduleSections)
