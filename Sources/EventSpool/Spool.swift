@@ -60,7 +60,8 @@ public final class Spool: DurableStore {
     public func start() {
         guard !running.exchange(true, ordering: .relaxed) else { return }
         let interval = settings.fsyncAlways ? Duration.seconds(1) : settings.fsyncInterval
-        let microseconds = UInt32(max(1, interval.components.seconds * 1_000_000 + interval.components.attoseconds / 1_000_000_000_000))
+        let microseconds = UInt32(
+            max(1, interval.components.seconds * 1_000_000 + interval.components.attoseconds / 1_000_000_000_000))
         detachThread { [weak self] in
             var sinceGauges: UInt32 = 0
             while let spool = self, spool.running.load(ordering: .relaxed) {
@@ -109,7 +110,8 @@ public final class Spool: DurableStore {
         let streamSettings = SpoolStream.Settings(
             maxBytes: settings.maxBytes, maxAge: settings.maxAge, retryMinimum: settings.retryMinimum,
             retryMaximum: settings.retryMaximum, windowCount: context.queueCapacity, windowBytes: 16 << 20)
-        let segmentSize = min(settings.segmentSize, max(64 << 10, settings.maxBytes / 4))
+        // Segments well under the bound, so that shedding the oldest one moves out a small part.
+        let segmentSize = min(settings.segmentSize, max(4 << 10, settings.maxBytes / 8))
         for stream in made {
             let directory =
                 settings.directory + "/"

@@ -49,6 +49,10 @@ final class SpoolStream: Sendable {
         var shedRequested = false
         var retryAt: Double?
         var lastError: String?
+        /// Dead letters made since the last log line about them, and when that was (monotonic ns):
+        /// one line per 10 s however many segments are shed.
+        var deadSinceLog = 0
+        var deadLoggedAt: UInt64?
 
         mutating func takeWaiter() -> CheckedContinuation<Void, Never>? {
             defer { waiter = nil }
@@ -294,17 +298,22 @@ final class SpoolStream: Sendable {
         while true {
             let plan = state.withLock { state -> (from: UInt64, end: UInt64, segments: [(UInt64, String)])? in
                 state.shedRequested = false
-                let overBytes = state.files.bytes > settings.maxBytes || spool.overTotal
-                let tooOld = headTooOld(state)
-                guard (overBytes || tooOld), state.files.cursor < state.files.nextSequence else { return nil }
                 let files = state.files
-                // Past the byte bound: the rest of the oldest segment at once; past the age: the head.
-                let end: UInt64
-                if overBytes, files.segments.count > 1 {
-                    end = files.segments[1].first
-                } else {
-                    end = min(files.nextSequence, files.cursor + (tooOld ? 1 : UInt64(Self.batchSize)))
+                // Past the byte bound: the rest of the oldest segment at once (the one being
+                // written is never shed for bytes); past the age: the head.
+                let overBytes = (files.bytes > settings.maxBytes || spool.overTotal) && files.segments.count > 1
+                let tooOld = headTooOld(state)
+                guard overBytes || tooOld, files.cursor < files.nextSequence else { return nil }
+                // The run of old events at the head of the retry list, at once.
+                var end = files.cursor + 1
+                if !overBytes {
+                    let limit = unixTime() - settings.maxAge
+                    for item in state.retry.dropFirst() {
+                        guard item.sequence == end, item.storedAt < limit else { break }
+                        end += 1
+                    }
                 }
+                if overBytes { end = files.segments[1].first }
                 return (files.cursor, end, files.segments.map { ($0.first, files.path(of: $0)) })
             }
             guard let plan else { return }
@@ -333,9 +342,18 @@ final class SpoolStream: Sendable {
             guard let (count, freed) = moved else { return }
             _ = spool.add(bytes: -freed)
             spool.recordDeadLetters(count, event: event.name, socket: name)
-            logger.error(
-                "spool: events moved to dead letters",
-                metadata: ["event": "\(event.name)", "socket": "\(name)", "events": "\(count)"])
+            let now = monotonicNanoseconds()
+            let report = state.withLock { state -> Int? in
+                state.deadSinceLog += count
+                if let last = state.deadLoggedAt, now &- last < 10_000_000_000 { return nil }
+                defer { (state.deadSinceLog, state.deadLoggedAt) = (0, now) }
+                return state.deadSinceLog
+            }
+            if let report {
+                logger.error(
+                    "spool: events moved to dead letters (past max_bytes, max_total_bytes or max_age)",
+                    metadata: ["event": "\(event.name)", "socket": "\(name)", "events_since_last_report": "\(report)"])
+            }
         }
     }
 

@@ -140,12 +140,62 @@ struct Subscribers: ParsableCommand {
     @Argument var event: String?
     @Argument var socket: String?
 
+    func run() throws { try options.call("evi:subscribers", filters(event, socket)) }
+}
+
+/// `evi spool` and `evi dead-letters`: durable delivery's spools, filtered as `evi subscribers`.
+struct SpoolList: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "spool", abstract: "List durable delivery's spools: events waiting, bytes, retries (evi:spool).")
+    @OptionGroup var options: MIOptions
+    @Argument var event: String?
+    @Argument var socket: String?
+
+    func run() throws { try options.call("evi:spool", filters(event, socket)) }
+}
+
+struct DeadLetters: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dead-letters",
+        abstract: "List the events moved out of a spool past its bounds (evi:dead_letters).")
+    @OptionGroup var options: MIOptions
+    @Argument var event: String?
+    @Argument var socket: String?
+
+    func run() throws { try options.call("evi:dead_letters", filters(event, socket)) }
+}
+
+struct Replay: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Deliver a subscription's dead letters again, or to another subscription (evi:replay).")
+    @OptionGroup var options: MIOptions
+    @Argument var event: String
+    @Argument var socket: String
+    @Argument(help: "Another durable subscription of the event to deliver them to.") var toSocket: String?
+
     func run() throws {
-        var params: [EventField] = []
-        if let event { params.append(EventField("event", .string(event))) }
-        if let socket { params.append(EventField("socket", .string(socket))) }
-        try options.call("evi:subscribers", params)
+        var params = filters(event, socket)
+        if let toSocket { params.append(EventField("to_socket", .string(toSocket))) }
+        try options.call("evi:replay", params)
     }
+}
+
+struct Purge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Drop what a durable subscription has spooled and its dead letters (evi:purge).")
+    @OptionGroup var options: MIOptions
+    @Argument var event: String
+    @Argument var socket: String
+
+    func run() throws { try options.call("evi:purge", filters(event, socket)) }
+}
+
+/// `[event, [socket]]` as the listing commands take them.
+private func filters(_ event: String?, _ socket: String?) -> [EventField] {
+    var params: [EventField] = []
+    if let event { params.append(EventField("event", .string(event))) }
+    if let socket { params.append(EventField("socket", .string(socket))) }
+    return params
 }
 
 struct Rotate: ParsableCommand {

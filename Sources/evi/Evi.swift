@@ -16,7 +16,7 @@ struct Evi: AsyncParsableCommand {
         version: eviVersion,
         subcommands: [
             Serve.self, Subscribe.self, Unsubscribe.self, Publish.self, Raise.self, Events.self, Subscribers.self,
-            Ingress.self,
+            Ingress.self, SpoolList.self, DeadLetters.self, Replay.self, Purge.self,
             Rotate.self, Listen.self, Demo.self, Bench.self,
         ])
 

@@ -122,3 +122,36 @@ import Testing
         spool.stop()
     }
 }
+
+extension SpoolTests {
+    /// Past `max_bytes` the oldest events become dead letters, whole segments at a time, while the
+    /// newest stay spooled; a replay stores them again and they arrive once the subscriber works.
+    @Test func pastMaxBytesTheOldestBecomeDeadLettersAndAReplayDeliversThem() async throws {
+        defer { directory.remove() }
+        transport.failing = ["full"]
+        var settings = Spool.Settings(directory: directory.file("spool"))
+        settings.retryMinimum = 0.02
+        settings.retryMaximum = 0.05
+        settings.maxBytes = 64 << 10
+        let spool = try Spool(settings: settings)
+        let hub = try makeHub(spool)
+        try await hub.subscribe(event: "E_X", socket: "test:full")
+        let pad = String(repeating: "p", count: 1000)
+        for number in 1...200 { try hub.raise("E_X", ["n": .int(Int64(number)), "pad": .string(pad)]) }
+        let stream = try #require(spool.streams(event: "E_X", identity: nil).first)
+        #expect(await eventually { stream.report().deadLetters > 0 && stream.report().bytes <= 64 << 10 })
+        let report = stream.report()
+        #expect(report.deadLetters + report.events == 200, "\(report.deadLetters) dead, \(report.events) spooled")
+        #expect(report.deadLetters >= 100)
+        transport.failing = []
+        #expect(await eventually { transport.messages("full").count == report.events })
+        // The newest were kept, in order.
+        #expect(numbers(transport.messages("full")) == Array((200 - report.events + 1)...200))
+        try stream.restore(stream.takeDeadLetters())
+        #expect(await eventually { transport.messages("full").count == 200 })
+        #expect(Set(numbers(transport.messages("full"))) == Set(1...200))
+        #expect(stream.report().deadLetters == 0)
+        await hub.shutdown()
+        spool.stop()
+    }
+}

@@ -187,6 +187,9 @@ import Testing
         let letters = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:dead_letters","params":["E_DURABLE"],"id":1}"#)
         #expect(listed, "\(letters)")
         #expect(letters.contains(#""socket":"\#(socket)","count":10"#), "\(letters)")
+        // The same through the command line.
+        let cli = try await run(eviBinary.path, ["dead-letters", "E_DURABLE", "--mi", daemon.miURL])
+        #expect(cli.status == 0 && cli.output.contains(#""count":10"#), "\(cli.output) \(cli.errors)")
         let metrics = try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").bodyText
         #expect(metrics.contains(#"evi_dead_letters_total{event="E_DURABLE",socket="\#(socket)"} 10"#))
         let receiver = try JSONRPCTestServer(mode: .replyOK, port: port)
