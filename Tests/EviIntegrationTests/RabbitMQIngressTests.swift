@@ -224,4 +224,38 @@ import Testing
         #expect(Self.numbers(await receiver.waitFor(count: 2)) == [1, 2])
         await receiver.close()
     }
+
+    /// With durable delivery a message is acknowledged once spooled, whatever its subscriber's
+    /// state: the queue empties while the subscriber is down, and everything arrives when it is back.
+    @Test func withDurableDeliveryAMessageIsAcknowledgedOnceSpooled() async throws {
+        _ = try await Self.pika(["declare", "evi.durable"])
+        let spool = TemporaryDirectory(prefix: "evi-spool")
+        defer { spool.remove() }
+        let port = try DurableDeliveryTests.freePort()
+        let daemon = try await Daemon.start(
+            extra: """
+                delivery: durable
+                spool: { dir: "\(spool.path)", retry_min: 0.1, retry_max: 0.5 }
+                events: [E_QUEUED]
+                ingress: [\(try Self.ingress("evi.durable", prefetch: 10))]
+                subscriptions:
+                  - { event: E_QUEUED, socket: "tcp:127.0.0.1:\(port)" }
+                modules:
+                  event_stream: { reliable_mode: true }
+
+                """)
+        defer { Task { await daemon.stop() } }
+        try await Self.waitConsuming(daemon)
+        try await Self.publish((1...200).map(Self.message), to: "evi.durable")
+        // All 200 taken and acknowledged (prefetch 10 would stop at 10 otherwise) while nobody listens.
+        let spooled = await eventually(timeout: .seconds(20)) {
+            (try? daemon.mi(#"{"jsonrpc":"2.0","method":"evi:spool","id":1}"#))?.contains(#""events":200"#) ?? false
+        }
+        #expect(spooled)
+        let receiver = try JSONRPCTestServer(mode: .replyOK, port: port)
+        defer { receiver.close() }
+        #expect(Self.numbers(await receiver.waitFor(count: 200, timeout: .seconds(20))) == Array(1...200))
+        await daemon.stop()
+        #expect(try await Self.drain("evi.durable").isEmpty)
+    }
 }

@@ -10,19 +10,24 @@ import Testing
         defer { Task { await daemon.stop() } }
         let server = try JSONRPCTestServer(mode: .replyOK)
         defer { server.close() }
-        _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","\#(server.socket)/notify"],"id":1}"#)
+        _ = try daemon.mi(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","\#(server.socket)/notify"],"id":1}"#)
         _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:raise","params":["E_X",{"a":1}],"id":1}"#)
         #expect(
-            await server.waitFor(count: 1) == [#"{"id":1,"jsonrpc":"2.0","method":"notify","params":{"ev":"E_X","a":1}}"#])
+            await server.waitFor(count: 1) == [
+                #"{"id":1,"jsonrpc":"2.0","method":"notify","params":{"ev":"E_X","a":1}}"#
+            ])
         let metrics = { (try? RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").bodyText) ?? "" }
         #expect(await eventually { metrics().contains(#"evi_deliveries_total{transport="tcp",result="success"} 1"#) })
     }
 
     @Test func xmlrpcSocketsAreAcceptedOverMI() async throws {
-        let daemon = try await Daemon.start(extra: "events: [E_X]\nmodules:\n  event_xmlrpc: { use_struct_param: true }\n")
+        let daemon = try await Daemon.start(
+            extra: "events: [E_X]\nmodules:\n  event_xmlrpc: { use_struct_param: true }\n")
         defer { Task { await daemon.stop() } }
         #expect(
-            try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","xmlrpc:127.0.0.1:9201:m"],"id":1}"#)
+            try daemon.mi(
+                #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","xmlrpc:127.0.0.1:9201:m"],"id":1}"#)
                 == #"{"jsonrpc":"2.0","result":"OK","id":1}"#)
         #expect(
             try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:subscribers","params":["E_X"],"id":1}"#).contains(
