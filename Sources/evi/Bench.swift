@@ -2,6 +2,7 @@ import ArgumentParser
 import EventDatagram
 import EventFlatstore
 import EventInterface
+import EventStream
 import EventVirtual
 import Logging
 import Prometheus
@@ -17,7 +18,7 @@ import Synchronization
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract:
-            "Measure the raise path on loopback (udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp)."
+            "Measure the raise path on loopback (udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable)."
     )
 
     enum Scenario: String, ExpressibleByArgument, CaseIterable {
@@ -29,13 +30,15 @@ struct Bench: AsyncParsableCommand {
         /// One tcp connection into evi's tcp ingress (notifications; `--reliable`: requests,
         /// pipelined, as OpenSIPS' reliable mode) → one udp subscriber.
         case relayTCP = "relay-tcp"
+        /// One tcp subscriber in reliable mode: each event a request the receiver answers.
+        case tcpReliable = "tcp-reliable"
 
         var isRelay: Bool { self == .relayUDP || self == .relayTCP }
     }
 
     enum Format: String, ExpressibleByArgument { case text, json }
 
-    @Option(help: "udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp or relay-tcp.")
+    @Option(help: "udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp or tcp-reliable.")
     var scenario: Scenario = .udp
     @Flag(help: "relay-tcp: send reliable-mode requests (with ids, answered) instead of notifications.")
     var reliable = false
@@ -91,9 +94,10 @@ struct Bench: AsyncParsableCommand {
         let receiverCount = [.parallel3, .roundrobin3].contains(scenario) ? 3 : 1
         let perEvent = scenario == .parallel3 ? 3 : 1
         let expected = events * perEvent
-        let receivers = try (0..<receiverCount).map { _ in
-            try CountingReceiver(capacity: scenario == .parallel3 ? events : events)
-        }
+        let receivers: [any BenchReceiver] =
+            scenario == .tcpReliable
+            ? [try ReliableTCPReceiver(capacity: events)]
+            : try (0..<receiverCount).map { _ in try CountingReceiver(capacity: events) }
         let directory = "/tmp/evi-bench-\(getpid())"
         _ = mkdir(directory, 0o700)
         defer { Self.removeTree(directory) }
@@ -108,6 +112,12 @@ struct Bench: AsyncParsableCommand {
         configuration.maxSubscriptions = max(configuration.maxSubscriptions, subscriptions + 10)
         if scenario == .relayUDP { configuration.ingress = [IngressSettings(socket: "udp:127.0.0.1:0")] }
         if scenario == .relayTCP { configuration.ingress = [IngressSettings(socket: "tcp:127.0.0.1:0")] }
+        if scenario == .tcpReliable {
+            configuration.modules = configuration.modules.map { module in
+                type(of: module).name == StreamModule.name
+                    ? StreamModule(options: StreamOptions(reliableMode: true)) : module
+            }
+        }
         if durable {
             configuration.delivery = .durable
             configuration.spool.dir = directory + "/spool"
@@ -132,10 +142,10 @@ struct Bench: AsyncParsableCommand {
         }
         // Raised by handle, as OpenSIPS modules raise by event id (the name lookup is for MI).
         let event = try hub.publish("E_BENCH")
-        let sockets = receivers.map { "udp:127.0.0.1:\($0.port)" }
+        let sockets = receivers.map { "\(scenario == .tcpReliable ? "tcp" : "udp"):127.0.0.1:\($0.port)" }
         let socket: String
         switch scenario {
-        case .udp, .miHTTP, .relayUDP, .relayTCP: socket = sockets[0]
+        case .udp, .miHTTP, .relayUDP, .relayTCP, .tcpReliable: socket = sockets[0]
         case .parallel3: socket = "virtual:PARALLEL " + sockets.joined(separator: " ")
         case .roundrobin3: socket = "virtual:ROUND-ROBIN " + sockets.joined(separator: " ")
         case .failoverDead: socket = "virtual:FAILOVER unix:\(directory)/dead.sock \(sockets[0])"
@@ -220,12 +230,20 @@ struct Bench: AsyncParsableCommand {
 
         // The floor: the same bytes, a plain connected `send` loop, to as many receivers
         // (one for failover-dead), timed the same way.
-        let oneReceiver = scenario == .failoverDead || scenario == .miHTTP || scenario.isRelay
+        let oneReceiver =
+            scenario == .failoverDead || scenario == .miHTTP || scenario.isRelay || scenario == .tcpReliable
         let floorReceivers = oneReceiver ? [receivers[0]] : receivers
         for receiver in floorReceivers { receiver.reset() }
         let floorDatagrams = oneReceiver ? events : expected
         let floorStarted = monotonicNanoseconds()
-        Self.sendLoop(ports: floorReceivers.map(\.port), datagrams: floorDatagrams)
+        if scenario == .tcpReliable {
+            // The same requests, pipelined on one connection, their replies read.
+            RelaySender.run(
+                port: receivers[0].port, udp: false, reliable: true, events: events, interval: nil,
+                started: floorStarted, stamps: MIHTTPLoad.UncheckedBuffer(raisedAt))
+        } else {
+            Self.sendLoop(ports: floorReceivers.map(\.port), datagrams: floorDatagrams)
+        }
         let floorEnded = await waitUntil(receivers: floorReceivers, total: floorDatagrams)
         let floorReceived = floorReceivers.reduce(0) { $0 + $1.count }
         let floorRate = Double(floorReceived) / (Double(floorEnded - floorStarted) / 1e9)
@@ -276,7 +294,7 @@ struct Bench: AsyncParsableCommand {
 
     /// Waits until the receivers got `total` datagrams, or nothing arrived for 200 ms; returns the
     /// time of the last datagram (or of the wait's start when none came).
-    private func waitUntil(receivers: [CountingReceiver], total: Int) async -> UInt64 {
+    private func waitUntil(receivers: [any BenchReceiver], total: Int) async -> UInt64 {
         var lastCount = -1
         var lastChange = monotonicNanoseconds()
         while true {
@@ -341,8 +359,18 @@ struct Bench: AsyncParsableCommand {
     }
 }
 
+/// What the bench measures at: counts and timestamps what arrives.
+protocol BenchReceiver: AnyObject, Sendable {
+    var port: Int { get }
+    var count: Int { get }
+    var lastArrival: UInt64 { get }
+    var timestamps: [UInt64] { get }
+    func reset()
+    func close()
+}
+
 /// A UDP receiver on 127.0.0.1 that counts datagrams and timestamps each, on a thread of its own.
-final class CountingReceiver: @unchecked Sendable {
+final class CountingReceiver: BenchReceiver, @unchecked Sendable {
     let port: Int
     private let descriptor: Int32
     private let stamps: UnsafeMutableBufferPointer<UInt64>
@@ -558,5 +586,90 @@ enum RelaySender {
         }
         // The socket stays open until every reply is read (at most a minute).
         for _ in 0..<6_000 where !repliesRead.load(ordering: .relaxed) { usleep(10_000) }
+    }
+}
+
+/// A reliable-mode tcp peer on 127.0.0.1 (what OpenSIPS' event_stream reliable mode expects):
+/// answers every request `{"id":N,…}` with `{"jsonrpc":"2.0","result":"OK","id":N}`, counting and
+/// timestamping each, a thread per connection (evi's, then the floor's).
+final class ReliableTCPReceiver: BenchReceiver, @unchecked Sendable {
+    let port: Int
+    private let descriptor: Int32
+    private let stamps: UnsafeMutableBufferPointer<UInt64>
+    private let received = Atomic<Int>(0)
+    private let last = Atomic<UInt64>(0)
+    private let stopped = Atomic<Bool>(false)
+
+    init(capacity: Int) throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var one: Int32 = 1
+        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        guard withIPv4Address("127.0.0.1", port: 0, { bind(listener, $0, $1) }) == 0, listen(listener, 8) == 0,
+            let boundPort = localPort(of: listener)
+        else {
+            Glibc.close(listener)
+            throw ValidationError("cannot listen for the tcp receiver")
+        }
+        descriptor = listener
+        port = boundPort
+        stamps = .allocate(capacity: capacity + 1)
+        detachThread { [self] in
+            while !stopped.load(ordering: .relaxed) {
+                let connection = accept(descriptor, nil, nil)
+                guard connection >= 0 else { return }
+                detachThread { [self] in serve(connection) }
+            }
+        }
+    }
+
+    private func serve(_ connection: Int32) {
+        var one: Int32 = 1
+        setsockopt(connection, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var splitter = JSONStreamSplitter()
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        var replies: [UInt8] = []
+        let prefix = Array(#"{"id":"#.utf8)
+        while !stopped.load(ordering: .relaxed) {
+            let count = recv(connection, &buffer, buffer.count, 0)
+            guard count > 0 else { break }
+            let messages = splitter.feed(buffer[0..<count])
+            guard !messages.isEmpty else { continue }
+            let now = monotonicNanoseconds()
+            let index = received.load(ordering: .relaxed)
+            for (offset, message) in messages.enumerated() {
+                if index + offset < stamps.count { stamps[index + offset] = now }
+                // evi (and OpenSIPS) write the id first: {"id":N,...
+                guard message.starts(with: prefix) else { continue }
+                let digits = message.dropFirst(prefix.count).prefix { (48...57).contains($0) }
+                replies += Array(#"{"jsonrpc":"2.0","result":"OK","id":"#.utf8) + digits + [UInt8(ascii: "}")]
+            }
+            last.store(now, ordering: .relaxed)
+            received.store(index + messages.count, ordering: .releasing)
+            var sent = 0
+            while sent < replies.count {
+                let written = replies[sent...].withUnsafeBytes {
+                    send(connection, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+                }
+                guard written > 0 else { break }
+                sent += written
+            }
+            replies.removeAll(keepingCapacity: true)
+        }
+        Glibc.close(connection)
+    }
+
+    var count: Int { received.load(ordering: .acquiring) }
+    var lastArrival: UInt64 { last.load(ordering: .relaxed) }
+    var timestamps: [UInt64] { Array(stamps.prefix(min(count, stamps.count))) }
+
+    func reset() {
+        received.store(0, ordering: .releasing)
+        last.store(0, ordering: .relaxed)
+    }
+
+    func close() {
+        stopped.store(true, ordering: .relaxed)
+        shutdown(descriptor, Int32(SHUT_RDWR))
+        Glibc.close(descriptor)
     }
 }
