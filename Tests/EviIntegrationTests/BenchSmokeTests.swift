@@ -6,10 +6,17 @@ import Testing
 /// CI keeps `evi bench` working with a short run of each scenario (figures are not asserted:
 /// they are measured with a release build and reported in the README).
 @Suite(.serialized) struct BenchSmokeTests {
-    @Test(arguments: ["udp", "parallel3", "roundrobin3", "failover-dead", "mi-http", "relay-udp", "relay-tcp"])
-    func benchReportsEveryKey(scenario: String) async throws {
+    @Test(arguments: [
+        "udp", "parallel3", "roundrobin3", "failover-dead", "mi-http", "relay-udp", "relay-tcp", "tcp-reliable",
+        "udp --durable", "parallel3 --durable",
+    ])
+    func benchReportsEveryKey(scenario argument: String) async throws {
+        let words = argument.split(separator: " ").map(String.init)
+        let scenario = words[0]
+        let durable = words.contains("--durable")
         let result = try await run(
-            eviBinary.path, ["bench", "--scenario", scenario, "--events", "2000", "--format", "json"],
+            eviBinary.path,
+            ["bench", "--scenario", scenario, "--events", "2000", "--format", "json"] + words.dropFirst(),
             timeout: .seconds(60))
         #expect(result.status == 0, "\(result.errors)")
         let last = result.output.split(separator: "\n").last.map(String.init) ?? ""
@@ -22,7 +29,7 @@ import Testing
             keys == [
                 "scenario", "events", "seconds", "events_per_second", "datagrams_per_second", "received", "lost",
                 "latency_p50_us", "latency_p99_us", "latency_p999_us", "rss_bytes", "floor_datagrams_per_second",
-            ])
+            ] + (durable ? ["delivery", "spool_bytes_per_event", "fsyncs_per_second"] : []))
         func number(_ key: String) -> Double {
             switch fields.first(where: { $0.name == key })?.value {
             case .int(let value)?: Double(value)
