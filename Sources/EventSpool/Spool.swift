@@ -159,6 +159,42 @@ public final class Spool: DurableStore {
         return safe + "-" + String(repeating: "0", count: 16 - hex.count) + hex
     }
 
+    /// Spool directories no subscription opened, with events still in them (a durable
+    /// subscription made over MI with `state: memory`, or removed from the configuration): what
+    /// they hold stays on disk, undelivered, until the subscription comes back. Logged once at start.
+    public func reportUnclaimed() {
+        let opened = Set(streams.withLock { Array($0.keys) })
+        guard let handle = opendir(settings.directory) else { return }
+        defer { closedir(handle) }
+        while let entry = readdir(handle) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            let path = settings.directory + "/" + name
+            guard !name.hasPrefix("."), entry.pointee.d_type == UInt8(DT_DIR), !opened.contains(path) else { continue }
+            var segments = 0
+            if let inner = opendir(path) {
+                while let file = readdir(inner) {
+                    let fileName = withUnsafeBytes(of: file.pointee.d_name) { raw in
+                        String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+                    }
+                    if fileName.hasSuffix(".seg") { segments += 1 }
+                }
+                closedir(inner)
+            }
+            guard segments > 0 else { continue }
+            var about = [UInt8](repeating: 0, count: 4096)
+            let file = open(path + "/stream", O_RDONLY | O_CLOEXEC)
+            let length = file >= 0 ? read(file, &about, about.count) : 0
+            if file >= 0 { close(file) }
+            let description = String(decoding: about.prefix(max(0, length)), as: UTF8.self)
+                .split(separator: "\n").joined(separator: "; ")
+            logger.warning(
+                "spool: events stored for a subscription that does not exist now; subscribe it again to deliver them",
+                metadata: ["directory": "\(path)", "stream": "\(description)"])
+        }
+    }
+
     // MARK: Operator
 
     /// The open streams of `event` (or all) whose subscription's identity is `identity` (or any),

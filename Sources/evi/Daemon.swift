@@ -125,6 +125,7 @@ final class Daemon: Sendable {
                 throw .configuration("state: \(configuration.state): \(error)")
             }
         }
+        spool?.reportUnclaimed()
         // Every metric family exists from start-up, at zero.
         for scheme in hub.registry.schemes { _ = hub.statistics.transport(scheme) }
         for event in hub.events { _ = hub.statistics.event(event.name) }

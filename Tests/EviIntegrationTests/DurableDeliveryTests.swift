@@ -282,4 +282,22 @@ import Testing
             "durable: PARALLEL, the returning member got its \(got.count) events in \(ContinuousClock.now - returned)")
         await live.close()
     }
+
+    /// Events spooled for a subscription that is not made again at the next start are not
+    /// forgotten silently: the start says where they are.
+    @Test func aSpoolNobodyClaimsIsReportedAtStart() async throws {
+        let spool = TemporaryDirectory(prefix: "evi-spool")
+        defer { spool.remove() }
+        let port = try Self.freePort()
+        let first = try await Daemon.start(
+            extra: Self.configuration(
+                spool: spool.path, subscriptions: "  - { event: E_DURABLE, socket: \"tcp:127.0.0.1:\(port)\" }"))
+        #expect(Self.raise(1...5, daemon: first).count == 5)
+        await first.stop()
+        let second = try await Daemon.start(extra: Self.configuration(spool: spool.path, subscriptions: "  []"))
+        defer { Task { await second.stop() } }
+        let stderr = second.process.standardError
+        #expect(stderr.contains("subscribe it again to deliver them"), "\(stderr)")
+        #expect(stderr.contains("socket: tcp:127.0.0.1:\(port)"), "\(stderr)")
+    }
 }
