@@ -359,23 +359,51 @@ struct Bench: AsyncParsableCommand {
     }
 }
 
-/// What the bench measures at: counts and timestamps what arrives.
+/// What the bench measures at: a loopback receiver that counts and timestamps what arrives.
 protocol BenchReceiver: AnyObject, Sendable {
     var port: Int { get }
-    var count: Int { get }
-    var lastArrival: UInt64 { get }
-    var timestamps: [UInt64] { get }
-    func reset()
+    var arrivals: Arrivals { get }
     func close()
+}
+
+extension BenchReceiver {
+    var count: Int { arrivals.count }
+    var lastArrival: UInt64 { arrivals.last }
+    var timestamps: [UInt64] { arrivals.timestamps }
+    func reset() { arrivals.reset() }
+}
+
+/// When each message arrived (one receiving thread writes, the bench reads).
+final class Arrivals: @unchecked Sendable {
+    private let stamps: UnsafeMutableBufferPointer<UInt64>
+    private let received = Atomic<Int>(0)
+    private let latest = Atomic<UInt64>(0)
+
+    init(capacity: Int) { stamps = .allocate(capacity: capacity + 1) }
+
+    /// `count` messages arrived at `now` (one clock reading for a batch).
+    func record(_ count: Int, at now: UInt64) {
+        let index = received.load(ordering: .relaxed)
+        for offset in 0..<count where index + offset < stamps.count { stamps[index + offset] = now }
+        latest.store(now, ordering: .relaxed)
+        received.store(index + count, ordering: .releasing)
+    }
+
+    var count: Int { received.load(ordering: .acquiring) }
+    var last: UInt64 { latest.load(ordering: .relaxed) }
+    var timestamps: [UInt64] { Array(stamps.prefix(min(count, stamps.count))) }
+
+    func reset() {
+        received.store(0, ordering: .releasing)
+        latest.store(0, ordering: .relaxed)
+    }
 }
 
 /// A UDP receiver on 127.0.0.1 that counts datagrams and timestamps each, on a thread of its own.
 final class CountingReceiver: BenchReceiver, @unchecked Sendable {
     let port: Int
+    let arrivals: Arrivals
     private let descriptor: Int32
-    private let stamps: UnsafeMutableBufferPointer<UInt64>
-    private let received = Atomic<Int>(0)
-    private let last = Atomic<UInt64>(0)
     private let stopped = Atomic<Bool>(false)
 
     init(capacity: Int) throws {
@@ -394,7 +422,7 @@ final class CountingReceiver: BenchReceiver, @unchecked Sendable {
             throw ValidationError("cannot bind a receiver")
         }
         port = boundPort
-        stamps = .allocate(capacity: capacity + 1)
+        arrivals = Arrivals(capacity: capacity)
         detachThread { [self] in loop() }
     }
 
@@ -408,21 +436,8 @@ final class CountingReceiver: BenchReceiver, @unchecked Sendable {
         while !stopped.load(ordering: .relaxed) {
             let count = receiveDatagrams(descriptor: descriptor, into: &buffer, slot: slot, lengths: &lengths)
             guard count > 0 else { continue }
-            let now = monotonicNanoseconds()
-            let index = received.load(ordering: .relaxed)
-            for offset in 0..<Int(count) where index + offset < stamps.count { stamps[index + offset] = now }
-            last.store(now, ordering: .relaxed)
-            received.store(index + Int(count), ordering: .releasing)
+            arrivals.record(Int(count), at: monotonicNanoseconds())
         }
-    }
-
-    var count: Int { received.load(ordering: .acquiring) }
-    var lastArrival: UInt64 { last.load(ordering: .relaxed) }
-    var timestamps: [UInt64] { Array(stamps.prefix(min(count, stamps.count))) }
-
-    func reset() {
-        received.store(0, ordering: .releasing)
-        last.store(0, ordering: .relaxed)
     }
 
     func close() {
@@ -594,10 +609,8 @@ enum RelaySender {
 /// timestamping each, a thread per connection (evi's, then the floor's).
 final class ReliableTCPReceiver: BenchReceiver, @unchecked Sendable {
     let port: Int
+    let arrivals: Arrivals
     private let descriptor: Int32
-    private let stamps: UnsafeMutableBufferPointer<UInt64>
-    private let received = Atomic<Int>(0)
-    private let last = Atomic<UInt64>(0)
     private let stopped = Atomic<Bool>(false)
 
     init(capacity: Int) throws {
@@ -612,7 +625,7 @@ final class ReliableTCPReceiver: BenchReceiver, @unchecked Sendable {
         }
         descriptor = listener
         port = boundPort
-        stamps = .allocate(capacity: capacity + 1)
+        arrivals = Arrivals(capacity: capacity)
         detachThread { [self] in
             while !stopped.load(ordering: .relaxed) {
                 let connection = accept(descriptor, nil, nil)
@@ -634,17 +647,13 @@ final class ReliableTCPReceiver: BenchReceiver, @unchecked Sendable {
             guard count > 0 else { break }
             let messages = splitter.feed(buffer[0..<count])
             guard !messages.isEmpty else { continue }
-            let now = monotonicNanoseconds()
-            let index = received.load(ordering: .relaxed)
-            for (offset, message) in messages.enumerated() {
-                if index + offset < stamps.count { stamps[index + offset] = now }
+            arrivals.record(messages.count, at: monotonicNanoseconds())
+            for message in messages {
                 // evi (and OpenSIPS) write the id first: {"id":N,...
                 guard message.starts(with: prefix) else { continue }
                 let digits = message.dropFirst(prefix.count).prefix { (48...57).contains($0) }
                 replies += Array(#"{"jsonrpc":"2.0","result":"OK","id":"#.utf8) + digits + [UInt8(ascii: "}")]
             }
-            last.store(now, ordering: .relaxed)
-            received.store(index + messages.count, ordering: .releasing)
             var sent = 0
             while sent < replies.count {
                 let written = replies[sent...].withUnsafeBytes {
@@ -656,15 +665,6 @@ final class ReliableTCPReceiver: BenchReceiver, @unchecked Sendable {
             replies.removeAll(keepingCapacity: true)
         }
         Glibc.close(connection)
-    }
-
-    var count: Int { received.load(ordering: .acquiring) }
-    var lastArrival: UInt64 { last.load(ordering: .relaxed) }
-    var timestamps: [UInt64] { Array(stamps.prefix(min(count, stamps.count))) }
-
-    func reset() {
-        received.store(0, ordering: .releasing)
-        last.store(0, ordering: .relaxed)
     }
 
     func close() {

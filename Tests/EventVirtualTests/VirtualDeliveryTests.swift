@@ -19,17 +19,6 @@ import Testing
         return hub
     }
 
-    /// The `n` parameter of each message, in arrival order.
-    func numbers(_ messages: [String]) -> [Int] {
-        messages.compactMap { message in
-            guard case .object(let fields)? = try? EventValue(json: message),
-                case .object(let params)? = fields.first(where: { $0.name == "params" })?.value,
-                case .int(let number)? = params.first(where: { $0.name == "n" })?.value
-            else { return nil }
-            return Int(number)
-        }
-    }
-
     func raise(_ hub: EventHub, _ numbers: ClosedRange<Int>) throws {
         for number in numbers { try hub.raise("E_MY_EVENT", ["n": .int(Int64(number))]) }
     }
@@ -44,7 +33,7 @@ import Testing
         try await hub.subscribe(
             event: "E_MY_EVENT", socket: "virtual:PARALLEL " + receivers.map(\.socket).joined(separator: " "))
         try raise(hub, 1...5)
-        for receiver in receivers { #expect(numbers(await receiver.waitFor(count: 5)) == [1, 2, 3, 4, 5]) }
+        for receiver in receivers { #expect(numbered(await receiver.waitFor(count: 5)) == [1, 2, 3, 4, 5]) }
         #expect(try members(hub).map(\.delivered) == [5, 5, 5])
         for receiver in receivers { await receiver.close() }
         await hub.shutdown()
@@ -60,7 +49,7 @@ import Testing
         let socket = "virtual:PARALLEL \(dead) \(live[0].socket) \(live[1].socket)"
         try await hub.subscribe(event: "E_MY_EVENT", socket: socket)
         try raise(hub, 1...5)
-        for receiver in live { #expect(numbers(await receiver.waitFor(count: 5)) == [1, 2, 3, 4, 5]) }
+        for receiver in live { #expect(numbered(await receiver.waitFor(count: 5)) == [1, 2, 3, 4, 5]) }
         #expect(await eventually { (try? members(hub).first?.failed) == 5 })
         let status = try members(hub)
         #expect(status.map(\.state) == [.failed, .up, .up])
@@ -83,9 +72,9 @@ import Testing
         try await hub.subscribe(
             event: "E_MY_EVENT", socket: "virtual:ROUND-ROBIN " + receivers.map(\.socket).joined(separator: " "))
         try raise(hub, 1...7)
-        #expect(numbers(await receivers[0].waitFor(count: 3)) == [1, 4, 7])
-        #expect(numbers(await receivers[1].waitFor(count: 2)) == [2, 5])
-        #expect(numbers(await receivers[2].waitFor(count: 2)) == [3, 6])
+        #expect(numbered(await receivers[0].waitFor(count: 3)) == [1, 4, 7])
+        #expect(numbered(await receivers[1].waitFor(count: 2)) == [2, 5])
+        #expect(numbered(await receivers[2].waitFor(count: 2)) == [3, 6])
         for receiver in receivers { await receiver.close() }
         await hub.shutdown()
     }
@@ -104,7 +93,7 @@ import Testing
         try raise(hub, 31...300)
         #expect(await eventually { first.count + third.count >= 300 })
         try await Task.sleep(for: .milliseconds(50))
-        let got = numbers(first.messages) + numbers(third.messages)
+        let got = numbered(first.messages) + numbered(third.messages)
         #expect(got.count == 300)
         #expect(Set(got) == Set(1...300))
         // Once the dead member is marked, the load spreads evenly over the working members.
@@ -126,20 +115,20 @@ import Testing
         try await hub.subscribe(event: "E_MY_EVENT", socket: "virtual:FAILOVER unix:\(primaryPath) \(backup.socket)")
 
         try raise(hub, 1...1)
-        #expect(numbers(await backup.waitFor(count: 1)) == [1])
+        #expect(numbered(await backup.waitFor(count: 1)) == [1])
         #expect(try members(hub)[0].failed == 1)
         // Marked: skipped without being tried, even once it is back, until the mark runs out.
         let primary = try DatagramReceiver(unixPath: primaryPath)
         clock.advance(by: 4)
         try raise(hub, 2...4)
-        #expect(numbers(await backup.waitFor(count: 4)) == [1, 2, 3, 4])
+        #expect(numbered(await backup.waitFor(count: 4)) == [1, 2, 3, 4])
         #expect(try members(hub)[0].failed == 1)
         #expect(try members(hub)[0].retryIn == 1)
         #expect(primary.count == 0)
         // The mark has run out: the next event tries the first member again.
         clock.advance(by: 1)
         try raise(hub, 5...6)
-        #expect(numbers(await primary.waitFor(count: 2)) == [5, 6])
+        #expect(numbered(await primary.waitFor(count: 2)) == [5, 6])
         #expect(try members(hub).map(\.state) == [.up, .up])
         #expect(await ups.waitFor(count: 1).count == 1)
         #expect(backup.count == 4)
@@ -159,7 +148,7 @@ import Testing
         // Both marked; the second comes back: the event still gets through.
         let second = try DatagramReceiver(unixPath: secondPath)
         try raise(hub, 2...2)
-        #expect(numbers(await second.waitFor(count: 1)) == [2])
+        #expect(numbered(await second.waitFor(count: 1)) == [2])
         #expect(try members(hub).map(\.state) == [.failed, .up])
         #expect(hub.statistics.snapshot().events["E_MY_EVENT"]?.undelivered == 1)
         await second.close()
@@ -172,7 +161,7 @@ import Testing
         let second = try DatagramReceiver()
         try await hub.subscribe(event: "E_MY_EVENT", socket: "virtual:FAILOVER \(first.socket) \(second.socket)")
         try raise(hub, 1...200)
-        #expect(numbers(await first.waitFor(count: 200)) == Array(1...200))
+        #expect(numbered(await first.waitFor(count: 200)) == Array(1...200))
         #expect(second.count == 0)
         await first.close()
         await second.close()

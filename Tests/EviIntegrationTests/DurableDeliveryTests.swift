@@ -71,16 +71,6 @@ import Testing
         return stored
     }
 
-    static func numbers(_ messages: [String]) -> [Int] {
-        messages.compactMap { message in
-            guard case .object(let fields)? = try? EventValue(json: message),
-                case .object(let params)? = fields.first(where: { $0.name == "params" })?.value,
-                case .int(let number)? = params.first(where: { $0.name == "n" })?.value
-            else { return nil }
-            return Int(number)
-        }
-    }
-
     static func isIncreasing(_ values: [Int]) -> Bool { zip(values, values.dropFirst()).allSatisfy { $0 < $1 } }
 
     /// FAILOVER over two reliable-mode tcp receivers, both down while events are raised over the
@@ -110,7 +100,7 @@ import Testing
         }
         #expect(arrived, "\(receivers.map(\.count)) of \(total)")
         try await Task.sleep(for: .milliseconds(300))
-        let got = receivers.map { Self.numbers($0.messages) }
+        let got = receivers.map { numbered($0.messages) }
         #expect(got.allSatisfy(Self.isIncreasing), "each receiver in order")
         let all = got.flatMap { $0 }
         #expect(all.count == total && Set(all) == Set(1...total), "\(all.count) delivered, \(Set(all).count) distinct")
@@ -150,9 +140,9 @@ import Testing
         defer { Task { await last.stop() } }
         let everything = Set(stored)
         let arrived = await eventually(timeout: .seconds(60)) {
-            Set(Self.numbers(receiver.messages)).isSuperset(of: everything)
+            Set(numbered(receiver.messages)).isSuperset(of: everything)
         }
-        let got = Self.numbers(receiver.messages)
+        let got = numbered(receiver.messages)
         #expect(arrived, "\(Set(got).intersection(everything).count) of \(everything.count) stored events arrived")
         let duplicates = got.count - Set(got).count
         #expect(duplicates <= 256 * rounds, "\(duplicates) duplicates over \(rounds) kills")
@@ -197,7 +187,7 @@ import Testing
         let replay = try daemon.mi(
             #"{"jsonrpc":"2.0","method":"evi:replay","params":["E_DURABLE","\#(socket)"],"id":1}"#)
         #expect(replay == #"{"jsonrpc":"2.0","result":{"replayed":10},"id":1}"#)
-        #expect(Self.numbers(await receiver.waitFor(count: 10, timeout: .seconds(10))) == Array(1...10))
+        #expect(numbered(await receiver.waitFor(count: 10, timeout: .seconds(10))) == Array(1...10))
         #expect(
             try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:dead_letters","id":1}"#).contains(#"{"DeadLetters":[]}"#))
         let unknown = try daemon.mi(
@@ -246,7 +236,7 @@ import Testing
         #expect(again.contains(#""result":"OK""#), "\(again)")
         let receiver = try JSONRPCTestServer(mode: .replyOK, port: port)
         defer { receiver.close() }
-        let got = Self.numbers(await receiver.waitFor(count: stored.count + 1, timeout: .seconds(20)))
+        let got = numbered(await receiver.waitFor(count: stored.count + 1, timeout: .seconds(20)))
         #expect(got == stored + [100000])
     }
 
@@ -270,13 +260,13 @@ import Testing
                 await live.waitFor(count: min(count, start + 999), timeout: .seconds(10)).count
                     >= min(count, start + 999))
         }
-        #expect(Self.numbers(live.messages) == Array(1...count))
+        #expect(numbered(live.messages) == Array(1...count))
         let spools = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:spool","params":["E_DURABLE"],"id":1}"#)
         #expect(spools.contains(#""member":"tcp:127.0.0.1:\#(port)","events":\#(count)"#), "\(spools)")
         let back = try JSONRPCTestServer(mode: .replyOK, port: port)
         defer { back.close() }
         let returned = ContinuousClock.now
-        let got = Self.numbers(await back.waitFor(count: count, timeout: .seconds(Self.long ? 600 : 60)))
+        let got = numbered(await back.waitFor(count: count, timeout: .seconds(Self.long ? 600 : 60)))
         #expect(got.count == count && got == Array(1...count), "\(got.count) of \(count)")
         print(
             "durable: PARALLEL, the returning member got its \(got.count) events in \(ContinuousClock.now - returned)")

@@ -48,17 +48,6 @@ import Testing
         #"{"jsonrpc":"2.0","method":"E_QUEUED","params":{"n":\#(number)}}"#
     }
 
-    /// The `n` of each message.
-    static func numbers(_ messages: [String]) -> [Int] {
-        messages.compactMap { message in
-            guard case .object(let fields)? = try? EventValue(json: message),
-                case .object(let params)? = fields.first(where: { $0.name == "params" })?.value,
-                case .int(let number)? = params.first(where: { $0.name == "n" })?.value
-            else { return nil }
-            return Int(number)
-        }
-    }
-
     static func ingress(_ queue: String, prefetch: Int = 100) throws -> String {
         "{ socket: \"rabbitmq:guest:guest@127.0.0.1:\(try brokerPort)/\(queue)\", prefetch: \(prefetch) }"
     }
@@ -144,7 +133,7 @@ import Testing
         daemon.process.signal(SIGKILL)
         _ = await daemon.process.waitForExit()
         let left = try await Self.drain("evi.held")
-        #expect(Self.numbers(left.map(\.body)).sorted() == Array(1...50), "\(left.count) left")
+        #expect(numbered(left.map(\.body)).sorted() == Array(1...50), "\(left.count) left")
         // Those evi held (prefetch 10) come back marked redelivered.
         let redelivered = left.filter(\.redelivered).count
         #expect((1...10).contains(redelivered), "\(redelivered) redelivered")
@@ -172,9 +161,9 @@ import Testing
         defer { for daemon in daemons { Task { await daemon.stop() } } }
         let count = 10_000
         try await Self.publish((1...count).map(Self.message), to: "evi.shared")
-        let got = Self.numbers(await subscriber.waitFor(count: count, timeout: .seconds(60)))
+        let got = numbered(await subscriber.waitFor(count: count, timeout: .seconds(60)))
         try await Task.sleep(for: .milliseconds(300))  // anything delivered twice would show now
-        let all = Self.numbers(subscriber.messages)
+        let all = numbered(subscriber.messages)
         #expect(
             all.count == count && Set(all).count == count, "\(got.count) then \(all.count), \(Set(all).count) distinct")
         var shares: [Int] = []
@@ -211,7 +200,7 @@ import Testing
         _ = try await Self.pika(["declare", "evi.later"])
         try await Self.waitConsuming(daemon)
         try await Self.publish([Self.message(1)], to: "evi.later")
-        #expect(Self.numbers(await receiver.waitFor(count: 1)) == [1])
+        #expect(numbered(await receiver.waitFor(count: 1)) == [1])
 
         _ = try await Self.pika(["delete", "evi.later"])
         _ = await eventually(timeout: .seconds(5)) {
@@ -221,7 +210,7 @@ import Testing
         _ = try await Self.pika(["declare", "evi.later"])
         try await Self.waitConsuming(daemon)
         try await Self.publish([Self.message(2)], to: "evi.later")
-        #expect(Self.numbers(await receiver.waitFor(count: 2)) == [1, 2])
+        #expect(numbered(await receiver.waitFor(count: 2)) == [1, 2])
         await receiver.close()
     }
 
@@ -254,7 +243,7 @@ import Testing
         #expect(spooled)
         let receiver = try JSONRPCTestServer(mode: .replyOK, port: port)
         defer { receiver.close() }
-        #expect(Self.numbers(await receiver.waitFor(count: 200, timeout: .seconds(20))) == Array(1...200))
+        #expect(numbered(await receiver.waitFor(count: 200, timeout: .seconds(20))) == Array(1...200))
         await daemon.stop()
         #expect(try await Self.drain("evi.durable").isEmpty)
     }

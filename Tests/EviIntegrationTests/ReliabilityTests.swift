@@ -29,15 +29,6 @@ import Testing
         }
     }
 
-    static func numbers(_ messages: [String]) -> [Int] {
-        messages.compactMap { message in
-            guard case .object(let fields)? = try? EventValue(json: message),
-                case .object(let params)? = fields.last?.value, case .int(let n)? = params.first?.value
-            else { return nil }
-            return Int(n)
-        }
-    }
-
     /// The case: a PARALLEL of a Unix socket nobody drains and a live member.
     @Test func anUndrainedUnixMemberKeepsMemoryBoundedWhileTheLiveMemberGetsEverything() async throws {
         try await blackholeRun(name: "unix blackhole", withNeverReadingTCP: false)
@@ -158,11 +149,11 @@ import Testing
         let everything = Set(0..<3_100)
         #expect(
             await eventually(timeout: .seconds(10)) {
-                Set(Self.numbers(killedPrimary + primary.messages + backup.messages)) == everything
+                Set(numbered(killedPrimary + primary.messages + backup.messages)) == everything
             })
         #expect(
             await eventually(timeout: .seconds(10)) {
-                Set(Self.numbers(killedRR + rrMember.messages + rrOther.messages)) == everything
+                Set(numbered(killedRR + rrMember.messages + rrOther.messages)) == everything
             })
         // The restarted members took events again.
         #expect(!primary.messages.isEmpty)

@@ -223,6 +223,10 @@ public final class DeliveryQueue: Sendable {
                     }
                 }
                 counters.queued.subtract(chunk.count, ordering: .relaxed)
+                // Counted before the observer hears of it: a virtual socket that moves a failed
+                // event on must never be seen delivering it elsewhere before the failure counts.
+                counters.recordDelivered(count: delivered)
+                counters.recordFailed(count: chunk.count - delivered)
                 if let observer {
                     observer(zip(chunk, outcomes).map { Completion(event: $0.event, context: $0.context, outcome: $1) })
                 }
@@ -243,8 +247,6 @@ public final class DeliveryQueue: Sendable {
                         }
                     }
                 }
-                counters.recordDelivered(count: delivered)
-                counters.recordFailed(count: chunk.count - delivered)
             }
         }
         await deliverer.close()
