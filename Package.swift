@@ -12,6 +12,7 @@ let package = Package(
         .library(name: "EventStream", targets: ["EventStream"]),
         .library(name: "EventXMLRPC", targets: ["EventXMLRPC"]),
         .library(name: "EventRabbitMQ", targets: ["EventRabbitMQ"]),
+        .library(name: "EventKafka", targets: ["EventKafka"]),
         .library(name: "EventState", targets: ["EventState"]),
         .library(name: "EventSpool", targets: ["EventSpool"]),
         .library(name: "ManagementInterface", targets: ["ManagementInterface"]),
@@ -69,6 +70,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(name: "CKafka", linkerSettings: [.linkedLibrary("dl")]),
+        .target(name: "EventKafka", dependencies: ["EventInterface", "CKafka"]),
         .target(
             name: "EventXMLRPC",
             dependencies: [
@@ -102,7 +105,7 @@ let package = Package(
             name: "evi",
             dependencies: [
                 "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "EventStream", "EventXMLRPC",
-                "EventRabbitMQ", "EventState", "EventSpool",
+                "EventRabbitMQ", "EventState", "EventSpool", "EventKafka",
                 "ManagementInterface",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -193,6 +196,13 @@ let package = Package(
                 "EventStream",
                 "EventFlatstore",
                 "EventXMLRPC", "EventRabbitMQ",
+            ]
+        ),
+        .testTarget(
+            name: "EventKafkaTests",
+            dependencies: [
+                "EventKafka", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit", "EventDatagram",
+                "EventVirtual",
             ]
         ),
     ]

@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 log() { printf '== %s\n' "$*" >&2; }
 
 # Debian packages the tests use: the RabbitMQ broker and Kamailio with its evapi module (the tests
-# start private ones, on free loopback ports); python3-venv too where the python3 on PATH cannot
-# make a virtual environment.
-packages=(rabbitmq-server kamailio kamailio-extra-modules)
+# start private ones, on free loopback ports), librdkafka (whose mock cluster is the tests' Kafka
+# peer; evi loads librdkafka.so.1 at run time) and kcat; python3-venv too where the python3 on
+# PATH cannot make a virtual environment.
+packages=(rabbitmq-server kamailio kamailio-extra-modules librdkafka-dev kcat)
 python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv)
 missing=()
 for package in "${packages[@]}"; do
@@ -40,6 +41,14 @@ log "starting a private rabbitmq-server"
 EVI_RABBITMQ_PORT="$(bash scripts/rabbitmq.sh start)"
 export EVI_RABBITMQ_PORT
 log "rabbitmq-server listening on 127.0.0.1:$EVI_RABBITMQ_PORT"
+
+# The Kafka tests' peer: librdkafka's mock cluster in a small host program (not a SwiftPM target,
+# so that building evi never needs librdkafka).
+mkdir -p .build
+if [ ! -x .build/kafka-mock-cluster ] || [ Tests/Fixtures/kafka/mock_cluster.c -nt .build/kafka-mock-cluster ]; then
+  log "building the Kafka mock cluster"
+  cc -O2 -o .build/kafka-mock-cluster Tests/Fixtures/kafka/mock_cluster.c -lrdkafka -lpthread
+fi
 
 log "building"
 swift build --build-tests

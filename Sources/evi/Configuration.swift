@@ -1,6 +1,7 @@
 import EventDatagram
 import EventFlatstore
 import EventInterface
+import EventKafka
 import EventRabbitMQ
 import EventStream
 import EventVirtual
@@ -17,7 +18,7 @@ import Yams
 /// folder plus one line here.
 let builtInModules: [any EventModule.Type] = [
     VirtualModule.self, DatagramModule.self, FlatstoreModule.self, StreamModule.self, XMLRPCModule.self,
-    RabbitMQModule.self,
+    RabbitMQModule.self, KafkaModule.self,
 ]
 
 /// `HOST:PORT` a listener binds, or off.

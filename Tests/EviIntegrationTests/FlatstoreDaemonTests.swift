@@ -91,7 +91,8 @@ import Testing
             ),
             ("modules:\n  event_stream: { timeout: 0 }\n", "modules.event_stream.timeout"),
             ("modules:\n  event_xmlrpc: { use_struct_param: 2 }\n", "modules.event_xmlrpc.use_struct_param"),
-            ("modules:\n  event_kafka: {}\n", "unknown module 'modules.event_kafka'"),
+            ("modules:\n  event_kafka: { timeout: 0 }\n", "modules.event_kafka.timeout"),
+            ("modules:\n  event_sqs: {}\n", "unknown module 'modules.event_sqs'"),
             ("modules:\n  event_rabbitmq: { heartbeat: -1 }\n", "modules.event_rabbitmq.heartbeat"),
             // Hardening: sizes that overflow are errors (this one trapped, exit 132).
             ("modules:\n  event_flatstore: { rotate_size: 99999999999999g }\n", "modules.event_flatstore.rotate_size"),
