@@ -71,7 +71,10 @@ let package = Package(
             ]
         ),
         .target(name: "CKafka", linkerSettings: [.linkedLibrary("dl")]),
-        .target(name: "EventKafka", dependencies: ["EventInterface", "CKafka"]),
+        .target(
+            name: "EventKafka",
+            dependencies: ["EventInterface", "CKafka", .product(name: "Logging", package: "swift-log")]
+        ),
         .target(
             name: "EventXMLRPC",
             dependencies: [

@@ -43,6 +43,16 @@ static struct {
     int (*flush)(void *, int);
     const char *(*err2str)(int);
     int (*last_error)(void);
+    int (*poll_set_consumer)(void *);
+    void *(*partition_list_new)(int);
+    void *(*partition_list_add)(void *, const char *, int32_t);
+    int (*partition_list_set_offset)(void *, const char *, int32_t, int64_t);
+    void (*partition_list_destroy)(void *);
+    int (*subscribe)(void *, void *);
+    evi_rd_kafka_message *(*consumer_poll)(void *, int);
+    void (*message_destroy)(evi_rd_kafka_message *);
+    int (*offsets_store)(void *, void *);
+    int (*consumer_close)(void *);
 } rd;
 
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
@@ -84,6 +94,16 @@ static void load(void) {
     BIND(flush, "rd_kafka_flush");
     BIND(err2str, "rd_kafka_err2str");
     BIND(last_error, "rd_kafka_last_error");
+    BIND(poll_set_consumer, "rd_kafka_poll_set_consumer");
+    BIND(partition_list_new, "rd_kafka_topic_partition_list_new");
+    BIND(partition_list_add, "rd_kafka_topic_partition_list_add");
+    BIND(partition_list_set_offset, "rd_kafka_topic_partition_list_set_offset");
+    BIND(partition_list_destroy, "rd_kafka_topic_partition_list_destroy");
+    BIND(subscribe, "rd_kafka_subscribe");
+    BIND(consumer_poll, "rd_kafka_consumer_poll");
+    BIND(message_destroy, "rd_kafka_message_destroy");
+    BIND(offsets_store, "rd_kafka_offsets_store");
+    BIND(consumer_close, "rd_kafka_consumer_close");
     load_error[0] = '\0';
 }
 
@@ -183,4 +203,75 @@ void evi_kafka_topic_destroy(void *topic) { rd.topic_destroy(topic); }
 void evi_kafka_producer_destroy(void *producer, int flush_ms) {
     rd.flush(producer, flush_ms);
     rd.destroy(producer);
+}
+
+void *evi_kafka_consumer_new(const char *const *names, const char *const *values, int count, const char *topic,
+                             char *error, size_t error_size) {
+    void *conf = rd.conf_new();
+    for (int index = 0; index < count; index++) {
+        char reason[512] = "";
+        if (rd.conf_set(conf, names[index], values[index], reason, sizeof reason) != 0) {
+            snprintf(error, error_size, "%s: %s", names[index], reason);
+            rd.conf_destroy(conf);
+            return NULL;
+        }
+    }
+    void *consumer = rd.new_handle(1 /* RD_KAFKA_CONSUMER */, conf, error, error_size);
+    if (consumer == NULL) {
+        rd.conf_destroy(conf);
+        return NULL;
+    }
+    rd.poll_set_consumer(consumer);
+    void *topics = rd.partition_list_new(1);
+    rd.partition_list_add(topics, topic, -1 /* RD_KAFKA_PARTITION_UA */);
+    int result = rd.subscribe(consumer, topics);
+    rd.partition_list_destroy(topics);
+    if (result != 0) {
+        snprintf(error, error_size, "subscribe: %s", rd.err2str(result));
+        rd.consumer_close(consumer);
+        rd.destroy(consumer);
+        return NULL;
+    }
+    return consumer;
+}
+
+int evi_kafka_consumer_poll(void *consumer, int timeout_ms, evi_kafka_record *record) {
+    evi_rd_kafka_message *message = rd.consumer_poll(consumer, timeout_ms);
+    if (message == NULL) return 0;
+    record->payload = message->payload;
+    record->length = message->len;
+    record->partition = message->partition;
+    record->offset = message->offset;
+    record->error = message->err;
+    record->message = message;
+    return 1;
+}
+
+void evi_kafka_record_destroy(void *message) { rd.message_destroy(message); }
+
+/* The layout of rd_kafka_topic_partition_t (rdkafka.h): the per-partition result of a store. */
+typedef struct {
+    char *topic;
+    int32_t partition;
+    int64_t offset;
+    void *metadata;
+    size_t metadata_size;
+    void *opaque;
+    int err;
+    void *_private;
+} evi_rd_kafka_topic_partition;
+
+int evi_kafka_store_offset(void *consumer, const char *topic, int partition, long long next_offset) {
+    void *offsets = rd.partition_list_new(1);
+    evi_rd_kafka_topic_partition *element = rd.partition_list_add(offsets, topic, partition);
+    element->offset = next_offset;
+    int result = rd.offsets_store(consumer, offsets);
+    if (result == 0) result = element->err;
+    rd.partition_list_destroy(offsets);
+    return result;
+}
+
+void evi_kafka_consumer_close(void *consumer) {
+    rd.consumer_close(consumer);
+    rd.destroy(consumer);
 }

@@ -1,4 +1,5 @@
 import EventInterface
+import Logging
 
 /// `event_kafka`: the `kafka:` transport (librdkafka producer, loaded at run time).
 public struct KafkaModule: EventModule {
@@ -23,4 +24,12 @@ public struct KafkaModule: EventModule {
     }
 
     public var transports: [any EventTransport] { [KafkaTransport(options: options)] }
+
+    public static let ingressSchemes = ["kafka"]
+
+    public func startIngress(_ settings: IngressSettings, sink: IngressSink) async throws(SocketError)
+        -> any EventIngress
+    {
+        try KafkaIngress(settings: settings, sink: sink, logger: Logger(label: "evi"))
+    }
 }

@@ -48,4 +48,30 @@ void evi_kafka_topic_destroy(void *topic);
 /* Waits up to `flush_ms` for outstanding messages, then destroys the producer. */
 void evi_kafka_producer_destroy(void *producer, int flush_ms);
 
+/* A consumer-group member subscribed to `topic`, offsets stored by evi (evi_kafka_store_offset)
+ * and committed by librdkafka in the background; NULL with the reason in `error`. */
+void *evi_kafka_consumer_new(const char *const *names, const char *const *values, int count, const char *topic,
+                             char *error, size_t error_size);
+
+/* One record, or an error (then `error` is non-zero and `payload` its text). */
+typedef struct {
+    const void *payload;
+    size_t length;
+    int partition;
+    long long offset;
+    int error;
+    void *message; /* for evi_kafka_record_destroy */
+} evi_kafka_record;
+
+/* Waits up to `timeout_ms` for a record: 1 and `record` filled (destroy it), or 0. */
+int evi_kafka_consumer_poll(void *consumer, int timeout_ms, evi_kafka_record *record);
+
+void evi_kafka_record_destroy(void *message);
+
+/* Everything before `next_offset` of the partition is done with: committed with the next commit. */
+int evi_kafka_store_offset(void *consumer, const char *topic, int partition, long long next_offset);
+
+/* Commits what is stored, leaves the group, destroys the consumer. */
+void evi_kafka_consumer_close(void *consumer);
+
 #endif
