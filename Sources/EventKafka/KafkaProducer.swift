@@ -43,6 +43,13 @@ final class KafkaProducer: Sendable {
                     String(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
                 ))
         }
+        // evi hands librdkafka a delivery batch and waits for its reports before the next: a long
+        // linger (librdkafka's 5 ms) delays every batch, none (0) sends each record alone.
+        // `evi bench --scenario kafka`, mock cluster: 5 ms 48,430 events/s, 0 ms 7,956/s,
+        // 1 ms 199,073/s. A socket's g.linger.ms wins.
+        if !key.global.contains(where: { $0.name == "linger.ms" || $0.name == "queue.buffering.max.ms" }) {
+            properties.append(("linger.ms", "1"))
+        }
         properties += key.global.map { ($0.name, $0.value) }
         var error = [CChar](repeating: 0, count: 512)
         let made = withCStrings(properties.map(\.0)) { names in

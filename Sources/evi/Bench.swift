@@ -18,7 +18,7 @@ import Synchronization
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract:
-            "Measure the raise path on loopback (udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable)."
+            "Measure the raise path on loopback (udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable, kafka)."
     )
 
     enum Scenario: String, ExpressibleByArgument, CaseIterable {
@@ -32,18 +32,22 @@ struct Bench: AsyncParsableCommand {
         case relayTCP = "relay-tcp"
         /// One tcp subscriber in reliable mode: each event a request the receiver answers.
         case tcpReliable = "tcp-reliable"
+        /// One kafka subscriber: librdkafka's in-process mock cluster (3 brokers), or `--brokers`.
+        case kafka
 
         var isRelay: Bool { self == .relayUDP || self == .relayTCP }
     }
 
     enum Format: String, ExpressibleByArgument { case text, json }
 
-    @Option(help: "udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp or tcp-reliable.")
+    @Option(help: "udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable or kafka.")
     var scenario: Scenario = .udp
     @Flag(help: "relay-tcp: send reliable-mode requests (with ids, answered) instead of notifications.")
     var reliable = false
     @Flag(help: "Durable delivery: every event written to a spool (in /tmp) before the raise returns.")
     var durable = false
+    @Option(help: "kafka: a broker list (HOST:PORT,…) instead of librdkafka's in-process mock cluster.")
+    var brokers: String?
     @Option(help: "Events to raise.") var events = 100_000
     @Option(help: "Raise at this many events per second (default: as fast as possible).") var rate: Int?
     @Option(help: "MI HTTP clients (mi-http).") var concurrency = 8
@@ -83,12 +87,15 @@ struct Bench: AsyncParsableCommand {
             printLine(EventValue.object(result.fields).jsonText)
         } else {
             for field in result.fields { printLine("\(field.name.padding(28)) \(Self.text(field.value))") }
-            printLine("(datagrams/s vs floor: \(Int((result.ratio * 100).rounded())) %)")
+            if scenario != .kafka {
+                printLine("(datagrams/s vs floor: \(Int((result.ratio * 100).rounded())) %)")
+            }
         }
     }
 
     /// One run: a fresh daemon, the scenario, then the floor to the same receivers.
     private func measureOnce() async throws -> (fields: [EventField], ratio: Double) {
+        if scenario == .kafka { return try await measureKafka() }
         var logger = Logger(label: "evi-bench")
         logger.logLevel = .critical
         let receiverCount = [.parallel3, .roundrobin3].contains(scenario) ? 3 : 1
@@ -145,7 +152,7 @@ struct Bench: AsyncParsableCommand {
         let sockets = receivers.map { "\(scenario == .tcpReliable ? "tcp" : "udp"):127.0.0.1:\($0.port)" }
         let socket: String
         switch scenario {
-        case .udp, .miHTTP, .relayUDP, .relayTCP, .tcpReliable: socket = sockets[0]
+        case .udp, .miHTTP, .relayUDP, .relayTCP, .tcpReliable, .kafka: socket = sockets[0]
         case .parallel3: socket = "virtual:PARALLEL " + sockets.joined(separator: " ")
         case .roundrobin3: socket = "virtual:ROUND-ROBIN " + sockets.joined(separator: " ")
         case .failoverDead: socket = "virtual:FAILOVER unix:\(directory)/dead.sock \(sockets[0])"
@@ -282,6 +289,108 @@ struct Bench: AsyncParsableCommand {
                         .double(Double(subscribeLatencies[subscribeLatencies.count * 99 / 100]) / 1000)),
                 ])
         return (result, Double(received) / seconds / floorRate)
+    }
+
+    /// kafka: events raised in-process to one kafka subscription; an event counts once its delivery
+    /// report succeeded. Latency: raise to report, read from the delivered counter sampled every
+    /// 100 µs (one queue delivers in order, so the k-th report is the k-th event's).
+    private func measureKafka() async throws -> (fields: [EventField], ratio: Double) {
+        var logger = Logger(label: "evi-bench")
+        logger.logLevel = .critical
+        var configuration = DaemonConfiguration()
+        configuration.miHTTP = nil
+        configuration.miDatagram = nil
+        configuration.state = "memory"
+        configuration.queueSize = max(10_000, events)
+        configuration.queueBytes = max(configuration.queueBytes, events * 512)
+        configuration.events = ["E_BENCH"]
+        let directory = "/tmp/evi-bench-\(getpid())"
+        if durable {
+            _ = mkdir(directory, 0o700)
+            configuration.delivery = .durable
+            configuration.spool.dir = directory + "/spool"
+        }
+        defer { Self.removeTree(directory) }
+        let daemon = try await Daemon.startOrExit(
+            configuration, registry: PrometheusCollectorRegistry(), logger: logger)
+        let hub = daemon.hub
+        let event = try hub.publish("E_BENCH")
+        let socket =
+            brokers.map { "kafka:\($0)/evi.bench" } ?? "kafka:127.0.0.1:9/evi.bench?g.test.mock.num.brokers=3"
+        try await hub.subscribe(event: "E_BENCH", socket: socket)
+        let counters = hub.statistics.transport("kafka")
+        func settled() -> Int { counters.delivered.load(ordering: .relaxed) + counters.failed.load(ordering: .relaxed) }
+        try hub.raise(event, ["str": "hello", "num": 42])
+        for _ in 0..<3000 where settled() < 1 { try await Task.sleep(for: .milliseconds(10)) }
+        let base = counters.delivered.load(ordering: .relaxed)
+        let baseFailed = counters.failed.load(ordering: .relaxed)
+
+        let raisedAt = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: events)
+        defer { raisedAt.deallocate() }
+        let reportedAt = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: events)
+        defer { reportedAt.deallocate() }
+        let stamps = MIHTTPLoad.UncheckedBuffer(raisedAt)
+        let reports = MIHTTPLoad.UncheckedBuffer(reportedAt)
+        let (count, interval) = (events, rate.map { 1_000_000_000 / UInt64($0) })
+        let started = monotonicNanoseconds()
+        let sampled = CompletionSignal()
+        detachThread {
+            // The sampler: when the delivered counter passed each event.
+            var seen = 0
+            let deadline = started + 300_000_000_000
+            while seen < count, monotonicNanoseconds() < deadline {
+                let done = min(count, counters.delivered.load(ordering: .relaxed) - base)
+                let failedNow = counters.failed.load(ordering: .relaxed) - baseFailed
+                let now = monotonicNanoseconds()
+                while seen < done {
+                    reports.buffer[seen] = now
+                    seen += 1
+                }
+                if done + failedNow >= count { break }
+                usleep(100)
+            }
+            sampled.signal()
+        }
+        detachThread {
+            for index in 0..<count {
+                if let interval {
+                    let due = started + UInt64(index) * interval
+                    while monotonicNanoseconds() < due {}
+                }
+                stamps.buffer[index] = monotonicNanoseconds()
+                _ = try? hub.raise(event, ["str": "hello", "num": 42])
+            }
+        }
+        _ = await sampled.wait(timeout: .seconds(310))
+        let delivered = counters.delivered.load(ordering: .relaxed) - base
+        let failed = counters.failed.load(ordering: .relaxed) - baseFailed
+        let ended = delivered > 0 ? reportedAt[min(delivered, events) - 1] : monotonicNanoseconds()
+        let seconds = Double(ended - started) / 1e9
+        var latencies: [UInt64] = []
+        for index in 0..<min(delivered, events) where reportedAt[index] >= raisedAt[index] {
+            latencies.append(reportedAt[index] - raisedAt[index])
+        }
+        latencies.sort()
+        func percentile(_ fraction: Double) -> Double {
+            guard !latencies.isEmpty else { return 0 }
+            return Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * fraction))]) / 1000
+        }
+        let rss = Self.peakRSS()
+        await hub.shutdown(grace: .seconds(2))
+        daemon.spool?.stop()
+        let fields: [EventField] = [
+            EventField("scenario", .string("kafka")),
+            EventField("brokers", .string(brokers ?? "librdkafka mock cluster, 3 brokers, in process")),
+            EventField("events", .int(Int64(events))),
+            EventField("seconds", .double((seconds * 1e6).rounded() / 1e6)),
+            EventField("events_per_second", .double((Double(delivered) / seconds).rounded())),
+            EventField("delivered", .int(Int64(delivered))),
+            EventField("failed", .int(Int64(failed))),
+            EventField("latency_p50_us", .double(percentile(0.5))),
+            EventField("latency_p99_us", .double(percentile(0.99))),
+            EventField("rss_bytes", .int(Int64(rss))),
+        ]
+        return (fields, 1)
     }
 
     static func text(_ value: EventValue) -> String {

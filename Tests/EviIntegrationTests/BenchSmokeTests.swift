@@ -43,4 +43,23 @@ import Testing
         #expect(number("floor_datagrams_per_second") > 0)
         #expect(number("rss_bytes") > 0)
     }
+
+    /// The kafka scenario against librdkafka's in-process mock cluster: every report counted.
+    @Test func kafkaBenchReportsItsKeys() async throws {
+        let result = try await run(
+            eviBinary.path, ["bench", "--scenario", "kafka", "--events", "2000", "--format", "json"],
+            timeout: .seconds(60))
+        #expect(result.status == 0, "\(result.errors)")
+        let last = result.output.split(separator: "\n").last.map(String.init) ?? ""
+        guard case .object(let fields) = try EventValue(json: last) else {
+            Issue.record("not a JSON object: \(last)")
+            return
+        }
+        #expect(
+            fields.map(\.name) == [
+                "scenario", "brokers", "events", "seconds", "events_per_second", "delivered", "failed",
+                "latency_p50_us", "latency_p99_us", "rss_bytes",
+            ])
+        #expect(fields.first { $0.name == "delivered" }?.value == .int(2000))
+    }
 }
