@@ -697,14 +697,7 @@ enum RelaySender {
             batch += message
             // Paced: each message as it comes; flat out: a few KiB per write, as a busy worker would.
             if interval != nil || batch.count >= 8192 || index == events - 1 {
-                var offset = 0
-                while offset < batch.count {
-                    let written = batch[offset...].withUnsafeBytes {
-                        send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
-                    }
-                    guard written > 0 else { return }
-                    offset += written
-                }
+                guard sendAll(fd, batch) else { return }
                 batch.removeAll(keepingCapacity: true)
             }
         }
@@ -763,14 +756,7 @@ final class ReliableTCPReceiver: BenchReceiver, @unchecked Sendable {
                 let digits = message.dropFirst(prefix.count).prefix { (48...57).contains($0) }
                 replies += Array(#"{"jsonrpc":"2.0","result":"OK","id":"#.utf8) + digits + [UInt8(ascii: "}")]
             }
-            var sent = 0
-            while sent < replies.count {
-                let written = replies[sent...].withUnsafeBytes {
-                    send(connection, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
-                }
-                guard written > 0 else { break }
-                sent += written
-            }
+            _ = sendAll(connection, replies)
             replies.removeAll(keepingCapacity: true)
         }
         Glibc.close(connection)
@@ -781,4 +767,17 @@ final class ReliableTCPReceiver: BenchReceiver, @unchecked Sendable {
         shutdown(descriptor, Int32(SHUT_RDWR))
         Glibc.close(descriptor)
     }
+}
+
+/// Writes all of `bytes` to a stream socket; false when the peer is gone.
+func sendAll(_ descriptor: Int32, _ bytes: [UInt8]) -> Bool {
+    var offset = 0
+    while offset < bytes.count {
+        let written = bytes[offset...].withUnsafeBytes {
+            send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL))
+        }
+        guard written > 0 else { return false }
+        offset += written
+    }
+    return true
 }
