@@ -3,6 +3,8 @@ import EventNIOSupport
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
 import Synchronization
 
 /// One subscriber's TCP connection: opened on first use, re-opened by a timer after a loss
@@ -18,8 +20,14 @@ final class StreamConnection: Sendable {
     /// Reliable-mode requests waiting for their reply, by id.
     let pending = Mutex<[Int64: EventLoopPromise<DeliveryOutcome>]>([:])
     private let link = Mutex<ReconnectingChannel?>(nil)
+    /// `tls:`: the client context and the host name to check (nil for an address literal).
+    let tls: (context: NIOSSLContext, hostname: String?)?
 
-    init(address: ResolvedAddress, socket: String, options: StreamOptions, group: any EventLoopGroup, logger: Logger) {
+    init(
+        address: ResolvedAddress, socket: String, options: StreamOptions, group: any EventLoopGroup, logger: Logger,
+        tls: (context: NIOSSLContext, hostname: String?)? = nil
+    ) {
+        self.tls = tls
         self.address = address
         self.socket = socket
         self.timeout = TimeAmount(options.timeout)
@@ -112,18 +120,40 @@ final class StreamConnection: Sendable {
         do { target = try address.socketAddress() } catch {
             return .failure(DeliveryFailure(.subscriberFailed, "bad address"))
         }
+        let tls = self.tls
+        // A TLS connection is usable once its handshake is done: watched from the start.
+        let handshake = Mutex<EventLoopFuture<Void>?>(nil)
         let bootstrap = ClientBootstrap(group: group)
             .connectTimeout(timeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { [weak self] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        let done = channel.eventLoop.makePromise(of: Void.self)
+                        handshake.withLock { $0 = done.futureResult }
+                        try channel.pipeline.syncOperations.addHandler(
+                            NIOSSLClientHandler(context: tls.context, serverHostname: tls.hostname))
+                        try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(done: done))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ReplyHandler(connection: self))
                 }
             }
+        let channel: any Channel
         do {
-            return .success(try await bootstrap.connect(to: target).get())
+            channel = try await bootstrap.connect(to: target).get()
         } catch {
             return .failure(.connectFailure(error))
+        }
+        guard let done = handshake.withLock({ $0 }) else { return .success(channel) }
+        switch await done.map({ Result<Void, any Error>.success(()) }).recover({ .failure($0) }).value(within: timeout)
+        {
+        case .success?: return .success(channel)
+        case .failure(let error)?:
+            channel.close(promise: nil)
+            return .failure(DeliveryFailure(.subscriberFailed, "TLS: \(error)"))
+        case nil:
+            channel.close(promise: nil)
+            return .failure(DeliveryFailure(.subscriberFailed, "TLS handshake timeout"))
         }
     }
 
@@ -182,5 +212,38 @@ final class ReplyHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
+    }
+}
+
+/// Completes `done` when the TLS handshake finishes, fails it when it fails or the channel closes.
+final class HandshakeWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    private let done: EventLoopPromise<Void>
+    private var settled = false
+
+    init(done: EventLoopPromise<Void>) { self.done = done }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event {
+            finish(.success(()))
+            context.pipeline.syncOperations.removeHandler(self, promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        finish(.failure(error))
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish(.failure(ChannelError.ioOnClosedChannel))
+        context.fireChannelInactive()
+    }
+
+    private func finish(_ result: Result<Void, any Error>) {
+        guard !settled else { return }
+        settled = true
+        done.completeWith(result)
     }
 }

@@ -1,6 +1,7 @@
 import EventInterface
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// Takes events in on `tcp:HOST:PORT`: the peer of OpenSIPS' event_stream. JSON objects back to
@@ -28,14 +29,15 @@ public final class StreamIngress: EventIngress {
     }
 
     /// Binds and starts taking connections.
-    public static func start(settings: IngressSettings, sink: IngressSink, group: any EventLoopGroup)
-        async throws(SocketError) -> StreamIngress
-    {
+    public static func start(
+        settings: IngressSettings, sink: IngressSink, group: any EventLoopGroup, tls: NIOSSLContext? = nil
+    ) async throws(SocketError) -> StreamIngress {
         let text = settings.socket
         let address = text.dropFirst(4)
-        guard text.hasPrefix("tcp:"), let colon = address.lastIndex(of: ":"),
+        let scheme = tls == nil ? "tcp" : "tls"
+        guard text.hasPrefix(scheme + ":"), let colon = address.lastIndex(of: ":"),
             let port = Int(address[address.index(after: colon)...]), (0...65_535).contains(port)
-        else { throw SocketError("a stream ingress is tcp:HOST:PORT (port 0: any free one), not \(text)") }
+        else { throw SocketError("a stream ingress is \(scheme):HOST:PORT (port 0: any free one), not \(text)") }
         var host = String(address[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         let table = ConnectionTable(limit: maximumConnections)
@@ -47,6 +49,11 @@ public final class StreamIngress: EventIngress {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        // With TLS, a client without a certificate from client_ca_file (when
+                        // set) fails the handshake and never reaches the ingress.
+                        if let tls {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                        }
                         try channel.pipeline.syncOperations.addHandler(
                             StreamIngressHandler(sink: sink, table: table, allowed: allowed))
                     }
@@ -57,7 +64,7 @@ public final class StreamIngress: EventIngress {
         }
         let boundPort = bound.localAddress?.port ?? port
         return StreamIngress(
-            socket: "tcp:" + HostPort(host: host, port: boundPort).description, channel: bound, table: table)
+            socket: "\(scheme):" + HostPort(host: host, port: boundPort).description, channel: bound, table: table)
     }
 
     public func close() async {

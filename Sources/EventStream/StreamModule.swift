@@ -1,28 +1,38 @@
 import EventInterface
 import Logging
 import NIOPosix
+import NIOSSL
 
 /// `event_stream`: the `tcp:` transport (JSON-RPC over a persistent TCP connection).
 public struct StreamModule: EventModule {
     public static let name = "event_stream"
     public let options: StreamOptions
+    /// The contexts of `tls:`; nil only when the system's TLS defaults cannot be loaded.
+    public let tls: StreamTLS?
 
     public init(options: StreamOptions = StreamOptions()) {
         self.options = options
+        tls = try? StreamTLS(options: options.tls, key: "modules.\(Self.name)")
     }
 
     public init(section: ConfigurationNode) throws(ConfigurationError) {
         let prefix = "modules.\(Self.name)"
         var options = StreamOptions()
-        for entry in try section.entries(key: prefix, known: ["reliable_mode", "timeout", "event_param"]) {
+        let known = ["reliable_mode", "timeout", "event_param", "ca_file", "cert_file", "key_file", "verify"]
+        for entry in try section.entries(key: prefix, known: known) {
             let key = "\(prefix).\(entry.key)"
             switch entry.key {
             case "reliable_mode": options.reliableMode = try entry.value.boolean(key: key)
             case "timeout": options.timeout = try entry.value.milliseconds(key: key)
+            case "ca_file": options.tls.caFile = try entry.value.optionalString(key: key)
+            case "cert_file": options.tls.certFile = try entry.value.optionalString(key: key)
+            case "key_file": options.tls.keyFile = try entry.value.optionalString(key: key)
+            case "verify": options.tls.verify = try entry.value.boolean(key: key)
             default: options.eventParam = try entry.value.optionalString(key: key)  // event_param
             }
         }
-        self.init(options: options)
+        self.options = options
+        tls = try StreamTLS(options: options.tls, key: prefix)
     }
 
     public static var defaultSection: [String] {
@@ -31,13 +41,20 @@ public struct StreamModule: EventModule {
             "reliable_mode: \(options.reliableMode)  # true: JSON-RPC requests, success only on a reply without error",
             "timeout: \(options.timeout.wholeMilliseconds)  # ms: connect, write and reply",
             "event_param: null  # e.g. event: adds {\"event\":\"E_X\"} first to the params",
+            "ca_file: null  # tls: CAs trusted for the peers evi connects to (default: the system's)",
+            "cert_file: null  # tls: evi's certificate (required for a tls: ingress)",
+            "key_file: null  # tls: its key, mode 600",
+            "verify: true  # tls: check the peer's certificate chain and host name",
         ]
     }
 
-    public var transports: [any EventTransport] { [StreamTransport(options: options)] }
+    public var transports: [any EventTransport] {
+        [StreamTransport(options: options)] + (tls.map { [StreamTransport(options: options, tls: $0.client)] } ?? [])
+    }
 
-    /// `tcp:` (the peer of OpenSIPS' event_stream) and `evapi:` (a client of Kamailio's evapi).
-    public static let ingressSchemes = ["tcp", "evapi"]
+    /// `tcp:` (the peer of OpenSIPS' event_stream), `tls:` (the same over TLS) and `evapi:` (a
+    /// client of Kamailio's evapi).
+    public static let ingressSchemes = ["tcp", "tls", "evapi"]
 
     public func startIngress(_ settings: IngressSettings, sink: IngressSink) async throws(SocketError)
         -> any EventIngress
@@ -47,7 +64,12 @@ public struct StreamModule: EventModule {
                 settings: settings, sink: sink, group: MultiThreadedEventLoopGroup.singleton,
                 logger: Logger(label: "evi"))
         }
+        var server: NIOSSLContext?
+        if settings.socket.hasPrefix("tls:") {
+            guard let tls else { throw SocketError("TLS is not available: \(settings.socket)") }
+            server = try tls.server(clientCAFile: settings.clientCAFile, socket: settings.socket)
+        }
         return try await StreamIngress.start(
-            settings: settings, sink: sink, group: MultiThreadedEventLoopGroup.singleton)
+            settings: settings, sink: sink, group: MultiThreadedEventLoopGroup.singleton, tls: server)
     }
 }

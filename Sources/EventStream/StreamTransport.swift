@@ -1,6 +1,7 @@
 import EventInterface
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// The `event_stream` module options (Docs/sockets.md).
 public struct StreamOptions: Sendable, Hashable {
@@ -10,6 +11,8 @@ public struct StreamOptions: Sendable, Hashable {
     public var timeout: Duration = .milliseconds(1000)
     /// When set, a parameter of this name carrying the event name is put first.
     public var eventParam: String?
+    /// Certificates for `tls:` sockets and ingresses.
+    public var tls = StreamTLSOptions()
 
     public init(reliableMode: Bool = false, timeout: Duration = .milliseconds(1000), eventParam: String? = nil) {
         self.reliableMode = reliableMode
@@ -19,36 +22,50 @@ public struct StreamOptions: Sendable, Hashable {
 }
 
 /// `tcp:HOST:PORT[/METHOD]`: JSON-RPC over a persistent TCP connection per subscriber
-/// (OpenSIPS' event_stream).
+/// (OpenSIPS' event_stream); `tls:HOST:PORT[/METHOD]` the same over TLS.
 public final class StreamTransport: EventTransport {
     public let options: StreamOptions
     let group: any EventLoopGroup
+    public let scheme: String
+    /// The client context of `tls:` (nil for `tcp:`).
+    let tls: NIOSSLContext?
 
     public init(
         options: StreamOptions = StreamOptions(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
         self.options = options
         self.group = group
+        scheme = "tcp"
+        tls = nil
     }
 
-    public var scheme: String { "tcp" }
+    /// The `tls:` transport, connecting with `context`.
+    public init(
+        options: StreamOptions, tls context: NIOSSLContext,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
+        self.options = options
+        self.group = group
+        scheme = "tls"
+        tls = context
+    }
 
     public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError)
         -> any EventSocket
     {
-        let text = "tcp:" + address
+        let text = "\(scheme):" + address
         var hostPortText = address
         var method: String?
         if let slash = address.firstIndex(of: "/") {
             hostPortText = String(address[..<slash])
             let name = String(address[address.index(after: slash)...])
-            guard !name.isEmpty else { throw SocketError("tcp method after '/' is empty: \(text)") }
+            guard !name.isEmpty else { throw SocketError("\(scheme) method after '/' is empty: \(text)") }
             guard !name.contains(where: { $0.isWhitespace || $0 == "/" || $0 == "\"" || $0 == "\\" }) else {
-                throw SocketError("bad tcp method '\(name)': \(text)")
+                throw SocketError("bad \(scheme) method '\(name)': \(text)")
             }
             method = name
         }
-        let hostPort = try HostPort.parse(hostPortText, scheme: "tcp", socket: text)
+        let hostPort = try HostPort.parse(hostPortText, scheme: scheme, socket: text)
         let resolved = try await context.resolve(hostPort, socketType: Int32(SOCK_STREAM.rawValue), socket: text)
         return StreamSocket(hostPort: hostPort, method: method, address: resolved, transport: self)
     }
@@ -61,19 +78,26 @@ public struct StreamSocket: DeliverySocket {
     let address: ResolvedAddress
     let transport: StreamTransport
 
-    public var scheme: String { "tcp" }
-    public var description: String { "tcp:\(hostPort)" + (method.map { "/\($0)" } ?? "") }
+    public var scheme: String { transport.scheme }
+    public var description: String { "\(scheme):\(hostPort)" + (method.map { "/\($0)" } ?? "") }
 
     public func matches(_ other: any EventSocket) -> Bool {
         guard let other = other as? StreamSocket else { return false }
-        return other.hostPort == hostPort && other.method == method
+        return other.scheme == scheme && other.hostPort == hostPort && other.method == method
     }
 
     public func makeDeliverer(context: DelivererContext) -> any EventDeliverer {
         StreamDeliverer(
             connection: StreamConnection(
                 address: address, socket: description, options: transport.options, group: transport.group,
-                logger: context.logger),
+                logger: context.logger,
+                tls: transport.tls.map {
+                    (
+                        $0,
+                        HostPort.isIPv4Literal(hostPort.host) || HostPort.isIPv6Literal(hostPort.host)
+                            ? nil : hostPort.host
+                    )
+                }),
             format: StreamPayloadFormat(method: method, eventParam: transport.options.eventParam),
             reliable: transport.options.reliableMode)
     }

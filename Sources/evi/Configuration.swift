@@ -331,6 +331,7 @@ struct DaemonConfiguration {
                 settings = IngressSettings(socket: "")
                 let known = [
                     "socket", "event_param", "publish_unknown", "allowed_sources", "event", "framing", "prefetch",
+                    "client_ca_file",
                 ]
                 for entry in try item.entries(key: prefix, known: known) {
                     let key = "\(prefix).\(entry.key)"
@@ -339,6 +340,7 @@ struct DaemonConfiguration {
                     case "event_param": settings.eventParam = try entry.value.optionalString(key: key)
                     case "publish_unknown": settings.publishUnknown = try entry.value.boolean(key: key)
                     case "prefetch": settings.prefetch = try entry.value.integer(key: key, range: 1...65_535)
+                    case "client_ca_file": settings.clientCAFile = try entry.value.optionalString(key: key)
                     case "event": settings.event = try entry.value.optionalString(key: key)
                     case "framing":
                         let text = try entry.value.string(key: key)
@@ -368,13 +370,15 @@ struct DaemonConfiguration {
                 )
             }
             _ = module
-            if settings.socket.hasPrefix("udp:") || settings.socket.hasPrefix("tcp:"),
+            if settings.socket.hasPrefix("udp:") || settings.socket.hasPrefix("tcp:")
+                || settings.socket.hasPrefix("tls:") && settings.clientCAFile == nil,
                 settings.allowedSources == nil
             {
                 let address = try ListenAddress.parse(String(settings.socket.dropFirst(4)), key: "\(prefix).socket")
                 guard address.isLoopback else {
-                    throw ConfigurationError(
-                        "\(prefix): listening on \(address), not loopback, requires allowed_sources")
+                    let needs =
+                        settings.socket.hasPrefix("tls:") ? "client_ca_file or allowed_sources" : "allowed_sources"
+                    throw ConfigurationError("\(prefix): listening on \(address), not loopback, requires \(needs)")
                 }
             }
             ingress.append(settings)

@@ -501,7 +501,7 @@ extension DestinationPolicy.OwnAddresses {
     /// Adds the address a `udp:HOST:PORT`, `tcp:HOST:PORT` or `unix:/PATH` listener has.
     mutating func add(listening socket: String) {
         // Only what evi itself listens on: an evapi or rabbitmq ingress is a client of someone else.
-        guard ["udp:", "tcp:", "unix:"].contains(where: socket.hasPrefix) else { return }
+        guard ["udp:", "tcp:", "tls:", "unix:"].contains(where: socket.hasPrefix) else { return }
         if socket.hasPrefix("unix:") {
             unixPaths.append(String(socket.dropFirst(5)))
             return

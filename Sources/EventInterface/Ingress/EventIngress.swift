@@ -18,6 +18,8 @@ public struct IngressSettings: Sendable, Hashable {
     /// Messages a broker may hand over before evi acknowledges any (RabbitMQ's `basic.qos`
     /// prefetch count): what bounds the events a broker-backed ingress holds unsettled.
     public var prefetch = 100
+    /// A `tls:` ingress: clients must present a certificate signed by one of these CAs.
+    public var clientCAFile: String?
     /// How messages are delimited on a Kamailio evapi connection: netstrings (`LEN:DATA,`,
     /// Kamailio's default) or JSON values back to back.
     public var framing = Framing.netstring

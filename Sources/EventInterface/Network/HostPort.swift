@@ -50,12 +50,12 @@ public struct HostPort: Sendable, Hashable, CustomStringConvertible {
         self.port = port
     }
 
-    static func isIPv6Literal(_ text: String) -> Bool {
+    public static func isIPv6Literal(_ text: String) -> Bool {
         var address = in6_addr()
         return inet_pton(AF_INET6, text, &address) == 1
     }
 
-    static func isIPv4Literal(_ text: String) -> Bool {
+    public static func isIPv4Literal(_ text: String) -> Bool {
         var address = in_addr()
         return inet_pton(AF_INET, text, &address) == 1
     }

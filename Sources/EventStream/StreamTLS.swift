@@ -1,0 +1,86 @@
+import EventInterface
+import NIOSSL
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// TLS for `tls:` sockets and ingresses (module `event_stream` options `ca_file`, `cert_file`,
+/// `key_file`, `verify`), read once at start: a file that cannot be read, or a key that group or
+/// others can read, stops start-up naming the key.
+public struct StreamTLSOptions: Sendable, Hashable {
+    /// Trusted CAs for the peers evi connects to (default: the system's).
+    public var caFile: String?
+    /// evi's certificate and key: presented to peers that ask, and required for a `tls:` ingress.
+    public var certFile: String?
+    public var keyFile: String?
+    /// Check the peer's certificate chain and host name (the default).
+    public var verify = true
+
+    public init() {}
+}
+
+/// The contexts made from ``StreamTLSOptions``.
+public struct StreamTLS: Sendable {
+    public let client: NIOSSLContext
+    /// Only when evi has a certificate and key.
+    let certificate: (chain: [NIOSSLCertificateSource], key: NIOSSLPrivateKeySource)?
+
+    public init(options: StreamTLSOptions, key prefix: String) throws(ConfigurationError) {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.certificateVerification = options.verify ? .fullVerification : .none
+        do {
+            if let caFile = options.caFile {
+                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(caFile))
+            }
+            var certificate: (chain: [NIOSSLCertificateSource], key: NIOSSLPrivateKeySource)?
+            switch (options.certFile, options.keyFile) {
+            case (let certFile?, let keyFile?):
+                try Self.checkPrivate(keyFile, key: "\(prefix).key_file")
+                let chain = try NIOSSLCertificate.fromPEMFile(certFile).map { NIOSSLCertificateSource.certificate($0) }
+                let key = NIOSSLPrivateKeySource.privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
+                certificate = (chain, key)
+                configuration.certificateChain = chain
+                configuration.privateKey = key
+            case (nil, nil): certificate = nil
+            default: throw ConfigurationError("\(prefix): cert_file and key_file go together")
+            }
+            self.certificate = certificate
+            client = try NIOSSLContext(configuration: configuration)
+        } catch let error as ConfigurationError {
+            throw error
+        } catch {
+            throw ConfigurationError("\(prefix): TLS files: \(error)")
+        }
+    }
+
+    /// The server side of a `tls:` ingress, asking clients for a certificate signed by
+    /// `clientCAFile` when given.
+    func server(clientCAFile: String?, socket: String) throws(SocketError) -> NIOSSLContext {
+        guard let certificate else {
+            throw SocketError("a tls ingress needs modules.event_stream.cert_file and key_file: \(socket)")
+        }
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: certificate.chain, privateKey: certificate.key)
+        do {
+            if let clientCAFile {
+                configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(clientCAFile))
+                configuration.certificateVerification = .noHostnameVerification
+            }
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw SocketError("tls ingress \(socket): \(error)")
+        }
+    }
+
+    /// A private key file that group or others can read is refused.
+    static func checkPrivate(_ path: String, key: String) throws(ConfigurationError) {
+        var info = stat()
+        guard stat(path, &info) == 0 else {
+            throw ConfigurationError("\(key): cannot read \(path): \(String(cString: strerror(errno)))")
+        }
+        guard info.st_mode & 0o077 == 0 else {
+            throw ConfigurationError("\(key): \(path) is readable by group or others (chmod 600 it)")
+        }
+    }
+}

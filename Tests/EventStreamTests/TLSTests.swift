@@ -1,0 +1,172 @@
+import EventDatagram
+import EventDatagramTestKit
+import EventInterface
+import EventInterfaceTestKit
+import EventVirtual
+import Foundation
+import NIOPosix
+import Testing
+
+@testable import EventStream
+
+let tlsRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .deletingLastPathComponent()
+
+/// A test CA with a server certificate for 127.0.0.1 and a client certificate, made with openssl,
+/// and a second CA nobody trusts.
+struct TestCertificates {
+    let directory = TemporaryDirectory(prefix: "evi-tls")
+    var ca: String { directory.file("ca.pem") }
+    var otherCA: String { directory.file("other-ca.pem") }
+    var serverCert: String { directory.file("server.pem") }
+    var serverKey: String { directory.file("server.key") }
+    var clientCert: String { directory.file("client.pem") }
+    var clientKey: String { directory.file("client.key") }
+
+    init() async throws {
+        let d = directory.path
+        let script = """
+            set -e
+            cd \(d)
+            for name in ca other-ca; do
+              openssl req -x509 -newkey rsa:2048 -nodes -keyout $name.key -out $name.pem -days 2 -subj "/CN=evi test $name" 2>/dev/null
+            done
+            openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
+            printf 'subjectAltName=IP:127.0.0.1\\n' > server.ext
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext 2>/dev/null
+            openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj "/CN=evi test client" 2>/dev/null
+            openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 2>/dev/null
+            chmod 600 *.key
+            """
+        let child = try ChildProcess(
+            executable: "/bin/bash", arguments: ["-c", script], directory: d, outputPath: directory.file("out"),
+            errorPath: directory.file("err"))
+        guard await child.waitForExit(timeout: .seconds(60)) == 0 else {
+            throw ReceiverError("openssl failed: \(child.errors)")
+        }
+    }
+}
+
+/// Tests/Fixtures/tls/peer.py with /usr/bin/env python3 (the ssl module of the system's Python).
+func tlsPeer(_ arguments: [String], directory: TemporaryDirectory, name: String) throws -> ChildProcess {
+    try ChildProcess(
+        executable: "/usr/bin/env",
+        arguments: ["python3", tlsRoot.appendingPathComponent("Tests/Fixtures/tls/peer.py").path] + arguments,
+        directory: directory.path, outputPath: directory.file("\(name).out"), errorPath: directory.file("\(name).err"))
+}
+
+@Suite(.serialized) struct TLSTests {
+    func makeHub(tls options: StreamTLSOptions, reliable: Bool = true) throws -> EventHub {
+        var streamOptions = StreamOptions(reliableMode: reliable)
+        streamOptions.tls = options
+        let tls = try StreamTLS(options: options, key: "modules.event_stream")
+        let hub = EventHub(transports: [
+            StreamTransport(options: streamOptions, tls: tls.client), UDPTransport(),
+            VirtualTransport(failoverTimeout: 30),
+        ])
+        try hub.publish("E_TLS")
+        return hub
+    }
+
+    func port(of server: ChildProcess) async throws -> Int {
+        guard await eventually(timeout: .seconds(10), { server.output.hasPrefix("port ") }),
+            let port = Int(server.output.dropFirst(5).prefix { $0.isNumber })
+        else { throw ReceiverError("the TLS peer did not start: \(server.errors)") }
+        return port
+    }
+
+    @Test func aTLSSubscriberGetsTheExactBytesAndItsRepliesOverTLS() async throws {
+        let certificates = try await TestCertificates()
+        defer { certificates.directory.remove() }
+        let received = certificates.directory.file("received")
+        let server = try tlsPeer(
+            ["server", certificates.serverCert, certificates.serverKey, received, "reliable"],
+            directory: certificates.directory, name: "server")
+        defer { server.signal(SIGKILL) }
+        let port = try await port(of: server)
+        var options = StreamTLSOptions()
+        options.caFile = certificates.ca
+        let hub = try makeHub(tls: options)
+        try await hub.subscribe(event: "E_TLS", socket: "tls:127.0.0.1:\(port)")
+        #expect(try hub.subscribers(of: "E_TLS").first?.socket == "tls:127.0.0.1:\(port)")
+        try hub.raise("E_TLS", ["n": 1])
+        try hub.raise("E_TLS", ["name": "alice"])
+        // Reliable mode: delivered only once the peer's replies came back over TLS.
+        #expect(await eventually(timeout: .seconds(10)) { hub.statistics.snapshot().transports["tls"]?.delivered == 2 })
+        let bytes = (try? String(contentsOfFile: received, encoding: .utf8)) ?? ""
+        #expect(
+            bytes
+                == #"{"id":1,"jsonrpc":"2.0","method":"E_TLS","params":{"n":1}}{"id":2,"jsonrpc":"2.0","method":"E_TLS","params":{"name":"alice"}}"#,
+            "\(bytes)")
+        await hub.shutdown()
+    }
+
+    @Test func anUntrustedServerFailsTheDeliveryAndFailoverMovesOn() async throws {
+        let certificates = try await TestCertificates()
+        defer { certificates.directory.remove() }
+        let server = try tlsPeer(
+            ["server", certificates.serverCert, certificates.serverKey, certificates.directory.file("received")],
+            directory: certificates.directory, name: "server")
+        defer { server.signal(SIGKILL) }
+        let port = try await port(of: server)
+        var options = StreamTLSOptions()
+        options.caFile = certificates.otherCA
+        let hub = try makeHub(tls: options, reliable: false)
+        let backup = try DatagramReceiver()
+        try await hub.subscribe(event: "E_TLS", socket: "virtual:FAILOVER tls:127.0.0.1:\(port) \(backup.socket)")
+        try hub.raise("E_TLS", ["n": 1])
+        #expect(await backup.waitFor(count: 1, timeout: .seconds(10)).count == 1)
+        let member = try #require(try hub.subscribers(of: "E_TLS").first?.members?.first)
+        #expect(member.state == .failed)
+        #expect(!FileManager.default.fileExists(atPath: certificates.directory.file("received")))
+        await backup.close()
+        await hub.shutdown()
+    }
+
+    @Test func aTLSIngressTakesOnlyClientsWithACertificateFromItsCA() async throws {
+        let certificates = try await TestCertificates()
+        defer { certificates.directory.remove() }
+        let transport = TestTransport()
+        let hub = EventHub(transports: [transport])
+        try hub.publish("E_TLS")
+        try await hub.subscribe(event: "E_TLS", socket: "test:in")
+        var options = StreamTLSOptions()
+        options.certFile = certificates.serverCert
+        options.keyFile = certificates.serverKey
+        let tls = try StreamTLS(options: options, key: "modules.event_stream")
+        var settings = IngressSettings(socket: "tls:127.0.0.1:0")
+        settings.clientCAFile = certificates.ca
+        let sink = IngressSink(settings: settings, hub: hub)
+        let ingress = try await StreamIngress.start(
+            settings: settings, sink: sink, group: MultiThreadedEventLoopGroup.singleton,
+            tls: try tls.server(clientCAFile: settings.clientCAFile, socket: settings.socket))
+        let port = try #require(Int(ingress.socket.split(separator: ":").last ?? ""))
+        let message = #"{"jsonrpc":"2.0","method":"E_TLS","params":{"n":1}}"#
+        let anonymous = try tlsPeer(
+            ["client", certificates.ca, String(port), message], directory: certificates.directory, name: "anonymous")
+        _ = await anonymous.waitForExit(timeout: .seconds(10))
+        let trusted = try tlsPeer(
+            ["client", certificates.ca, String(port), message, certificates.clientCert, certificates.clientKey],
+            directory: certificates.directory, name: "trusted")
+        _ = await trusted.waitForExit(timeout: .seconds(10))
+        #expect(trusted.output.hasPrefix("sent"), "\(trusted.output) \(trusted.errors)")
+        #expect(await eventually { transport.messages("in").count == 1 })
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(transport.messages("in") == [message], "only the client with a certificate got through")
+        #expect(sink.received == 1)
+        await ingress.close()
+        await hub.shutdown()
+    }
+
+    @Test func aReadableKeyOrAHalfPairIsRefused() async throws {
+        let certificates = try await TestCertificates()
+        defer { certificates.directory.remove() }
+        chmod(certificates.serverKey, 0o644)
+        var options = StreamTLSOptions()
+        options.certFile = certificates.serverCert
+        options.keyFile = certificates.serverKey
+        #expect(throws: ConfigurationError.self) { try StreamTLS(options: options, key: "modules.event_stream") }
+        options.keyFile = nil
+        #expect(throws: ConfigurationError.self) { try StreamTLS(options: options, key: "modules.event_stream") }
+    }
+}
