@@ -48,6 +48,7 @@ let package = Package(
                 "EventInterface",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         .target(
@@ -68,6 +69,7 @@ let package = Package(
                 "EventInterface", "EventNIOSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
@@ -177,7 +179,7 @@ let package = Package(
         .testTarget(
             name: "EventStreamTests",
             dependencies: [
-                "EventStream", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit", "EventVirtual",
+                "EventStream", "EventNIOSupport", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit", "EventVirtual",
                 "EventDatagram",
             ]
         ),

@@ -3,10 +3,12 @@
 # distribution and epmd), its own data directory. It touches no other broker: it is stopped by the
 # process group it started, never by name, and a broker an operator runs on 5672 is left alone.
 #
-# Usage: scripts/rabbitmq.sh start|stop|stop-all|status|port [DIR]
+# Usage: scripts/rabbitmq.sh start|stop|stop-all|status|port|tls-port [DIR]
 #   DIR (default: $EVI_RABBITMQ_DIR, else .rabbitmq in the repository) holds the broker's data, its
 #   logs, its PIDs and the ports it was given. `start` prints the AMQP port; a second `start` after
-#   `stop` (the broker-restart test) reuses the same ports. `port` prints the AMQP port.
+#   `stop` (the broker-restart test) reuses the same ports. `port` prints the AMQP port, `tls-port`
+#   the amqps one: the broker also listens with TLS, its CA, server certificate (for 127.0.0.1) and a
+#   client certificate made by openssl in DIR/tls.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base="$(realpath -m "${2:-${EVI_RABBITMQ_DIR:-.rabbitmq}}")"
@@ -19,6 +21,26 @@ if [ ! -f "$base/ports" ]; then
   echo "$(free_port) $(free_port) $(free_port)" > "$base/ports"
 fi
 read -r amqp_port dist_port epmd_port < "$base/ports"
+[ -f "$base/tls_port" ] || free_port > "$base/tls_port"
+tls_port="$(cat "$base/tls_port")"
+
+# The amqps listener's certificates: a CA, the broker's certificate for 127.0.0.1, a client's.
+make_certificates() {
+  local dir="$base/tls"
+  [ -f "$dir/client.pem" ] && return 0
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 30 -subj "/CN=evi test broker CA" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\n' > server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 30 -extfile server.ext 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj "/CN=evi test client" 2>/dev/null
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 30 2>/dev/null
+    chmod 600 ./*.key
+    chmod 644 server.key  # the broker runs as root here, but keep it readable for its own user too
+  )
+}
 [ -f "$base/node" ] || echo "evi-test-$$-$RANDOM@localhost" > "$base/node"
 
 export HOME="$base/home"
@@ -65,7 +87,15 @@ case "${1:-start}" in
     fi
     mkdir -p "$HOME" "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE"
     : > "$RABBITMQ_CONF_ENV_FILE"
-    : > "$RABBITMQ_CONFIG_FILE.conf"
+    make_certificates
+    cat > "$RABBITMQ_CONFIG_FILE.conf" <<CONF
+listeners.ssl.default = 127.0.0.1:$tls_port
+ssl_options.cacertfile = $base/tls/ca.pem
+ssl_options.certfile = $base/tls/server.pem
+ssl_options.keyfile = $base/tls/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
+CONF
     echo "[]." > "$RABBITMQ_ADVANCED_CONFIG_FILE"
     echo "[]." > "$RABBITMQ_ENABLED_PLUGINS_FILE"
     # Our own epmd on our own port, in a session of its own, so the broker does not start (or
@@ -100,8 +130,11 @@ case "${1:-start}" in
   port)
     echo "$amqp_port"
     ;;
+  tls-port)
+    echo "$tls_port"
+    ;;
   *)
-    echo "usage: scripts/rabbitmq.sh start|stop|stop-all|status|port [DIR]" >&2
+    echo "usage: scripts/rabbitmq.sh start|stop|stop-all|status|port|tls-port [DIR]" >&2
     exit 2
     ;;
 esac

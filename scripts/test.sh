@@ -40,7 +40,9 @@ trap 'bash scripts/rabbitmq.sh stop-all; rm -rf "$EVI_RABBITMQ_DIR"' EXIT
 log "starting a private rabbitmq-server"
 EVI_RABBITMQ_PORT="$(bash scripts/rabbitmq.sh start)"
 export EVI_RABBITMQ_PORT
-log "rabbitmq-server listening on 127.0.0.1:$EVI_RABBITMQ_PORT"
+EVI_RABBITMQ_TLS_PORT="$(bash scripts/rabbitmq.sh tls-port)"
+export EVI_RABBITMQ_TLS_PORT
+log "rabbitmq-server listening on 127.0.0.1:$EVI_RABBITMQ_PORT (amqps $EVI_RABBITMQ_TLS_PORT)"
 
 # The Kafka tests' peer: librdkafka's mock cluster in a small host program (not a SwiftPM target,
 # so that building evi never needs librdkafka).

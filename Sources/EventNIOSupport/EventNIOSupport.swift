@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 import EventInterface
 import NIOConcurrencyHelpers
 import NIOCore
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 
 /// What the SwiftNIO-based transports (tcp, xmlrpc) share: the NIO form of a resolved address,
 /// and awaiting a future with a time limit.

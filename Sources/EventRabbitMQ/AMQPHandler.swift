@@ -1,6 +1,7 @@
 import EventInterface
 import NIOCore
 import NIOPosix
+import NIOSSL
 
 /// One AMQP connection's protocol state, on its event loop: the handshake (start, tune, open,
 /// channel 1), heartbeats, and one of two roles. A publisher selects confirms, publishes with
@@ -413,7 +414,7 @@ extension AMQPHandler {
     /// to publish or consuming when this succeeds. `onClose` is told when it closes.
     static func open(
         _ address: ResolvedAddress, settings: Settings, group: any EventLoopGroup, timeout: TimeAmount,
-        onClose: @escaping @Sendable (any Channel) -> Void
+        tls: (context: NIOSSLContext, hostname: String?)? = nil, onClose: @escaping @Sendable (any Channel) -> Void
     ) async -> Result<any Channel, DeliveryFailure> {
         let target: SocketAddress
         do { target = try address.socketAddress() } catch {
@@ -428,6 +429,12 @@ extension AMQPHandler {
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        // amqps: the AMQP handshake's first bytes wait for the TLS one; a TLS
+                        // failure reaches the AMQP handler as an error and fails `ready` with it.
+                        if let tls {
+                            try channel.pipeline.syncOperations.addHandler(
+                                NIOSSLClientHandler(context: tls.context, serverHostname: tls.hostname))
+                        }
                         try channel.pipeline.syncOperations.addHandler(
                             AMQPHandler(settings: settings, ready: ready, onClose: onClose))
                     }

@@ -3,7 +3,7 @@ import EventInterface
 /// What a `rabbitmq:` socket says, before any name is resolved:
 /// `[USER[:PASSWORD]@]HOST[:PORT]/[PARAMS?]TARGET`, where TARGET is the routing key a subscriber
 /// publishes with, or the queue an ingress consumes from. PARAMS are `;`-separated:
-/// `exchange=NAME`, `vhost=NAME`, `persistent` (Docs/sockets.md).
+/// `exchange=NAME`, `vhost=NAME`, `persistent`, `tls`, `tls_domain=NAME` (Docs/sockets.md).
 struct RabbitMQAddress: Sendable, Hashable {
     var user = "guest"
     var password = "guest"
@@ -11,6 +11,8 @@ struct RabbitMQAddress: Sendable, Hashable {
     var exchange = ""
     var vhost = "/"
     var persistent = false
+    /// amqps: `""` for the module's own TLS options (`tls`), a profile's name (`tls_domain=NAME`).
+    var tls: String?
     var target: String
     /// The whole socket with its password hidden, for messages.
     var redacted: String
@@ -25,17 +27,18 @@ struct RabbitMQAddress: Sendable, Hashable {
     static func describe(broker: BrokerKey, exchange: String, persistent: Bool, target: String) -> String {
         var text = "rabbitmq:\(broker.user)@"
         text += broker.host.isIPv6 ? "[\(broker.host.host)]" : broker.host.host
-        if broker.host.port != 5672 { text += ":\(broker.host.port)" }
+        if broker.host.port != (broker.tls == nil ? 5672 : 5671) { text += ":\(broker.host.port)" }
         text += "/"
         var parameters: [String] = []
         if !exchange.isEmpty { parameters.append("exchange=\(exchange)") }
         if broker.vhost != "/" { parameters.append("vhost=\(broker.vhost)") }
         if persistent { parameters.append("persistent") }
+        if let tls = broker.tls { parameters.append(tls.isEmpty ? "tls" : "tls_domain=\(tls)") }
         if !parameters.isEmpty { text += parameters.joined(separator: ";") + "?" }
         return text + target
     }
 
-    var broker: BrokerKey { BrokerKey(host: hostPort, user: user, password: password, vhost: vhost) }
+    var broker: BrokerKey { BrokerKey(host: hostPort, user: user, password: password, vhost: vhost, tls: tls) }
 
     static func parse(_ address: String, targetName: String = "routing key") throws(SocketError) -> RabbitMQAddress {
         let text = "rabbitmq:" + address
@@ -65,7 +68,7 @@ struct RabbitMQAddress: Sendable, Hashable {
         if hostText.hasSuffix("]") || !hostText.contains(":") || hostText.hasPrefix("[") && !hostText.contains("]:") {
             let bare = hostText.hasPrefix("[") ? String(hostText.dropFirst().dropLast()) : hostText
             guard !bare.isEmpty else { throw SocketError("rabbitmq socket needs a host: \(redacted)") }
-            hostPort = HostPort(host: bare, port: 5672)
+            hostPort = HostPort(host: bare, port: 0)  // the default port, once parameters say TLS or not
         } else {
             hostPort = try HostPort.parse(hostText, scheme: "rabbitmq", socket: redacted)
         }
@@ -80,13 +83,18 @@ struct RabbitMQAddress: Sendable, Hashable {
                     parsed.exchange = String(parameter.dropFirst("exchange=".count))
                 } else if parameter.hasPrefix("vhost=") {
                     parsed.vhost = String(parameter.dropFirst("vhost=".count))
+                } else if parameter == "tls" {
+                    parsed.tls = ""
+                } else if parameter.hasPrefix("tls_domain="), parameter.count > "tls_domain=".count {
+                    parsed.tls = String(parameter.dropFirst("tls_domain=".count))
                 } else {
                     throw SocketError(
-                        "unknown rabbitmq parameter '\(parameter)' (exchange=NAME, vhost=NAME, persistent): \(redacted)"
+                        "unknown rabbitmq parameter '\(parameter)' (exchange=NAME, vhost=NAME, persistent, tls, tls_domain=NAME): \(redacted)"
                     )
                 }
             }
         }
+        if parsed.hostPort.port == 0 { parsed.hostPort.port = parsed.tls == nil ? 5672 : 5671 }
         guard !target.isEmpty else { throw SocketError("rabbitmq socket needs a \(targetName): \(redacted)") }
         guard target.utf8.count <= 255, parsed.exchange.utf8.count <= 255, parsed.vhost.utf8.count <= 255 else {
             throw SocketError("rabbitmq \(targetName), exchange and vhost are at most 255 bytes: \(redacted)")

@@ -3,6 +3,7 @@ import EventNIOSupport
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// Takes events in from a RabbitMQ queue: `rabbitmq:[USER[:PASSWORD]@]HOST[:PORT]/[vhost=NAME?]QUEUE`.
@@ -26,15 +27,24 @@ public final class RabbitMQIngress: EventIngress {
     public var connections: Int { link.withLock { $0 }?.current == nil ? 0 : 1 }
 
     public init(
-        settings: IngressSettings, sink: IngressSink, options: RabbitMQOptions, group: any EventLoopGroup,
-        logger: Logger
+        settings: IngressSettings, sink: IngressSink, options: RabbitMQOptions, tlsProfiles: [String: TLSProfile] = [:],
+        group: any EventLoopGroup, logger: Logger
     ) async throws(SocketError) {
         let text = settings.socket
         guard text.hasPrefix("rabbitmq:") else { throw SocketError("not a rabbitmq socket: \(text)") }
         let parsed = try RabbitMQAddress.parse(String(text.dropFirst("rabbitmq:".count)), targetName: "queue")
         guard parsed.exchange.isEmpty, !parsed.persistent else {
-            throw SocketError("a rabbitmq ingress takes only vhost=NAME before its queue: \(parsed.redacted)")
+            throw SocketError("a rabbitmq ingress takes only vhost=NAME and tls before its queue: \(parsed.redacted)")
         }
+        var profile: (context: NIOSSLContext, hostname: String?)?
+        if let name = parsed.tls {
+            guard let domain = tlsProfiles[name] else {
+                throw SocketError("no TLS domain '\(name)' for \(parsed.redacted)")
+            }
+            let host = parsed.hostPort.host
+            profile = (domain.client, HostPort.isIPv4Literal(host) || HostPort.isIPv6Literal(host) ? nil : host)
+        }
+        let tls = profile
         guard (1...Int(UInt16.max)).contains(settings.prefetch) else {
             throw SocketError("prefetch must be 1 to 65535, got \(settings.prefetch): \(parsed.redacted)")
         }
@@ -51,7 +61,7 @@ public final class RabbitMQIngress: EventIngress {
         let connection = ReconnectingChannel(name: socket, group: group, logger: logger) { [weak self] in
             guard let self else { return .failure(DeliveryFailure(.subscriberFailed, "shutting down")) }
             return await AMQPHandler.open(
-                address, settings: handlerSettings, group: group, timeout: timeout,
+                address, settings: handlerSettings, group: group, timeout: timeout, tls: tls,
                 onClose: { [weak self] channel in self?.link.withLock { $0 }?.lost(channel) })
         }
         link.withLock { $0 = connection }

@@ -3,6 +3,7 @@ import EventNIOSupport
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// The `event_rabbitmq` module options.
@@ -13,6 +14,10 @@ public struct RabbitMQOptions: Sendable, Hashable {
     public var timeout: Duration = .milliseconds(1000)
     /// Whether publishes carry AMQP's `mandatory` flag (`event_rabbitmq.mandatory`).
     public var mandatory: Mandatory = .auto
+    /// amqps with the `tls` parameter (`event_rabbitmq.ca_file`, `cert_file`, `key_file`, `verify`).
+    public var tls = TLSOptions()
+    /// amqps with `tls_domain=NAME` (OpenSIPS' tls_mgm domains): `event_rabbitmq.tls_domains.NAME`.
+    public var tlsDomains: [String: TLSOptions] = [:]
 
     /// With `mandatory`, a message no queue takes comes back (`basic.return`) and its delivery
     /// fails "unroutable", so FAILOVER moves on; without it the broker confirms and drops it.
@@ -46,12 +51,25 @@ public final class RabbitMQTransport: EventTransport {
     let group: any EventLoopGroup
     /// One connection per broker and credentials, shared by its subscriptions.
     private let connections = SharedResources<BrokerKey, BrokerConnection>()
+    /// The TLS contexts: `""` the module's own options, else the domains by name.
+    let tlsProfiles: [String: TLSProfile]
 
     public init(
-        options: RabbitMQOptions = RabbitMQOptions(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        options: RabbitMQOptions = RabbitMQOptions(), tlsProfiles: [String: TLSProfile] = [:],
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
         self.options = options
         self.group = group
+        var profiles = tlsProfiles
+        if profiles[""] == nil { profiles[""] = try? TLSProfile(options: options.tls, key: "modules.event_rabbitmq") }
+        self.tlsProfiles = profiles
+    }
+
+    /// The client context and host name to check for a broker reached over TLS.
+    func tls(for broker: BrokerKey) -> (context: NIOSSLContext, hostname: String?)? {
+        guard let name = broker.tls, let profile = tlsProfiles[name] else { return nil }
+        let host = broker.host.host
+        return (profile.client, HostPort.isIPv4Literal(host) || HostPort.isIPv6Literal(host) ? nil : host)
     }
 
     public var scheme: String { "rabbitmq" }
@@ -60,6 +78,11 @@ public final class RabbitMQTransport: EventTransport {
         -> any EventSocket
     {
         let parsed = try RabbitMQAddress.parse(address)
+        if let tls = parsed.tls, tlsProfiles[tls] == nil {
+            throw SocketError(
+                "no TLS domain '\(tls)' (modules.event_rabbitmq.tls_domains has \(tlsProfiles.keys.filter { !$0.isEmpty }.sorted().joined(separator: ", "))): \(parsed.redacted)"
+            )
+        }
         let resolved = try await context.resolve(
             parsed.hostPort, socketType: Int32(SOCK_STREAM.rawValue), socket: parsed.redacted)
         return RabbitMQSocket(
@@ -71,7 +94,8 @@ public final class RabbitMQTransport: EventTransport {
 
     func retainConnection(_ key: BrokerKey, address: ResolvedAddress, logger: Logger) -> BrokerConnection {
         connections.retain(key) {
-            BrokerConnection(key: key, address: address, options: options, group: group, logger: logger)
+            BrokerConnection(
+                key: key, address: address, options: options, tls: tls(for: key), group: group, logger: logger)
         }
     }
 
@@ -88,6 +112,8 @@ struct BrokerKey: Hashable, Sendable {
     var user: String
     var password: String
     var vhost: String
+    /// amqps and its profile (see ``RabbitMQAddress/tls``).
+    var tls: String?
 }
 
 public struct RabbitMQSocket: DeliverySocket {
@@ -157,9 +183,13 @@ final class BrokerConnection: Sendable {
     private let group: any EventLoopGroup
     private let timeout: TimeAmount
     private let link = Mutex<ReconnectingChannel?>(nil)
+    private let tls: (context: NIOSSLContext, hostname: String?)?
 
-    init(key: BrokerKey, address: ResolvedAddress, options: RabbitMQOptions, group: any EventLoopGroup, logger: Logger)
-    {
+    init(
+        key: BrokerKey, address: ResolvedAddress, options: RabbitMQOptions,
+        tls: (context: NIOSSLContext, hostname: String?)?, group: any EventLoopGroup, logger: Logger
+    ) {
+        self.tls = tls
         self.key = key
         self.address = address
         self.group = group
@@ -179,7 +209,7 @@ final class BrokerConnection: Sendable {
 
     private func open() async -> Result<any Channel, DeliveryFailure> {
         await AMQPHandler.open(
-            address, settings: settings, group: group, timeout: timeout,
+            address, settings: settings, group: group, timeout: timeout, tls: tls,
             onClose: { [weak self] channel in self?.reconnecting?.lost(channel) })
     }
 

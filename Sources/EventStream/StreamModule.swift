@@ -1,4 +1,5 @@
 import EventInterface
+import EventNIOSupport
 import Logging
 import NIOPosix
 import NIOSSL
@@ -8,11 +9,11 @@ public struct StreamModule: EventModule {
     public static let name = "event_stream"
     public let options: StreamOptions
     /// The contexts of `tls:`; nil only when the system's TLS defaults cannot be loaded.
-    public let tls: StreamTLS?
+    public let tls: TLSProfile?
 
     public init(options: StreamOptions = StreamOptions()) {
         self.options = options
-        tls = try? StreamTLS(options: options.tls, key: "modules.\(Self.name)")
+        tls = try? TLSProfile(options: options.tls, key: "modules.\(Self.name)")
     }
 
     public init(section: ConfigurationNode) throws(ConfigurationError) {
@@ -32,7 +33,7 @@ public struct StreamModule: EventModule {
             }
         }
         self.options = options
-        tls = try StreamTLS(options: options.tls, key: prefix)
+        tls = try TLSProfile(options: options.tls, key: prefix)
     }
 
     public static var defaultSection: [String] {

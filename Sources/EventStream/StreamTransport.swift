@@ -1,4 +1,5 @@
 import EventInterface
+import EventNIOSupport
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -12,7 +13,7 @@ public struct StreamOptions: Sendable, Hashable {
     /// When set, a parameter of this name carrying the event name is put first.
     public var eventParam: String?
     /// Certificates for `tls:` sockets and ingresses.
-    public var tls = StreamTLSOptions()
+    public var tls = TLSOptions()
 
     public init(reliableMode: Bool = false, timeout: Duration = .milliseconds(1000), eventParam: String? = nil) {
         self.reliableMode = reliableMode

@@ -1,6 +1,7 @@
 import EventDatagram
 import EventDatagramTestKit
 import EventInterface
+import EventNIOSupport
 import EventInterfaceTestKit
 import EventVirtual
 import Foundation
@@ -56,10 +57,10 @@ func tlsPeer(_ arguments: [String], directory: TemporaryDirectory, name: String)
 }
 
 @Suite(.serialized) struct TLSTests {
-    func makeHub(tls options: StreamTLSOptions, reliable: Bool = true) throws -> EventHub {
+    func makeHub(tls options: TLSOptions, reliable: Bool = true) throws -> EventHub {
         var streamOptions = StreamOptions(reliableMode: reliable)
         streamOptions.tls = options
-        let tls = try StreamTLS(options: options, key: "modules.event_stream")
+        let tls = try TLSProfile(options: options, key: "modules.event_stream")
         let hub = EventHub(transports: [
             StreamTransport(options: streamOptions, tls: tls.client), UDPTransport(),
             VirtualTransport(failoverTimeout: 30),
@@ -84,7 +85,7 @@ func tlsPeer(_ arguments: [String], directory: TemporaryDirectory, name: String)
             directory: certificates.directory, name: "server")
         defer { server.signal(SIGKILL) }
         let port = try await port(of: server)
-        var options = StreamTLSOptions()
+        var options = TLSOptions()
         options.caFile = certificates.ca
         let hub = try makeHub(tls: options)
         try await hub.subscribe(event: "E_TLS", socket: "tls:127.0.0.1:\(port)")
@@ -109,7 +110,7 @@ func tlsPeer(_ arguments: [String], directory: TemporaryDirectory, name: String)
             directory: certificates.directory, name: "server")
         defer { server.signal(SIGKILL) }
         let port = try await port(of: server)
-        var options = StreamTLSOptions()
+        var options = TLSOptions()
         options.caFile = certificates.otherCA
         let hub = try makeHub(tls: options, reliable: false)
         let backup = try DatagramReceiver()
@@ -130,10 +131,10 @@ func tlsPeer(_ arguments: [String], directory: TemporaryDirectory, name: String)
         let hub = EventHub(transports: [transport])
         try hub.publish("E_TLS")
         try await hub.subscribe(event: "E_TLS", socket: "test:in")
-        var options = StreamTLSOptions()
+        var options = TLSOptions()
         options.certFile = certificates.serverCert
         options.keyFile = certificates.serverKey
-        let tls = try StreamTLS(options: options, key: "modules.event_stream")
+        let tls = try TLSProfile(options: options, key: "modules.event_stream")
         var settings = IngressSettings(socket: "tls:127.0.0.1:0")
         settings.clientCAFile = certificates.ca
         let sink = IngressSink(settings: settings, hub: hub)
@@ -162,11 +163,11 @@ func tlsPeer(_ arguments: [String], directory: TemporaryDirectory, name: String)
         let certificates = try await TestCertificates()
         defer { certificates.directory.remove() }
         chmod(certificates.serverKey, 0o644)
-        var options = StreamTLSOptions()
+        var options = TLSOptions()
         options.certFile = certificates.serverCert
         options.keyFile = certificates.serverKey
-        #expect(throws: ConfigurationError.self) { try StreamTLS(options: options, key: "modules.event_stream") }
+        #expect(throws: ConfigurationError.self) { try TLSProfile(options: options, key: "modules.event_stream") }
         options.keyFile = nil
-        #expect(throws: ConfigurationError.self) { try StreamTLS(options: options, key: "modules.event_stream") }
+        #expect(throws: ConfigurationError.self) { try TLSProfile(options: options, key: "modules.event_stream") }
     }
 }

@@ -5,10 +5,11 @@ import NIOSSL
     import Glibc
 #endif
 
-/// TLS for `tls:` sockets and ingresses (module `event_stream` options `ca_file`, `cert_file`,
-/// `key_file`, `verify`), read once at start: a file that cannot be read, or a key that group or
-/// others can read, stops start-up naming the key.
-public struct StreamTLSOptions: Sendable, Hashable {
+/// A TLS profile as the modules' options give it (`ca_file`, `cert_file`, `key_file`, `verify`:
+/// event_stream's for `tls:`, event_rabbitmq's and its `tls_domains` for amqps), read once at
+/// start: a file that cannot be read, or a key that group or others can read, stops start-up
+/// naming the key.
+public struct TLSOptions: Sendable, Hashable {
     /// Trusted CAs for the peers evi connects to (default: the system's).
     public var caFile: String?
     /// evi's certificate and key: presented to peers that ask, and required for a `tls:` ingress.
@@ -20,13 +21,13 @@ public struct StreamTLSOptions: Sendable, Hashable {
     public init() {}
 }
 
-/// The contexts made from ``StreamTLSOptions``.
-public struct StreamTLS: Sendable {
+/// The contexts made from ``TLSOptions``: the client side, and the server side of an ingress.
+public struct TLSProfile: Sendable {
     public let client: NIOSSLContext
     /// Only when evi has a certificate and key.
     let certificate: (chain: [NIOSSLCertificateSource], key: NIOSSLPrivateKeySource)?
 
-    public init(options: StreamTLSOptions, key prefix: String) throws(ConfigurationError) {
+    public init(options: TLSOptions, key prefix: String) throws(ConfigurationError) {
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.certificateVerification = options.verify ? .fullVerification : .none
         do {
@@ -56,9 +57,9 @@ public struct StreamTLS: Sendable {
 
     /// The server side of a `tls:` ingress, asking clients for a certificate signed by
     /// `clientCAFile` when given.
-    func server(clientCAFile: String?, socket: String) throws(SocketError) -> NIOSSLContext {
+    public func server(clientCAFile: String?, socket: String) throws(SocketError) -> NIOSSLContext {
         guard let certificate else {
-            throw SocketError("a tls ingress needs modules.event_stream.cert_file and key_file: \(socket)")
+            throw SocketError("a TLS listener needs cert_file and key_file (modules.event_stream): \(socket)")
         }
         var configuration = TLSConfiguration.makeServerConfiguration(
             certificateChain: certificate.chain, privateKey: certificate.key)
@@ -74,7 +75,7 @@ public struct StreamTLS: Sendable {
     }
 
     /// A private key file that group or others can read is refused.
-    static func checkPrivate(_ path: String, key: String) throws(ConfigurationError) {
+    public static func checkPrivate(_ path: String, key: String) throws(ConfigurationError) {
         var info = stat()
         guard stat(path, &info) == 0 else {
             throw ConfigurationError("\(key): cannot read \(path): \(String(cString: strerror(errno)))")
