@@ -51,8 +51,8 @@ extension DaemonConfiguration {
               fsync_interval_ms: \(d.spool.fsyncIntervalMs)        # background fdatasync: the power-loss window
               fsync: interval             # or always: fdatasync every write before the raise returns
               id_param: null              # e.g. evi_id: a unique id parameter for receivers to de-duplicate
-            ingress: []                   # where events come in: udp:, unix:, tcp:, evapi:, rabbitmq: sockets, or maps
-                                          # {socket, event_param, publish_unknown, allowed_sources, event, framing, prefetch}
+            ingress: []                   # where events come in: udp:, unix:, tcp:, tls:, evapi:, rabbitmq:, kafka:
+                                          # {socket, event_param, publish_unknown, allowed_sources, event, framing, prefetch, client_ca_file}
             modules:\(moduleSections)
 
             """
