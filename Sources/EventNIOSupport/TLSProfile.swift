@@ -1,5 +1,6 @@
 import EventInterface
 import NIOSSL
+import Synchronization
 
 #if canImport(Glibc)
     import Glibc
@@ -82,6 +83,49 @@ public struct TLSProfile: Sendable {
         }
         guard info.st_mode & 0o077 == 0 else {
             throw ConfigurationError("\(key): \(path) is readable by group or others (chmod 600 it)")
+        }
+    }
+}
+
+/// A TLS profile that SIGHUP reloads: its files are read again, and when they do not make a
+/// profile (a missing file, a bad certificate, a key readable by others) the one in use stays and
+/// the reason is returned for the log. Connections opened afterwards use what is current.
+public final class ReloadableTLS: Sendable {
+    private struct State {
+        var profile: TLSProfile
+        /// Server contexts made from the profile, by client CA file (made once per profile).
+        var servers: [String: NIOSSLContext] = [:]
+    }
+
+    public let options: TLSOptions
+    public let key: String
+    private let state: Mutex<State>
+
+    public init(options: TLSOptions, key: String) throws(ConfigurationError) {
+        self.options = options
+        self.key = key
+        state = Mutex(State(profile: try TLSProfile(options: options, key: key)))
+    }
+
+    public var current: TLSProfile { state.withLock { $0.profile } }
+
+    /// The server context of a TLS listener asking for certificates from `clientCAFile`.
+    public func server(clientCAFile: String?, socket: String) throws(SocketError) -> NIOSSLContext {
+        let cacheKey = clientCAFile ?? ""
+        if let made = state.withLock({ $0.servers[cacheKey] }) { return made }
+        let made = try current.server(clientCAFile: clientCAFile, socket: socket)
+        state.withLock { $0.servers[cacheKey] = made }
+        return made
+    }
+
+    /// Reads the files again; nil when the new profile is in use, else why the old one stays.
+    public func reload() -> String? {
+        do throws(ConfigurationError) {
+            let profile = try TLSProfile(options: options, key: key)
+            state.withLock { $0 = State(profile: profile) }
+            return nil
+        } catch {
+            return error.description
         }
     }
 }

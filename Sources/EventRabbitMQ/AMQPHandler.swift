@@ -1,4 +1,5 @@
 import EventInterface
+import EventNIOSupport
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -414,8 +415,10 @@ extension AMQPHandler {
     /// to publish or consuming when this succeeds. `onClose` is told when it closes.
     static func open(
         _ address: ResolvedAddress, settings: Settings, group: any EventLoopGroup, timeout: TimeAmount,
-        tls: (context: NIOSSLContext, hostname: String?)? = nil, onClose: @escaping @Sendable (any Channel) -> Void
+        tls: AMQPTLS? = nil, onClose: @escaping @Sendable (any Channel) -> Void
     ) async -> Result<any Channel, DeliveryFailure> {
+        // The profile as of this connection (SIGHUP may have reloaded it).
+        let tls = tls.map { (context: $0.source.current.client, hostname: $0.hostname) }
         let target: SocketAddress
         do { target = try address.socketAddress() } catch {
             return .failure(DeliveryFailure(.subscriberFailed, "bad address"))
@@ -456,4 +459,11 @@ extension AMQPHandler {
             return .failure(DeliveryFailure(.subscriberFailed, "handshake timeout"))
         }
     }
+}
+
+/// amqps for one broker: the profile (its client side read at each connection) and the host name
+/// to check (nil for an address literal).
+struct AMQPTLS: Sendable {
+    let source: ReloadableTLS
+    let hostname: String?
 }

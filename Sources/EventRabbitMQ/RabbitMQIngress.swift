@@ -27,7 +27,8 @@ public final class RabbitMQIngress: EventIngress {
     public var connections: Int { link.withLock { $0 }?.current == nil ? 0 : 1 }
 
     public init(
-        settings: IngressSettings, sink: IngressSink, options: RabbitMQOptions, tlsProfiles: [String: TLSProfile] = [:],
+        settings: IngressSettings, sink: IngressSink, options: RabbitMQOptions,
+        tlsProfiles: [String: ReloadableTLS] = [:],
         group: any EventLoopGroup, logger: Logger
     ) async throws(SocketError) {
         let text = settings.socket
@@ -36,13 +37,14 @@ public final class RabbitMQIngress: EventIngress {
         guard parsed.exchange.isEmpty, !parsed.persistent else {
             throw SocketError("a rabbitmq ingress takes only vhost=NAME and tls before its queue: \(parsed.redacted)")
         }
-        var profile: (context: NIOSSLContext, hostname: String?)?
+        var profile: AMQPTLS?
         if let name = parsed.tls {
             guard let domain = tlsProfiles[name] else {
                 throw SocketError("no TLS domain '\(name)' for \(parsed.redacted)")
             }
             let host = parsed.hostPort.host
-            profile = (domain.client, HostPort.isIPv4Literal(host) || HostPort.isIPv6Literal(host) ? nil : host)
+            profile = AMQPTLS(
+                source: domain, hostname: HostPort.isIPv4Literal(host) || HostPort.isIPv6Literal(host) ? nil : host)
         }
         let tls = profile
         guard (1...Int(UInt16.max)).contains(settings.prefetch) else {

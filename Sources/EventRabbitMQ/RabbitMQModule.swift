@@ -9,14 +9,14 @@ public struct RabbitMQModule: EventModule {
     public static let name = "event_rabbitmq"
     public let options: RabbitMQOptions
     /// amqps contexts: `""` the module's own TLS options, else the `tls_domains` by name.
-    let tlsProfiles: [String: TLSProfile]
+    let tlsProfiles: [String: ReloadableTLS]
 
     public init(options: RabbitMQOptions = RabbitMQOptions()) {
         self.options = options
-        var profiles: [String: TLSProfile] = [:]
-        profiles[""] = try? TLSProfile(options: options.tls, key: "modules.\(Self.name)")
+        var profiles: [String: ReloadableTLS] = [:]
+        profiles[""] = try? ReloadableTLS(options: options.tls, key: "modules.\(Self.name)")
         for (name, domain) in options.tlsDomains {
-            profiles[name] = try? TLSProfile(options: domain, key: "modules.\(Self.name).tls_domains.\(name)")
+            profiles[name] = try? ReloadableTLS(options: domain, key: "modules.\(Self.name).tls_domains.\(name)")
         }
         tlsProfiles = profiles
     }
@@ -50,11 +50,21 @@ public struct RabbitMQModule: EventModule {
             }
         }
         self.options = options
-        var profiles = ["": try TLSProfile(options: options.tls, key: prefix)]
+        var profiles = ["": try ReloadableTLS(options: options.tls, key: prefix)]
         for (name, domain) in options.tlsDomains {
-            profiles[name] = try TLSProfile(options: domain, key: "\(prefix).tls_domains.\(name)")
+            profiles[name] = try ReloadableTLS(options: domain, key: "\(prefix).tls_domains.\(name)")
         }
         tlsProfiles = profiles
+    }
+
+    /// SIGHUP: every TLS profile's files are read again; a bad one keeps the old (logged).
+    public func hangup() async {
+        for (name, profile) in tlsProfiles.sorted(by: { $0.key < $1.key }) {
+            guard let failure = profile.reload() else { continue }
+            Logger(label: "evi").error(
+                "TLS files not reloaded, the old ones stay in use",
+                metadata: ["profile": "\(name.isEmpty ? "tls" : "tls_domain=\(name)")", "reason": "\(failure)"])
+        }
     }
 
     private static func read(_ entry: ConfigurationEntry, into tls: inout TLSOptions, key: String)

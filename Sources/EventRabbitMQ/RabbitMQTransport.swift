@@ -51,25 +51,28 @@ public final class RabbitMQTransport: EventTransport {
     let group: any EventLoopGroup
     /// One connection per broker and credentials, shared by its subscriptions.
     private let connections = SharedResources<BrokerKey, BrokerConnection>()
-    /// The TLS contexts: `""` the module's own options, else the domains by name.
-    let tlsProfiles: [String: TLSProfile]
+    /// The TLS profiles: `""` the module's own options, else the domains by name (SIGHUP reloads).
+    let tlsProfiles: [String: ReloadableTLS]
 
     public init(
-        options: RabbitMQOptions = RabbitMQOptions(), tlsProfiles: [String: TLSProfile] = [:],
+        options: RabbitMQOptions = RabbitMQOptions(), tlsProfiles: [String: ReloadableTLS] = [:],
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
         self.options = options
         self.group = group
         var profiles = tlsProfiles
-        if profiles[""] == nil { profiles[""] = try? TLSProfile(options: options.tls, key: "modules.event_rabbitmq") }
+        if profiles[""] == nil {
+            profiles[""] = try? ReloadableTLS(options: options.tls, key: "modules.event_rabbitmq")
+        }
         self.tlsProfiles = profiles
     }
 
-    /// The client context and host name to check for a broker reached over TLS.
-    func tls(for broker: BrokerKey) -> (context: NIOSSLContext, hostname: String?)? {
+    /// The profile and the host name to check for a broker reached over TLS.
+    func tls(for broker: BrokerKey) -> AMQPTLS? {
         guard let name = broker.tls, let profile = tlsProfiles[name] else { return nil }
         let host = broker.host.host
-        return (profile.client, HostPort.isIPv4Literal(host) || HostPort.isIPv6Literal(host) ? nil : host)
+        return AMQPTLS(
+            source: profile, hostname: HostPort.isIPv4Literal(host) || HostPort.isIPv6Literal(host) ? nil : host)
     }
 
     public var scheme: String { "rabbitmq" }
@@ -183,11 +186,11 @@ final class BrokerConnection: Sendable {
     private let group: any EventLoopGroup
     private let timeout: TimeAmount
     private let link = Mutex<ReconnectingChannel?>(nil)
-    private let tls: (context: NIOSSLContext, hostname: String?)?
+    private let tls: AMQPTLS?
 
     init(
-        key: BrokerKey, address: ResolvedAddress, options: RabbitMQOptions,
-        tls: (context: NIOSSLContext, hostname: String?)?, group: any EventLoopGroup, logger: Logger
+        key: BrokerKey, address: ResolvedAddress, options: RabbitMQOptions, tls: AMQPTLS?, group: any EventLoopGroup,
+        logger: Logger
     ) {
         self.tls = tls
         self.key = key

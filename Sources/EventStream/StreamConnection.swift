@@ -20,12 +20,13 @@ final class StreamConnection: Sendable {
     /// Reliable-mode requests waiting for their reply, by id.
     let pending = Mutex<[Int64: EventLoopPromise<DeliveryOutcome>]>([:])
     private let link = Mutex<ReconnectingChannel?>(nil)
-    /// `tls:`: the client context and the host name to check (nil for an address literal).
-    let tls: (context: NIOSSLContext, hostname: String?)?
+    /// `tls:`: the profile (its client side as of each connect) and the host name to check (nil
+    /// for an address literal).
+    let tls: (source: ReloadableTLS, hostname: String?)?
 
     init(
         address: ResolvedAddress, socket: String, options: StreamOptions, group: any EventLoopGroup, logger: Logger,
-        tls: (context: NIOSSLContext, hostname: String?)? = nil
+        tls: (source: ReloadableTLS, hostname: String?)? = nil
     ) {
         self.tls = tls
         self.address = address
@@ -120,7 +121,7 @@ final class StreamConnection: Sendable {
         do { target = try address.socketAddress() } catch {
             return .failure(DeliveryFailure(.subscriberFailed, "bad address"))
         }
-        let tls = self.tls
+        let tls = self.tls.map { (context: $0.source.current.client, hostname: $0.hostname) }
         // A TLS connection is usable once its handshake is done: watched from the start.
         let handshake = Mutex<EventLoopFuture<Void>?>(nil)
         let bootstrap = ClientBootstrap(group: group)

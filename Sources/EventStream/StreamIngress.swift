@@ -1,4 +1,5 @@
 import EventInterface
+import EventNIOSupport
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -30,7 +31,7 @@ public final class StreamIngress: EventIngress {
 
     /// Binds and starts taking connections.
     public static func start(
-        settings: IngressSettings, sink: IngressSink, group: any EventLoopGroup, tls: NIOSSLContext? = nil
+        settings: IngressSettings, sink: IngressSink, group: any EventLoopGroup, tls: ReloadableTLS? = nil
     ) async throws(SocketError) -> StreamIngress {
         let text = settings.socket
         let address = text.dropFirst(4)
@@ -52,7 +53,9 @@ public final class StreamIngress: EventIngress {
                         // With TLS, a client without a certificate from client_ca_file (when
                         // set) fails the handshake and never reaches the ingress.
                         if let tls {
-                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                            // The profile as of this connection (SIGHUP may have reloaded it).
+                            let context = try tls.server(clientCAFile: settings.clientCAFile, socket: text)
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
                         }
                         try channel.pipeline.syncOperations.addHandler(
                             StreamIngressHandler(sink: sink, table: table, allowed: allowed))

@@ -8,12 +8,13 @@ import NIOSSL
 public struct StreamModule: EventModule {
     public static let name = "event_stream"
     public let options: StreamOptions
-    /// The contexts of `tls:`; nil only when the system's TLS defaults cannot be loaded.
-    public let tls: TLSProfile?
+    /// The profile of `tls:`, reloaded on SIGHUP; nil only when the system's TLS defaults cannot
+    /// be loaded.
+    public let tls: ReloadableTLS?
 
     public init(options: StreamOptions = StreamOptions()) {
         self.options = options
-        tls = try? TLSProfile(options: options.tls, key: "modules.\(Self.name)")
+        tls = try? ReloadableTLS(options: options.tls, key: "modules.\(Self.name)")
     }
 
     public init(section: ConfigurationNode) throws(ConfigurationError) {
@@ -33,7 +34,14 @@ public struct StreamModule: EventModule {
             }
         }
         self.options = options
-        tls = try TLSProfile(options: options.tls, key: prefix)
+        tls = try ReloadableTLS(options: options.tls, key: prefix)
+    }
+
+    /// SIGHUP: the TLS files are read again; a bad one keeps the old profile (logged).
+    public func hangup() async {
+        guard let tls, let failure = tls.reload() else { return }
+        Logger(label: "evi").error(
+            "TLS files not reloaded, the old ones stay in use", metadata: ["reason": "\(failure)"])
     }
 
     public static var defaultSection: [String] {
@@ -50,7 +58,7 @@ public struct StreamModule: EventModule {
     }
 
     public var transports: [any EventTransport] {
-        [StreamTransport(options: options)] + (tls.map { [StreamTransport(options: options, tls: $0.client)] } ?? [])
+        [StreamTransport(options: options)] + (tls.map { [StreamTransport(options: options, tls: $0)] } ?? [])
     }
 
     /// `tcp:` (the peer of OpenSIPS' event_stream), `tls:` (the same over TLS) and `evapi:` (a
@@ -65,10 +73,11 @@ public struct StreamModule: EventModule {
                 settings: settings, sink: sink, group: MultiThreadedEventLoopGroup.singleton,
                 logger: Logger(label: "evi"))
         }
-        var server: NIOSSLContext?
+        var server: ReloadableTLS?
         if settings.socket.hasPrefix("tls:") {
             guard let tls else { throw SocketError("TLS is not available: \(settings.socket)") }
-            server = try tls.server(clientCAFile: settings.clientCAFile, socket: settings.socket)
+            _ = try tls.server(clientCAFile: settings.clientCAFile, socket: settings.socket)  // fails now, not per client
+            server = tls
         }
         return try await StreamIngress.start(
             settings: settings, sink: sink, group: MultiThreadedEventLoopGroup.singleton, tls: server)

@@ -28,8 +28,8 @@ public final class StreamTransport: EventTransport {
     public let options: StreamOptions
     let group: any EventLoopGroup
     public let scheme: String
-    /// The client context of `tls:` (nil for `tcp:`).
-    let tls: NIOSSLContext?
+    /// The TLS profile of `tls:` (nil for `tcp:`), reloaded on SIGHUP.
+    let tls: ReloadableTLS?
 
     public init(
         options: StreamOptions = StreamOptions(), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
@@ -40,15 +40,15 @@ public final class StreamTransport: EventTransport {
         tls = nil
     }
 
-    /// The `tls:` transport, connecting with `context`.
+    /// The `tls:` transport, connecting with `profile`'s client side.
     public init(
-        options: StreamOptions, tls context: NIOSSLContext,
+        options: StreamOptions, tls profile: ReloadableTLS,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
         self.options = options
         self.group = group
         scheme = "tls"
-        tls = context
+        tls = profile
     }
 
     public func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError)

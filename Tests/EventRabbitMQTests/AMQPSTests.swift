@@ -33,7 +33,7 @@ import Testing
     func makeHub(caFile: String) throws -> EventHub {
         var options = RabbitMQOptions()
         options.tls.caFile = caFile
-        let profile = try TLSProfile(options: options.tls, key: "modules.event_rabbitmq")
+        let profile = try ReloadableTLS(options: options.tls, key: "modules.event_rabbitmq")
         let hub = EventHub(transports: [
             RabbitMQTransport(options: options, tlsProfiles: ["": profile]), UDPTransport(),
             VirtualTransport(failoverTimeout: 30),

@@ -204,7 +204,7 @@ func lines(_ path: String) -> [String] {
                 ("rabbitmq:u:pw@127.0.0.1/", "rabbitmq socket needs a routing key: rabbitmq:u@127.0.0.1/"),
                 (
                     "rabbitmq:u:pw@127.0.0.1/durable?k",
-                    "unknown rabbitmq parameter 'durable' (exchange=NAME, vhost=NAME, persistent): rabbitmq:u@127.0.0.1/durable?k"
+                    "unknown rabbitmq parameter 'durable' (exchange=NAME, vhost=NAME, persistent, tls, tls_domain=NAME): rabbitmq:u@127.0.0.1/durable?k"
                 ),
                 ("rabbitmq:u:pw@127.0.0.1:abc/k", "bad port 'abc' in rabbitmq:u@127.0.0.1:abc/k (expected 1-65535)"),
             ], event: "E_PIKE_BLOCKED", by: hub)

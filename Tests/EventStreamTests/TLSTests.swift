@@ -1,8 +1,8 @@
 import EventDatagram
 import EventDatagramTestKit
 import EventInterface
-import EventNIOSupport
 import EventInterfaceTestKit
+import EventNIOSupport
 import EventVirtual
 import Foundation
 import NIOPosix
@@ -60,9 +60,9 @@ func tlsPeer(_ arguments: [String], directory: TemporaryDirectory, name: String)
     func makeHub(tls options: TLSOptions, reliable: Bool = true) throws -> EventHub {
         var streamOptions = StreamOptions(reliableMode: reliable)
         streamOptions.tls = options
-        let tls = try TLSProfile(options: options, key: "modules.event_stream")
+        let tls = try ReloadableTLS(options: options, key: "modules.event_stream")
         let hub = EventHub(transports: [
-            StreamTransport(options: streamOptions, tls: tls.client), UDPTransport(),
+            StreamTransport(options: streamOptions, tls: tls), UDPTransport(),
             VirtualTransport(failoverTimeout: 30),
         ])
         try hub.publish("E_TLS")
@@ -134,13 +134,12 @@ func tlsPeer(_ arguments: [String], directory: TemporaryDirectory, name: String)
         var options = TLSOptions()
         options.certFile = certificates.serverCert
         options.keyFile = certificates.serverKey
-        let tls = try TLSProfile(options: options, key: "modules.event_stream")
+        let tls = try ReloadableTLS(options: options, key: "modules.event_stream")
         var settings = IngressSettings(socket: "tls:127.0.0.1:0")
         settings.clientCAFile = certificates.ca
         let sink = IngressSink(settings: settings, hub: hub)
         let ingress = try await StreamIngress.start(
-            settings: settings, sink: sink, group: MultiThreadedEventLoopGroup.singleton,
-            tls: try tls.server(clientCAFile: settings.clientCAFile, socket: settings.socket))
+            settings: settings, sink: sink, group: MultiThreadedEventLoopGroup.singleton, tls: tls)
         let port = try #require(Int(ingress.socket.split(separator: ":").last ?? ""))
         let message = #"{"jsonrpc":"2.0","method":"E_TLS","params":{"n":1}}"#
         let anonymous = try tlsPeer(
@@ -169,5 +168,27 @@ func tlsPeer(_ arguments: [String], directory: TemporaryDirectory, name: String)
         #expect(throws: ConfigurationError.self) { try TLSProfile(options: options, key: "modules.event_stream") }
         options.keyFile = nil
         #expect(throws: ConfigurationError.self) { try TLSProfile(options: options, key: "modules.event_stream") }
+    }
+
+    /// SIGHUP: files that no longer make a profile keep the old one (the reason is returned for
+    /// the log); good files replace it.
+    @Test func aReloadKeepsTheOldProfileWhenTheNewFilesAreBad() async throws {
+        let certificates = try await TestCertificates()
+        defer { certificates.directory.remove() }
+        var options = TLSOptions()
+        options.certFile = certificates.serverCert
+        options.keyFile = certificates.serverKey
+        let tls = try ReloadableTLS(options: options, key: "modules.event_stream")
+        let before = tls.current.client
+        try "not a certificate".write(toFile: certificates.serverCert, atomically: true, encoding: .utf8)
+        let failure = try #require(tls.reload())
+        #expect(failure.contains("modules.event_stream"), "\(failure)")
+        #expect(tls.current.client === before)
+        try FileManager.default.removeItem(atPath: certificates.serverCert)
+        try FileManager.default.copyItem(atPath: certificates.clientCert, toPath: certificates.serverCert)
+        try FileManager.default.removeItem(atPath: certificates.serverKey)
+        try FileManager.default.copyItem(atPath: certificates.clientKey, toPath: certificates.serverKey)
+        #expect(tls.reload() == nil)
+        #expect(tls.current.client !== before)
     }
 }
