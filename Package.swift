@@ -113,7 +113,7 @@ let package = Package(
             name: "evi",
             dependencies: [
                 "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "EventStream", "EventXMLRPC",
-                "EventRabbitMQ", "EventState", "EventSpool", "EventKafka",
+                "EventRabbitMQ", "EventState", "EventSpool", "EventKafka", "EventNIOSupport",
                 "ManagementInterface",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -124,6 +124,7 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ]
         ),
         .target(name: "EventInterfaceTestKit", dependencies: ["EventInterface"]),

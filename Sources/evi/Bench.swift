@@ -2,9 +2,15 @@ import ArgumentParser
 import EventDatagram
 import EventFlatstore
 import EventInterface
+import EventNIOSupport
+import EventRabbitMQ
 import EventStream
 import EventVirtual
+import Foundation
 import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
 import Prometheus
 import Synchronization
 
@@ -18,7 +24,7 @@ import Synchronization
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract:
-            "Measure the raise path on loopback (udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable, kafka)."
+            "Measure the raise path on loopback (udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable, kafka, rabbitmq)."
     )
 
     enum Scenario: String, ExpressibleByArgument, CaseIterable {
@@ -34,13 +40,19 @@ struct Bench: AsyncParsableCommand {
         case tcpReliable = "tcp-reliable"
         /// One kafka subscriber: librdkafka's in-process mock cluster (3 brokers), or `--brokers`.
         case kafka
+        /// One rabbitmq subscriber with publisher confirms (`--broker`); with `--tls`, the same
+        /// over amqps (`--tls-broker`, `--ca-file`) in the same run.
+        case rabbitmq
 
         var isRelay: Bool { self == .relayUDP || self == .relayTCP }
     }
 
     enum Format: String, ExpressibleByArgument { case text, json }
 
-    @Option(help: "udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable or kafka.")
+    @Option(
+        help:
+            "udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable, kafka or rabbitmq."
+    )
     var scenario: Scenario = .udp
     @Flag(help: "relay-tcp: send reliable-mode requests (with ids, answered) instead of notifications.")
     var reliable = false
@@ -48,6 +60,13 @@ struct Bench: AsyncParsableCommand {
     var durable = false
     @Option(help: "kafka: a broker list (HOST:PORT,…) instead of librdkafka's in-process mock cluster.")
     var brokers: String?
+    @Option(help: "rabbitmq: the broker's AMQP HOST:PORT (default 127.0.0.1:$EVI_RABBITMQ_PORT, else 5672).")
+    var broker: String?
+    @Flag(help: "rabbitmq, tcp-reliable: measure over TLS too, in the same run (rabbitmq: --tls-broker, --ca-file).")
+    var tls = false
+    @Option(help: "rabbitmq --tls: the broker's amqps HOST:PORT (default 127.0.0.1:$EVI_RABBITMQ_TLS_PORT).")
+    var tlsBroker: String?
+    @Option(help: "rabbitmq --tls: the CA that signed the broker's certificate.") var caFile: String?
     @Option(help: "Events to raise.") var events = 100_000
     @Option(help: "Raise at this many events per second (default: as fast as possible).") var rate: Int?
     @Option(help: "MI HTTP clients (mi-http).") var concurrency = 8
@@ -87,7 +106,7 @@ struct Bench: AsyncParsableCommand {
             printLine(EventValue.object(result.fields).jsonText)
         } else {
             for field in result.fields { printLine("\(field.name.padding(28)) \(Self.text(field.value))") }
-            if scenario != .kafka {
+            if scenario != .kafka && scenario != .rabbitmq && !(scenario == .tcpReliable && tls) {
                 printLine("(datagrams/s vs floor: \(Int((result.ratio * 100).rounded())) %)")
             }
         }
@@ -96,6 +115,8 @@ struct Bench: AsyncParsableCommand {
     /// One run: a fresh daemon, the scenario, then the floor to the same receivers.
     private func measureOnce() async throws -> (fields: [EventField], ratio: Double) {
         if scenario == .kafka { return try await measureKafka() }
+        if scenario == .rabbitmq { return try await measureRabbitMQ() }
+        if scenario == .tcpReliable && tls { return try await measureTCPOverTLS() }
         var logger = Logger(label: "evi-bench")
         logger.logLevel = .critical
         let receiverCount = [.parallel3, .roundrobin3].contains(scenario) ? 3 : 1
@@ -152,7 +173,7 @@ struct Bench: AsyncParsableCommand {
         let sockets = receivers.map { "\(scenario == .tcpReliable ? "tcp" : "udp"):127.0.0.1:\($0.port)" }
         let socket: String
         switch scenario {
-        case .udp, .miHTTP, .relayUDP, .relayTCP, .tcpReliable, .kafka: socket = sockets[0]
+        case .udp, .miHTTP, .relayUDP, .relayTCP, .tcpReliable, .kafka, .rabbitmq: socket = sockets[0]
         case .parallel3: socket = "virtual:PARALLEL " + sockets.joined(separator: " ")
         case .roundrobin3: socket = "virtual:ROUND-ROBIN " + sockets.joined(separator: " ")
         case .failoverDead: socket = "virtual:FAILOVER unix:\(directory)/dead.sock \(sockets[0])"
@@ -391,6 +412,128 @@ struct Bench: AsyncParsableCommand {
             EventField("rss_bytes", .int(Int64(rss))),
         ]
         return (fields, 1)
+    }
+
+    /// rabbitmq: events raised in-process to one rabbitmq subscription publishing to `amq.topic`
+    /// (nothing bound: the broker confirms and drops, so the broker's queues are not measured);
+    /// an event counts once confirmed. Plain AMQP, then with `--tls` amqps, in the same run.
+    private func measureRabbitMQ() async throws -> (fields: [EventField], ratio: Double) {
+        let environment = ProcessInfo.processInfo.environment
+        let plain = broker ?? "127.0.0.1:\(environment["EVI_RABBITMQ_PORT"] ?? "5672")"
+        var runs = [("plain", "rabbitmq:guest:guest@\(plain)/exchange=amq.topic?evi.bench", nil as String?)]
+        if tls {
+            let secure = tlsBroker ?? "127.0.0.1:\(environment["EVI_RABBITMQ_TLS_PORT"] ?? "5671")"
+            let ca = caFile ?? environment["EVI_RABBITMQ_DIR"].map { $0 + "/tls/ca.pem" }
+            runs.append(("tls", "rabbitmq:guest:guest@\(secure)/exchange=amq.topic;tls?evi.bench", ca))
+        }
+        var fields: [EventField] = [
+            EventField("scenario", .string("rabbitmq")), EventField("events", .int(Int64(events))),
+        ]
+        var rates: [Double] = []
+        for (name, socket, ca) in runs {
+            var options = RabbitMQOptions()
+            options.tls.caFile = ca
+            let transport = RabbitMQTransport(
+                options: options,
+                tlsProfiles: ["": try ReloadableTLS(options: options.tls, key: "bench --ca-file")])
+            let hub = EventHub(transports: [transport], configuration: .init(queueSize: max(10_000, events)))
+            let event = try hub.publish("E_BENCH")
+            try await hub.subscribe(event: "E_BENCH", socket: socket)
+            let counters = hub.statistics.transport("rabbitmq")
+            try hub.raise(event, ["str": "hello", "num": 42])
+            for _ in 0..<1000
+            where counters.delivered.load(ordering: .relaxed) + counters.failed.load(ordering: .relaxed) < 1 {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            guard counters.delivered.load(ordering: .relaxed) == 1 else {
+                throw ValidationError("\(name): the first publish was not confirmed (is the broker at \(socket) up?)")
+            }
+            let started = monotonicNanoseconds()
+            for _ in 0..<events { try hub.raise(event, ["str": "hello", "num": 42]) }
+            let deadline = started + 300_000_000_000
+            while counters.delivered.load(ordering: .relaxed) + counters.failed.load(ordering: .relaxed) < events + 1,
+                monotonicNanoseconds() < deadline
+            {
+                try await Task.sleep(for: .milliseconds(1))
+            }
+            let seconds = Double(monotonicNanoseconds() - started) / 1e9
+            let confirmed = counters.delivered.load(ordering: .relaxed) - 1
+            let rate = (Double(confirmed) / seconds).rounded()
+            rates.append(rate)
+            fields += [
+                EventField("\(name)_confirmed", .int(Int64(confirmed))),
+                EventField("\(name)_failed", .int(Int64(counters.failed.load(ordering: .relaxed)))),
+                EventField("\(name)_messages_per_second", .double(rate)),
+            ]
+            await hub.shutdown(grace: .seconds(2))
+        }
+        if rates.count == 2 {
+            fields.append(EventField("tls_vs_plain", .double((rates[1] / rates[0] * 1000).rounded() / 1000)))
+        }
+        return (fields, rates.count == 2 ? rates[1] / rates[0] : 1)
+    }
+
+    /// tcp-reliable --tls: the same reliable-mode subscriber over plain tcp, then over `tls:` to a
+    /// TLS receiver (swift-nio-ssl, a certificate made with openssl for the run), in one run.
+    private func measureTCPOverTLS() async throws -> (fields: [EventField], ratio: Double) {
+        let directory = "/tmp/evi-bench-\(getpid())"
+        _ = mkdir(directory, 0o700)
+        defer { Self.removeTree(directory) }
+        let made = Process()
+        made.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+        made.arguments = [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", directory + "/key.pem", "-out",
+            directory + "/cert.pem", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+        ]
+        made.standardError = FileHandle.nullDevice
+        try made.run()
+        made.waitUntilExit()
+        guard made.terminationStatus == 0 else { throw ValidationError("openssl could not make a certificate") }
+        var fields: [EventField] = [
+            EventField("scenario", .string("tcp-reliable")), EventField("events", .int(Int64(events))),
+        ]
+        var rates: [Double] = []
+        for secure in [false, true] {
+            var options = StreamOptions(reliableMode: true)
+            options.tls.caFile = directory + "/cert.pem"
+            let profile = try ReloadableTLS(options: options.tls, key: "bench")
+            let transport =
+                secure ? StreamTransport(options: options, tls: profile) : StreamTransport(options: options)
+            let receiver: any BenchReceiver =
+                secure
+                ? try TLSReliableReceiver(
+                    capacity: events + 1, certificate: directory + "/cert.pem", key: directory + "/key.pem")
+                : try ReliableTCPReceiver(capacity: events + 1)
+            let hub = EventHub(transports: [transport], configuration: .init(queueSize: max(10_000, events)))
+            let event = try hub.publish("E_BENCH")
+            try await hub.subscribe(event: "E_BENCH", socket: "\(secure ? "tls" : "tcp"):127.0.0.1:\(receiver.port)")
+            let counters = hub.statistics.transport(secure ? "tls" : "tcp")
+            try hub.raise(event, ["str": "hello", "num": 42])
+            for _ in 0..<1000 where counters.delivered.load(ordering: .relaxed) < 1 {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let started = monotonicNanoseconds()
+            for _ in 0..<events { try hub.raise(event, ["str": "hello", "num": 42]) }
+            let deadline = started + 300_000_000_000
+            while counters.delivered.load(ordering: .relaxed) + counters.failed.load(ordering: .relaxed) < events + 1,
+                monotonicNanoseconds() < deadline
+            {
+                try await Task.sleep(for: .milliseconds(1))
+            }
+            let seconds = Double(monotonicNanoseconds() - started) / 1e9
+            let delivered = counters.delivered.load(ordering: .relaxed) - 1
+            let rate = (Double(delivered) / seconds).rounded()
+            rates.append(rate)
+            let name = secure ? "tls" : "plain"
+            fields += [
+                EventField("\(name)_delivered", .int(Int64(delivered))),
+                EventField("\(name)_events_per_second", .double(rate)),
+            ]
+            await hub.shutdown(grace: .seconds(2))
+            receiver.close()
+        }
+        fields.append(EventField("tls_vs_plain", .double((rates[1] / rates[0] * 1000).rounded() / 1000)))
+        return (fields, rates[1] / rates[0])
     }
 
     static func text(_ value: EventValue) -> String {
@@ -780,4 +923,54 @@ func sendAll(_ descriptor: Int32, _ bytes: [UInt8]) -> Bool {
         offset += written
     }
     return true
+}
+
+/// A reliable-mode peer over TLS (swift-nio-ssl): answers each `{"id":N,…}` with "OK", counting
+/// arrivals, for `tcp-reliable --tls`.
+final class TLSReliableReceiver: BenchReceiver, @unchecked Sendable {
+    let port: Int
+    let arrivals: Arrivals
+    private let channel: any Channel
+
+    init(capacity: Int, certificate: String, key: String) throws {
+        let configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
+        let context = try NIOSSLContext(configuration: configuration)
+        let arrivals = Arrivals(capacity: capacity)
+        self.arrivals = arrivals
+        channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                    try channel.pipeline.syncOperations.addHandler(Replier(arrivals: arrivals))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).wait()
+        port = channel.localAddress?.port ?? 0
+    }
+
+    final class Replier: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
+        let arrivals: Arrivals
+        var splitter = JSONStreamSplitter()
+        let prefix = Array(#"{"id":"#.utf8)
+        init(arrivals: Arrivals) { self.arrivals = arrivals }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let messages = splitter.feed(unwrapInboundIn(data).readableBytesView)
+            guard !messages.isEmpty else { return }
+            arrivals.record(messages.count, at: monotonicNanoseconds())
+            var replies = context.channel.allocator.buffer(capacity: messages.count * 48)
+            for message in messages where message.starts(with: prefix) {
+                replies.writeString(#"{"jsonrpc":"2.0","result":"OK","id":"#)
+                replies.writeBytes(message.dropFirst(prefix.count).prefix { (48...57).contains($0) })
+                replies.writeString("}")
+            }
+            context.writeAndFlush(wrapOutboundOut(replies), promise: nil)
+        }
+    }
+
+    func close() { channel.close(promise: nil) }
 }

@@ -62,4 +62,23 @@ import Testing
             ])
         #expect(fields.first { $0.name == "delivered" }?.value == .int(2000))
     }
+
+    /// TLS against plain in one run: tcp-reliable (a certificate made for the run) and rabbitmq
+    /// (the private broker's amqps listener).
+    @Test(arguments: [["tcp-reliable"], ["rabbitmq"]])
+    func tlsBenchComparesWithPlain(scenario: [String]) async throws {
+        let result = try await run(
+            eviBinary.path, ["bench", "--scenario"] + scenario + ["--tls", "--events", "2000", "--format", "json"],
+            timeout: .seconds(120))
+        #expect(result.status == 0, "\(result.errors)")
+        let last = result.output.split(separator: "\n").last.map(String.init) ?? ""
+        guard case .object(let fields) = try EventValue(json: last) else {
+            Issue.record("not a JSON object: \(last)")
+            return
+        }
+        let names = fields.map(\.name)
+        #expect(names.contains("tls_vs_plain"), "\(names)")
+        let count = scenario == ["rabbitmq"] ? "confirmed" : "delivered"
+        #expect(fields.first { $0.name == "tls_\(count)" }?.value == .int(2000), "\(last)")
+    }
 }

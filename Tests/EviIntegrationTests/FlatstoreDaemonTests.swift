@@ -92,6 +92,11 @@ import Testing
             ("modules:\n  event_stream: { timeout: 0 }\n", "modules.event_stream.timeout"),
             ("modules:\n  event_xmlrpc: { use_struct_param: 2 }\n", "modules.event_xmlrpc.use_struct_param"),
             ("modules:\n  event_kafka: { timeout: 0 }\n", "modules.event_kafka.timeout"),
+            (
+                "modules:\n  event_stream: { cert_file: /nonexistent.pem, key_file: /nonexistent.key }\n",
+                "modules.event_stream.key_file: cannot read /nonexistent.key"
+            ),
+            ("modules:\n  event_rabbitmq: { ca_file: /nonexistent.pem }\n", "modules.event_rabbitmq: TLS files"),
             ("modules:\n  event_sqs: {}\n", "unknown module 'modules.event_sqs'"),
             ("modules:\n  event_rabbitmq: { heartbeat: -1 }\n", "modules.event_rabbitmq.heartbeat"),
             // Hardening: sizes that overflow are errors (this one trapped, exit 132).
