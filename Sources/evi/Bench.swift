@@ -448,16 +448,7 @@ struct Bench: AsyncParsableCommand {
             guard counters.delivered.load(ordering: .relaxed) == 1 else {
                 throw ValidationError("\(name): the first publish was not confirmed (is the broker at \(socket) up?)")
             }
-            let started = monotonicNanoseconds()
-            for _ in 0..<events { try hub.raise(event, ["str": "hello", "num": 42]) }
-            let deadline = started + 300_000_000_000
-            while counters.delivered.load(ordering: .relaxed) + counters.failed.load(ordering: .relaxed) < events + 1,
-                monotonicNanoseconds() < deadline
-            {
-                try await Task.sleep(for: .milliseconds(1))
-            }
-            let seconds = Double(monotonicNanoseconds() - started) / 1e9
-            let confirmed = counters.delivered.load(ordering: .relaxed) - 1
+            let (confirmed, seconds) = try await Self.raiseAll(events, of: event, on: hub, counting: counters)
             let rate = (Double(confirmed) / seconds).rounded()
             rates.append(rate)
             fields += [
@@ -512,16 +503,7 @@ struct Bench: AsyncParsableCommand {
             for _ in 0..<1000 where counters.delivered.load(ordering: .relaxed) < 1 {
                 try await Task.sleep(for: .milliseconds(10))
             }
-            let started = monotonicNanoseconds()
-            for _ in 0..<events { try hub.raise(event, ["str": "hello", "num": 42]) }
-            let deadline = started + 300_000_000_000
-            while counters.delivered.load(ordering: .relaxed) + counters.failed.load(ordering: .relaxed) < events + 1,
-                monotonicNanoseconds() < deadline
-            {
-                try await Task.sleep(for: .milliseconds(1))
-            }
-            let seconds = Double(monotonicNanoseconds() - started) / 1e9
-            let delivered = counters.delivered.load(ordering: .relaxed) - 1
+            let (delivered, seconds) = try await Self.raiseAll(events, of: event, on: hub, counting: counters)
             let rate = (Double(delivered) / seconds).rounded()
             rates.append(rate)
             let name = secure ? "tls" : "plain"
@@ -534,6 +516,22 @@ struct Bench: AsyncParsableCommand {
         }
         fields.append(EventField("tls_vs_plain", .double((rates[1] / rates[0] * 1000).rounded() / 1000)))
         return (fields, rates[1] / rates[0])
+    }
+
+    /// Raises `count` events (after the one warm-up event already delivered) and waits, at most
+    /// five minutes, until each is delivered or failed; returns how many were delivered and the seconds.
+    static func raiseAll(_ count: Int, of event: Event, on hub: EventHub, counting counters: TransportCounters)
+        async throws -> (delivered: Int, seconds: Double)
+    {
+        let started = monotonicNanoseconds()
+        for _ in 0..<count { try hub.raise(event, ["str": "hello", "num": 42]) }
+        let deadline = started + 300_000_000_000
+        while counters.delivered.load(ordering: .relaxed) + counters.failed.load(ordering: .relaxed) < count + 1,
+            monotonicNanoseconds() < deadline
+        {
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        return (counters.delivered.load(ordering: .relaxed) - 1, Double(monotonicNanoseconds() - started) / 1e9)
     }
 
     static func text(_ value: EventValue) -> String {
