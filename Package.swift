@@ -204,7 +204,7 @@ let package = Package(
                 "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit", "EventDatagram", "EventVirtual",
                 "EventStream",
                 "EventFlatstore",
-                "EventXMLRPC", "EventRabbitMQ",
+                "EventXMLRPC", "EventRabbitMQ", "EventKafka", "EventNIOSupport",
             ]
         ),
         .testTarget(

@@ -2,6 +2,8 @@ import EventDatagram
 import EventFlatstore
 import EventInterface
 import EventInterfaceTestKit
+import EventKafka
+import EventNIOSupport
 import EventRabbitMQ
 import EventStream
 import EventVirtual
@@ -60,6 +62,8 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
         "rabbitmq:guest:guest@127.0.0.1:5672/exchange=amq.topic;persistent?a.b",
         "virtual:PARALLEL udp:127.0.0.1:1 unix:/tmp/a.sock", "virtual:FAILOVER\ttcp:127.0.0.1:2  udp:127.0.0.1:3",
         "virtual:ROUND-ROBIN udp:127.0.0.1:1 udp:127.0.0.1:1 udp:127.0.0.1:1",
+        "kafka:127.0.0.1:9092,127.0.0.1:9093/calls?key=callid&t.acks=all&g.client.id=evi&g.sasl.password=x",
+        "tls:127.0.0.1:9443/method", "rabbitmq:u:p@127.0.0.1/tls;vhost=v?q", "rabbitmq:127.0.0.1/tls_domain=prod?q",
     ]
 
     @Test func socketParserSurvivesRandomAndMutatedStrings() async throws {
@@ -72,7 +76,8 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
         for transport: any EventTransport in [
             UDPTransport(), UnixTransport(), StreamTransport(), FlatstoreTransport(options: flatstore),
             XMLRPCTransport(),
-            RabbitMQTransport(), VirtualTransport(),
+            RabbitMQTransport(), VirtualTransport(), KafkaTransport(),
+            StreamTransport(options: StreamOptions(), tls: try ReloadableTLS(options: TLSOptions(), key: "fuzz")),
         ] {
             registry.register(transport)
         }
@@ -92,7 +97,11 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
                 let socket = try await registry.parseSocket(text)
                 // What parses prints, and its printed form parses to a matching socket (passwords aside).
                 #expect(!socket.description.isEmpty)
-                if socket.scheme != "rabbitmq" && !socket.description.contains("rabbitmq:") {
+                // rabbitmq prints no password, kafka prints secrets as ***: their printed forms
+                // are not meant to parse back to the same socket.
+                if socket.scheme != "rabbitmq" && !socket.description.contains("rabbitmq:")
+                    && !socket.description.contains("***")
+                {
                     let again = try await registry.parseSocket(socket.description)
                     #expect(again.matches(socket), "\(text) → \(socket.description)")
                 }
