@@ -3,7 +3,9 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 
-/// MI over HTTP: `POST /mi` with a JSON-RPC body, `GET /metrics`.
+/// MI over HTTP: `POST /mi` with a JSON-RPC body, `GET /metrics`, and without a token
+/// `GET /health` (200 while the process runs) and `GET /ready` (200 once started, 503 while
+/// starting or draining at shutdown, when `/mi` answers 503 too).
 ///
 /// A plain NIOHTTP1 handler rather than a framework: measured here a NIOHTTP1 handler served
 /// ~69k req/s against Hummingbird 2's ~31k, and built in half the time. Immediate commands
@@ -216,6 +218,10 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func refuseEarly(context: ChannelHandlerContext, head: HTTPRequestHead) {
         let path = Self.path(head.uri)
         guard path == "/mi" || path == "/metrics" else { return }
+        if path == "/mi", mi.readiness == .draining {
+            body = .discarding(0)
+            return refuse(context: context, head: head, status: .serviceUnavailable)
+        }
         if !isAuthorized(head) {
             body = .discarding(0)
             return refuse(
@@ -289,6 +295,12 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                 handler.send(
                     context, head, status: .ok, body: body, contentType: "text/plain; version=0.0.4; charset=utf-8")
             }
+        case "/health":
+            send(context, head, status: .ok, body: Array(#"{"status":"up"}"#.utf8))
+        case "/ready":
+            let readiness = mi.readiness
+            let body = #"{"ready":\#(readiness == .ready),"state":"\#(readiness)"}"#
+            send(context, head, status: readiness == .ready ? .ok : .serviceUnavailable, body: Array(body.utf8))
         default:
             send(context, head, status: .notFound, body: nil)
         }

@@ -23,6 +23,22 @@ public final class ManagementInterface: Sendable {
 
     /// Required on every request when set (`mi.token`).
     public let token: String?
+
+    /// Where the daemon is in its life, for `GET /ready` and for refusing requests while it drains.
+    public enum Readiness: UInt8, Sendable {
+        /// Listeners bound, state not yet restored: `/ready` is 503.
+        case starting
+        case ready
+        /// Shutting down: queues drain; `/ready` and `/mi` answer 503 until the listeners close.
+        case draining
+    }
+    private let readinessValue = Atomic<UInt8>(Readiness.starting.rawValue)
+
+    public var readiness: Readiness { Readiness(rawValue: readinessValue.load(ordering: .relaxed)) ?? .starting }
+
+    public func markReadiness(_ value: Readiness) {
+        readinessValue.store(value.rawValue, ordering: .relaxed)
+    }
     private let commands = Mutex<[String: MICommand]>([:])
     private let ordered = Mutex<[MICommand]>([])
     private let droppedDatagrams: [DatagramDrop: Counter]

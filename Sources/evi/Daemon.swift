@@ -129,6 +129,7 @@ final class Daemon: Sendable {
         // Every metric family exists from start-up, at zero.
         for scheme in hub.registry.schemes { _ = hub.statistics.transport(scheme) }
         for event in hub.events { _ = hub.statistics.event(event.name) }
+        mi.markReadiness(.ready)
         await http?.startReading()
         await datagram?.startReading()
         return Daemon(
@@ -297,20 +298,22 @@ final class Daemon: Sendable {
     /// `running` is called once the signals are trapped and the services started: a SIGTERM sent
     /// after it (a script waiting for the start line) is a graceful shutdown, never a kill.
     func run(logger: Logger, running: @escaping @Sendable () -> Void = {}) async throws {
+        // Shut down in reverse order: the hub first (ingresses closed, MI answering 503 while the
+        // queues drain, /ready 503), then SIGHUP handling, then the MI listeners.
         let services = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: [
                     .init(
-                        service: HubService(
-                            hub: hub, ingresses: ingresses.map(\.ingress), spool: spool,
-                            grace: configuration.shutdownGrace, logger: logger)),
+                        service: MIService(http: http, datagram: datagram, running: running),
+                        successTerminationBehavior: .ignore,
+                        failureTerminationBehavior: .gracefullyShutdownGroup),
                     .init(
                         service: HangupService(modules: configuration.modules, logger: logger),
                         successTerminationBehavior: .ignore),
                     .init(
-                        service: MIService(http: http, datagram: datagram, running: running),
-                        successTerminationBehavior: .ignore,
-                        failureTerminationBehavior: .gracefullyShutdownGroup),
+                        service: HubService(
+                            hub: hub, ingresses: ingresses.map(\.ingress), spool: spool, mi: mi,
+                            grace: configuration.shutdownGrace, logger: logger)),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
@@ -445,6 +448,8 @@ struct HubService: Service {
     let ingresses: [any EventIngress]
     /// Synced a last time once the subscribers are closed.
     let spool: Spool?
+    /// Told that the daemon drains (`/ready` and `/mi` answer 503 until the listeners close).
+    let mi: ManagementInterface
     let grace: Double
 
     let logger: Logger
@@ -458,6 +463,7 @@ struct HubService: Service {
             }
         }
         try? await gracefulShutdown()
+        mi.markReadiness(.draining)
         sweeper.cancel()
         for ingress in ingresses { await ingress.close() }
         logger.info("stopping: delivering what is queued", metadata: ["grace_seconds": "\(grace)"])

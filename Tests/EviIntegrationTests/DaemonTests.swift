@@ -280,3 +280,50 @@ enum DefaultPorts {
         return withLoopbackAddress(port: Int(port)) { bind(descriptor, $0, $1) == 0 }
     }
 }
+
+/// `GET /health` and `GET /ready` for orchestrators and load balancers: no token needed; while the
+/// daemon drains its queues at shutdown, `/ready` and `/mi` answer 503 (the listener stays up).
+@Suite(.serialized) struct HealthTests {
+    @Test func healthAndReadinessNeedNoToken() async throws {
+        let daemon = try await Daemon.start(token: "s3cret")
+        defer { Task { await daemon.stop() } }
+        let health = try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/health")
+        #expect(health.status == 200 && health.bodyText == #"{"status":"up"}"#)
+        let ready = try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/ready")
+        #expect(ready.status == 200 && ready.bodyText == #"{"ready":true,"state":"ready"}"#, "\(ready.bodyText)")
+        let mi = try RawHTTP.request(
+            port: daemon.httpPort, method: "POST", path: "/mi",
+            body: Array(#"{"jsonrpc":"2.0","method":"version","id":1}"#.utf8))
+        #expect(mi.status == 401)
+    }
+
+    @Test func whileDrainingReadyAndTheMIAnswer503() async throws {
+        let stuck = try JSONRPCTestServer(mode: .neverReply)
+        defer { stuck.close() }
+        let daemon = try await Daemon.start(
+            extra: """
+                events: [E_DRAIN]
+                shutdown_grace: 4
+                subscriptions:
+                  - { event: E_DRAIN, socket: "\(stuck.socket)" }
+                modules:
+                  event_stream: { reliable_mode: true, timeout: 10000 }
+
+                """)
+        defer { Task { await daemon.stop() } }
+        _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:raise","params":["E_DRAIN",{"n":1}],"id":1}"#)
+        #expect(await stuck.waitFor(count: 1).count == 1)  // in flight: the drain has work to wait for
+        daemon.process.signal(SIGTERM)
+        let draining = await eventually(timeout: .seconds(3)) {
+            (try? RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/ready"))?.status == 503
+        }
+        #expect(draining)
+        let ready = try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/ready")
+        #expect(ready.bodyText == #"{"ready":false,"state":"draining"}"#, "\(ready.bodyText)")
+        let mi = try RawHTTP.request(
+            port: daemon.httpPort, method: "POST", path: "/mi",
+            body: Array(#"{"jsonrpc":"2.0","method":"version","id":1}"#.utf8))
+        #expect(mi.status == 503)
+        #expect(await daemon.process.waitForExit(timeout: .seconds(15)) == 0)
+    }
+}
