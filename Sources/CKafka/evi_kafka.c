@@ -69,7 +69,9 @@ static char load_error[512];
 
 static void load(void) {
     snprintf(load_error, sizeof load_error, "librdkafka not loaded");
-    rd.handle = dlopen("librdkafka.so.1", RTLD_NOW | RTLD_LOCAL);
+    /* EVI_LIBRDKAFKA names another file: how the tests play a machine without the library. */
+    const char *name = getenv("EVI_LIBRDKAFKA");
+    rd.handle = dlopen(name != NULL && name[0] != '\0' ? name : "librdkafka.so.1", RTLD_NOW | RTLD_LOCAL);
     if (rd.handle == NULL) {
         snprintf(load_error, sizeof load_error,
                  "kafka needs librdkafka.so.1 (Debian: apt-get install librdkafka1): %s", dlerror());

@@ -98,4 +98,22 @@ import Testing
             "kafka ingress: 2 daemons shared 10,000 records exactly once (\(shares)); after a kill -9 the survivor delivered the next 10,000, \(duplicates) duplicates"
         )
     }
+
+    /// A machine without librdkafka (played by pointing evi at a file that does not exist): evi
+    /// starts and runs, and a kafka socket is refused with the Debian package to install.
+    @Test func withoutLibrdkafkaAKafkaSocketIsRefusedNamingThePackage() async throws {
+        let environment = ["EVI_LIBRDKAFKA=librdkafka-not-here.so.1"]
+        let daemon = try await run(
+            "/usr/bin/env", environment + [eviBinary.path, "bench", "--scenario", "kafka", "--events", "10"],
+            timeout: .seconds(60))
+        #expect(daemon.status != 0)
+        #expect(
+            daemon.errors.contains("kafka needs librdkafka.so.1 (Debian: apt-get install librdkafka1)"),
+            "\(daemon.errors)")
+        // Everything else works without it.
+        let udp = try await run(
+            "/usr/bin/env", environment + [eviBinary.path, "bench", "--scenario", "udp", "--events", "100"],
+            timeout: .seconds(60))
+        #expect(udp.status == 0, "\(udp.errors)")
+    }
 }
