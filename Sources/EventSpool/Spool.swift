@@ -164,25 +164,12 @@ public final class Spool: DurableStore {
     /// they hold stays on disk, undelivered, until the subscription comes back. Logged once at start.
     public func reportUnclaimed() {
         let opened = Set(streams.withLock { Array($0.keys) })
-        guard let handle = opendir(settings.directory) else { return }
-        defer { closedir(handle) }
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
+        for name in (try? SpoolFiles.list(settings.directory)) ?? [] where !name.hasPrefix(".") {
             let path = settings.directory + "/" + name
-            guard !name.hasPrefix("."), entry.pointee.d_type == UInt8(DT_DIR), !opened.contains(path) else { continue }
-            var segments = 0
-            if let inner = opendir(path) {
-                while let file = readdir(inner) {
-                    let fileName = withUnsafeBytes(of: file.pointee.d_name) { raw in
-                        String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-                    }
-                    if fileName.hasSuffix(".seg") { segments += 1 }
-                }
-                closedir(inner)
-            }
-            guard segments > 0 else { continue }
+            // A stream's directory (a file is not one: it cannot be listed) with segments left.
+            guard !opened.contains(path), let files = try? SpoolFiles.list(path),
+                files.contains(where: { $0.hasSuffix(".seg") })
+            else { continue }
             var about = [UInt8](repeating: 0, count: 4096)
             let file = open(path + "/stream", O_RDONLY | O_CLOEXEC)
             let length = file >= 0 ? read(file, &about, about.count) : 0

@@ -141,13 +141,19 @@ final class SpoolFiles {
         }
         if let only = segments.first, cursor == nextSequence, only.size >= segmentSize {
             // Wholly delivered and full: the next append starts a fresh segment anyway.
-            if writeDescriptor >= 0 {
-                Glibc.close(writeDescriptor)
-                writeDescriptor = -1
-            }
-            unlink(path(of: only))
-            segments = []
+            removeLastSegment()
         }
+    }
+
+    /// Deletes the one segment left, the one being written; the next append starts a new one.
+    private func removeLastSegment() {
+        guard let only = segments.first, segments.count == 1 else { return }
+        if writeDescriptor >= 0 {
+            Glibc.close(writeDescriptor)
+            writeDescriptor = -1
+        }
+        unlink(path(of: only))
+        segments = []
     }
 
     /// A duplicate of the segment being written, for a background fsync that must not race a
@@ -189,16 +195,8 @@ final class SpoolFiles {
     /// Drops every stored, undelivered event; returns how many.
     func dropPending() -> Int {
         let dropped = pending
-        let end = nextSequence
-        advanceCursor(to: end)
-        if let only = segments.first, segments.count == 1 {
-            if writeDescriptor >= 0 {
-                Glibc.close(writeDescriptor)
-                writeDescriptor = -1
-            }
-            unlink(path(of: only))
-            segments = []
-        }
+        advanceCursor(to: nextSequence)
+        removeLastSegment()
         return dropped
     }
 
@@ -232,7 +230,8 @@ final class SpoolFiles {
         }
     }
 
-    private static func list(_ directory: String) throws(StoreError) -> [String] {
+    /// The names in `directory` (`.` and `..` included).
+    static func list(_ directory: String) throws(StoreError) -> [String] {
         guard let handle = opendir(directory) else { throw failure("read \(directory)", errno) }
         defer { closedir(handle) }
         var names: [String] = []

@@ -109,8 +109,8 @@ final class SpoolStream: Sendable {
     func store(_ event: RaisedEvent, notification: [UInt8], storedAt: Double) throws(StoreError) {
         deliverer.prepare(event)
         let settings = self.settings
-        let (waiter, added, over) = try state.withLock {
-            state throws(StoreError) -> (CheckedContinuation<Void, Never>?, Int, Bool) in
+        let (waiter, added) = try state.withLock {
+            state throws(StoreError) -> (CheckedContinuation<Void, Never>?, Int) in
             guard !state.closing else { throw StoreError("shutting down") }
             let before = state.files.bytes
             let sequence = try state.files.append(notification: notification, storedAt: storedAt)
@@ -123,11 +123,10 @@ final class SpoolStream: Sendable {
             } else {
                 state.caughtUp = false
             }
-            let over = state.files.bytes > settings.maxBytes
-            if over { state.shedRequested = true }
-            return (state.takeWaiter(), state.files.bytes - before, over)
+            // Past the bound the woken task sheds before it delivers.
+            if state.files.bytes > settings.maxBytes { state.shedRequested = true }
+            return (state.takeWaiter(), state.files.bytes - before)
         }
-        _ = over  // the task sheds on waking: shedRequested is set
         waiter?.resume()
         if spool.add(bytes: added) { requestShedding() }
     }
