@@ -256,25 +256,23 @@ public final class EventHub: Sendable {
         }
         guard let (event, counters, subscribers, durable, expired) = found else { throw .eventNotPublished(name) }
         closeInBackground(expired)
+        var raised: RaisedEvent?
         if !durable.isEmpty {
             let stored = params.adding(configuration.idParam.map { ($0, .string(raiseIDs.next())) })
-            let raised = RaisedEvent(event: event, params: stored, raisedAt: now, settlement: settlement)
+            let durableEvent = RaisedEvent(event: event, params: stored, raisedAt: now, settlement: settlement)
             // Stored everywhere before anyone is told: a refusal leaves what was stored (at-least-once).
             for subscriber in durable {
-                do throws(StoreError) { try subscriber.store(raised) } catch { throw .notStored(error.reason) }
+                do throws(StoreError) { try subscriber.store(durableEvent) } catch { throw .notStored(error.reason) }
             }
-            counters.recordRaised()
-            for subscriber in subscribers { subscriber.dispatch(raised) }
-            settlement?.release()
-            return RaiseResult(event: event, subscribers: subscribers.count + durable.count)
+            raised = durableEvent
         }
         counters.recordRaised()
         if !subscribers.isEmpty {
-            let raised = RaisedEvent(event: event, params: params, raisedAt: now, settlement: settlement)
-            for subscriber in subscribers { subscriber.dispatch(raised) }
+            let handed = raised ?? RaisedEvent(event: event, params: params, raisedAt: now, settlement: settlement)
+            for subscriber in subscribers { subscriber.dispatch(handed) }
         }
         settlement?.release()
-        return RaiseResult(event: event, subscribers: subscribers.count)
+        return RaiseResult(event: event, subscribers: subscribers.count + durable.count)
     }
 
     // MARK: Subscriptions
