@@ -112,6 +112,45 @@ struct Bench: AsyncParsableCommand {
         }
     }
 
+    /// What every in-daemon scenario starts from: no MI, state in memory, E_BENCH published,
+    /// queues with room for every event, and with `--durable` a spool in `directory`.
+    private func benchConfiguration(directory: String) -> DaemonConfiguration {
+        var configuration = DaemonConfiguration()
+        configuration.miHTTP = nil
+        configuration.miDatagram = nil
+        configuration.state = "memory"
+        configuration.queueSize = max(10_000, events)
+        configuration.queueBytes = max(configuration.queueBytes, events * 512)  // room for every event, as queueSize
+        configuration.events = ["E_BENCH"]
+        if durable {
+            configuration.delivery = .durable
+            configuration.spool.dir = directory + "/spool"
+        }
+        return configuration
+    }
+
+    /// Raises `count` events from the calling thread, paced at `interval` ns when given, stamping
+    /// each raise time into `stamps`.
+    static func raiseFromThisThread(
+        _ event: Event, on hub: EventHub, count: Int, interval: UInt64?, started: UInt64,
+        stamps: MIHTTPLoad.UncheckedBuffer
+    ) {
+        for index in 0..<count {
+            if let interval {
+                let due = started + UInt64(index) * interval
+                while monotonicNanoseconds() < due {}
+            }
+            stamps.buffer[index] = monotonicNanoseconds()
+            _ = try? hub.raise(event, ["str": "hello", "num": 42])
+        }
+    }
+
+    /// The `fraction` percentile of sorted nanoseconds, in microseconds (0 for none).
+    static func percentile(_ sorted: [UInt64], _ fraction: Double) -> Double {
+        guard !sorted.isEmpty else { return 0 }
+        return Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * fraction))]) / 1000
+    }
+
     /// One run: a fresh daemon, the scenario, then the floor to the same receivers.
     private func measureOnce() async throws -> (fields: [EventField], ratio: Double) {
         if scenario == .kafka { return try await measureKafka() }
@@ -128,15 +167,10 @@ struct Bench: AsyncParsableCommand {
             : try (0..<receiverCount).map { _ in try CountingReceiver(capacity: events) }
         let directory = "/tmp/evi-bench-\(getpid())"
         _ = mkdir(directory, 0o700)
-        defer { Self.removeTree(directory) }
+        defer { try? FileManager.default.removeItem(atPath: directory) }
 
-        var configuration = DaemonConfiguration()
+        var configuration = benchConfiguration(directory: directory)
         configuration.miHTTP = scenario == .miHTTP ? ListenAddress(host: "127.0.0.1", port: 0) : nil
-        configuration.miDatagram = nil
-        configuration.state = "memory"
-        configuration.queueSize = max(10_000, events)
-        configuration.queueBytes = max(configuration.queueBytes, events * 512)  // room for every event, as queueSize
-        configuration.events = ["E_BENCH"]
         configuration.maxSubscriptions = max(configuration.maxSubscriptions, subscriptions + 10)
         if scenario == .relayUDP { configuration.ingress = [IngressSettings(socket: "udp:127.0.0.1:0")] }
         if scenario == .relayTCP { configuration.ingress = [IngressSettings(socket: "tcp:127.0.0.1:0")] }
@@ -145,10 +179,6 @@ struct Bench: AsyncParsableCommand {
                 type(of: module).name == StreamModule.name
                     ? StreamModule(options: StreamOptions(reliableMode: true)) : module
             }
-        }
-        if durable {
-            configuration.delivery = .durable
-            configuration.spool.dir = directory + "/spool"
         }
         let daemon = try await Daemon.startOrExit(
             configuration, registry: PrometheusCollectorRegistry(), logger: logger)
@@ -217,14 +247,8 @@ struct Bench: AsyncParsableCommand {
             let raised = CompletionSignal()
             let count = events
             detachThread {
-                for index in 0..<count {
-                    if let interval {
-                        let due = started + UInt64(index) * interval
-                        while monotonicNanoseconds() < due {}
-                    }
-                    stamps.buffer[index] = monotonicNanoseconds()
-                    _ = try? hub.raise(event, ["str": "hello", "num": 42])
-                }
+                Self.raiseFromThisThread(
+                    event, on: hub, count: count, interval: interval, started: started, stamps: stamps)
                 raised.signal()
             }
             _ = await raised.wait(timeout: .seconds(3600))
@@ -246,10 +270,7 @@ struct Bench: AsyncParsableCommand {
             }
         }
         latencies.sort()
-        func percentile(_ fraction: Double) -> Double {
-            guard !latencies.isEmpty else { return 0 }
-            return Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * fraction))]) / 1000
-        }
+        func percentile(_ fraction: Double) -> Double { Self.percentile(latencies, fraction) }
         let rss = Self.peakRSS()
         let fsyncs = daemon.spool?.fsyncCount ?? 0
         await hub.shutdown(grace: .seconds(1))
@@ -318,20 +339,10 @@ struct Bench: AsyncParsableCommand {
     private func measureKafka() async throws -> (fields: [EventField], ratio: Double) {
         var logger = Logger(label: "evi-bench")
         logger.logLevel = .critical
-        var configuration = DaemonConfiguration()
-        configuration.miHTTP = nil
-        configuration.miDatagram = nil
-        configuration.state = "memory"
-        configuration.queueSize = max(10_000, events)
-        configuration.queueBytes = max(configuration.queueBytes, events * 512)
-        configuration.events = ["E_BENCH"]
         let directory = "/tmp/evi-bench-\(getpid())"
-        if durable {
-            _ = mkdir(directory, 0o700)
-            configuration.delivery = .durable
-            configuration.spool.dir = directory + "/spool"
-        }
-        defer { Self.removeTree(directory) }
+        _ = mkdir(directory, 0o700)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let configuration = benchConfiguration(directory: directory)
         let daemon = try await Daemon.startOrExit(
             configuration, registry: PrometheusCollectorRegistry(), logger: logger)
         let hub = daemon.hub
@@ -373,14 +384,7 @@ struct Bench: AsyncParsableCommand {
             sampled.signal()
         }
         detachThread {
-            for index in 0..<count {
-                if let interval {
-                    let due = started + UInt64(index) * interval
-                    while monotonicNanoseconds() < due {}
-                }
-                stamps.buffer[index] = monotonicNanoseconds()
-                _ = try? hub.raise(event, ["str": "hello", "num": 42])
-            }
+            Self.raiseFromThisThread(event, on: hub, count: count, interval: interval, started: started, stamps: stamps)
         }
         _ = await sampled.wait(timeout: .seconds(310))
         let delivered = counters.delivered.load(ordering: .relaxed) - base
@@ -392,10 +396,7 @@ struct Bench: AsyncParsableCommand {
             latencies.append(reportedAt[index] - raisedAt[index])
         }
         latencies.sort()
-        func percentile(_ fraction: Double) -> Double {
-            guard !latencies.isEmpty else { return 0 }
-            return Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * fraction))]) / 1000
-        }
+        func percentile(_ fraction: Double) -> Double { Self.percentile(latencies, fraction) }
         let rss = Self.peakRSS()
         await hub.shutdown(grace: .seconds(2))
         daemon.spool?.stop()
@@ -469,7 +470,7 @@ struct Bench: AsyncParsableCommand {
     private func measureTCPOverTLS() async throws -> (fields: [EventField], ratio: Double) {
         let directory = "/tmp/evi-bench-\(getpid())"
         _ = mkdir(directory, 0o700)
-        defer { Self.removeTree(directory) }
+        defer { try? FileManager.default.removeItem(atPath: directory) }
         let made = Process()
         made.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
         made.arguments = [
@@ -574,24 +575,6 @@ struct Bench: AsyncParsableCommand {
             }
         }
         for fd in descriptors { close(fd) }
-    }
-
-    /// Removes a directory the bench made, and what is in it (the spool's stream directories).
-    static func removeTree(_ path: String) {
-        guard let handle = opendir(path) else {
-            unlink(path)
-            return
-        }
-        while let entry = readdir(handle) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
-            }
-            if name == "." || name == ".." { continue }
-            let child = path + "/" + name
-            if entry.pointee.d_type == UInt8(DT_DIR) { removeTree(child) } else { unlink(child) }
-        }
-        closedir(handle)
-        rmdir(path)
     }
 
     /// Peak resident set size (VmHWM), bytes.
