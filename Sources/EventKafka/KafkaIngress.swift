@@ -61,7 +61,7 @@ public final class KafkaIngress: EventIngress {
         }
         guard let made else {
             throw SocketError(
-                "kafka consumer: \(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))"
+                "kafka consumer: \(KafkaProducer.text(error))"
             )
         }
         consumer = UnsafeSendable(made)

@@ -130,7 +130,8 @@ final class KafkaProducer: Sendable {
         }
     }
 
-    private static func text(_ buffer: [CChar]) -> String {
+    /// The text the C shim wrote into `buffer` (up to its NUL).
+    static func text(_ buffer: [CChar]) -> String {
         String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

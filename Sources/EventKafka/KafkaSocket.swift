@@ -112,7 +112,7 @@ struct KafkaAddress: Sendable, Hashable {
                 var error = [CChar](repeating: 0, count: 512)
                 guard evi_kafka_check_property(global ? 1 : 0, property.name, property.value, &error, error.count) == 0
                 else {
-                    let reason = String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                    let reason = KafkaProducer.text(error)
                     throw SocketError(
                         "kafka property \(global ? "g." : "t.")\(property.name): \(reason): \(description)")
                 }
@@ -138,7 +138,7 @@ enum KafkaLibrary {
     static func load() throws(SocketError) {
         var error = [CChar](repeating: 0, count: 512)
         guard evi_kafka_load(&error, error.count) == 0 else {
-            throw SocketError(String(decoding: error.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+            throw SocketError(KafkaProducer.text(error))
         }
     }
 }

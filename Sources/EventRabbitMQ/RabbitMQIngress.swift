@@ -42,9 +42,7 @@ public final class RabbitMQIngress: EventIngress {
             guard let domain = tlsProfiles[name] else {
                 throw SocketError("no TLS domain '\(name)' for \(parsed.redacted)")
             }
-            let host = parsed.hostPort.host
-            profile = AMQPTLS(
-                source: domain, hostname: HostPort.isIPv4Literal(host) || HostPort.isIPv6Literal(host) ? nil : host)
+            profile = AMQPTLS(source: domain, hostname: parsed.hostPort.nameToVerify)
         }
         let tls = profile
         guard (1...Int(UInt16.max)).contains(settings.prefetch) else {

@@ -70,9 +70,7 @@ public final class RabbitMQTransport: EventTransport {
     /// The profile and the host name to check for a broker reached over TLS.
     func tls(for broker: BrokerKey) -> AMQPTLS? {
         guard let name = broker.tls, let profile = tlsProfiles[name] else { return nil }
-        let host = broker.host.host
-        return AMQPTLS(
-            source: profile, hostname: HostPort.isIPv4Literal(host) || HostPort.isIPv6Literal(host) ? nil : host)
+        return AMQPTLS(source: profile, hostname: broker.host.nameToVerify)
     }
 
     public var scheme: String { "rabbitmq" }

@@ -92,13 +92,7 @@ public struct StreamSocket: DeliverySocket {
             connection: StreamConnection(
                 address: address, socket: description, options: transport.options, group: transport.group,
                 logger: context.logger,
-                tls: transport.tls.map {
-                    (
-                        $0,
-                        HostPort.isIPv4Literal(hostPort.host) || HostPort.isIPv6Literal(hostPort.host)
-                            ? nil : hostPort.host
-                    )
-                }),
+                tls: transport.tls.map { ($0, hostPort.nameToVerify) }),
             format: StreamPayloadFormat(method: method, eventParam: transport.options.eventParam),
             reliable: transport.options.reliableMode)
     }

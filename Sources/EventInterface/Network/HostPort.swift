@@ -10,6 +10,10 @@ public struct HostPort: Sendable, Hashable, CustomStringConvertible {
     public var port: Int
     public var isIPv6: Bool { host.contains(":") }
 
+    /// The name a TLS peer's certificate must carry: the host when it is a name, nil for an
+    /// address literal (its certificate is then checked by its chain only).
+    public var nameToVerify: String? { Self.isIPv4Literal(host) || Self.isIPv6Literal(host) ? nil : host }
+
     /// Printed as given, IPv6 in brackets.
     public var description: String { isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)" }
 
