@@ -12,24 +12,6 @@ import Testing
 /// amqps against the private broker's TLS listener (scripts/rabbitmq.sh makes its certificates in
 /// $EVI_RABBITMQ_DIR/tls), read back with pika over TLS.
 @Suite(.serialized) struct AMQPSTests {
-    static var tlsPort: Int {
-        get throws {
-            guard let text = ProcessInfo.processInfo.environment["EVI_RABBITMQ_TLS_PORT"], let port = Int(text) else {
-                throw ReceiverError("EVI_RABBITMQ_TLS_PORT is not set: run the tests with scripts/test.sh")
-            }
-            return port
-        }
-    }
-
-    static var certificates: String {
-        get throws {
-            guard let directory = ProcessInfo.processInfo.environment["EVI_RABBITMQ_DIR"] else {
-                throw ReceiverError("EVI_RABBITMQ_DIR is not set: run the tests with scripts/test.sh")
-            }
-            return directory + "/tls"
-        }
-    }
-
     func makeHub(caFile: String) throws -> EventHub {
         var options = RabbitMQOptions()
         options.tls.caFile = caFile
@@ -64,19 +46,19 @@ import Testing
         defer { directory.remove() }
         let script = directory.file("read.py")
         try Self.reader.write(toFile: script, atomically: true, encoding: .utf8)
-        let ca = try Self.certificates + "/ca.pem"
+        let ca = try TestBroker.certificates + "/ca.pem"
         let reader = try ChildProcess(
             executable: repositoryRoot.appendingPathComponent(".venv/bin/python3").path,
-            arguments: [script, "evi_amqps", String(try Self.tlsPort), ca], directory: directory.path,
+            arguments: [script, "evi_amqps", String(try TestBroker.tlsPort), ca], directory: directory.path,
             outputPath: directory.file("out"), errorPath: directory.file("err"))
         defer { reader.signal(SIGKILL) }
         #expect(await eventually(timeout: .seconds(20)) { reader.output.hasPrefix("ready") }, "\(reader.errors)")
         let hub = try makeHub(caFile: ca)
-        let socket = "rabbitmq:guest:guest@127.0.0.1:\(try Self.tlsPort)/tls?evi_amqps"
+        let socket = "rabbitmq:guest:guest@127.0.0.1:\(try TestBroker.tlsPort)/tls?evi_amqps"
         try await hub.subscribe(event: "E_PIKE_BLOCKED", socket: socket)
         #expect(
             try hub.subscribers(of: "E_PIKE_BLOCKED").first?.socket
-                == "rabbitmq:guest@127.0.0.1:\(try Self.tlsPort)/tls?evi_amqps")
+                == "rabbitmq:guest@127.0.0.1:\(try TestBroker.tlsPort)/tls?evi_amqps")
         try hub.raise("E_PIKE_BLOCKED", ["ip": "10.0.0.1", "count": 42])
         #expect(
             await eventually(timeout: .seconds(10)) {
@@ -100,12 +82,12 @@ import Testing
                 otherCA, "-days", "2", "-subj", "/CN=nobody's CA",
             ], directory: directory.path, outputPath: directory.file("out"), errorPath: directory.file("err"))
         #expect(await made.waitForExit(timeout: .seconds(30)) == 0)
-        for (ca, host) in [(otherCA, "127.0.0.1"), (try Self.certificates + "/ca.pem", "localhost")] {
+        for (ca, host) in [(otherCA, "127.0.0.1"), (try TestBroker.certificates + "/ca.pem", "localhost")] {
             let hub = try makeHub(caFile: ca)
             let backup = try DatagramReceiver()
             try await hub.subscribe(
                 event: "E_PIKE_BLOCKED",
-                socket: "virtual:FAILOVER rabbitmq:\(host):\(try Self.tlsPort)/tls?evi_nowhere \(backup.socket)")
+                socket: "virtual:FAILOVER rabbitmq:\(host):\(try TestBroker.tlsPort)/tls?evi_nowhere \(backup.socket)")
             try hub.raise("E_PIKE_BLOCKED", ["n": 1])
             #expect(await backup.waitFor(count: 1, timeout: .seconds(10)).count == 1, "\(host)")
             let member = try hub.subscribers(of: "E_PIKE_BLOCKED").first?.members?.first
@@ -116,7 +98,7 @@ import Testing
     }
 
     @Test func anUnknownTLSDomainIsRefusedAtSubscribeTime() async throws {
-        let hub = try makeHub(caFile: try Self.certificates + "/ca.pem")
+        let hub = try makeHub(caFile: try TestBroker.certificates + "/ca.pem")
         do {
             try await hub.subscribe(event: "E_PIKE_BLOCKED", socket: "rabbitmq:127.0.0.1/tls_domain=nope?q")
             Issue.record("accepted")

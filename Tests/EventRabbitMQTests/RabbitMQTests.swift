@@ -16,14 +16,21 @@ let repositoryRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
 /// The private broker `scripts/test.sh` started for these tests (`scripts/rabbitmq.sh`): its AMQP
 /// port and data directory. Never the machine's own broker on 5672.
 enum TestBroker {
-    static var port: Int {
-        get throws {
-            guard let text = ProcessInfo.processInfo.environment["EVI_RABBITMQ_PORT"], let port = Int(text) else {
-                throw ReceiverError(
-                    "EVI_RABBITMQ_PORT is not set: run the tests with scripts/test.sh, which starts a private broker")
-            }
-            return port
+    static var port: Int { get throws { try number(environment("EVI_RABBITMQ_PORT")) } }
+    /// Its amqps listener, and the directory of the CA and certificates scripts/rabbitmq.sh made.
+    static var tlsPort: Int { get throws { try number(environment("EVI_RABBITMQ_TLS_PORT")) } }
+    static var certificates: String { get throws { try environment("EVI_RABBITMQ_DIR") + "/tls" } }
+
+    private static func environment(_ name: String) throws -> String {
+        guard let value = ProcessInfo.processInfo.environment[name] else {
+            throw ReceiverError("\(name) is not set: run the tests with scripts/test.sh, which starts a private broker")
         }
+        return value
+    }
+
+    private static func number(_ text: String) throws -> Int {
+        guard let port = Int(text) else { throw ReceiverError("not a port: \(text)") }
+        return port
     }
 }
 
