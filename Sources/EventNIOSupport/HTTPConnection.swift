@@ -1,0 +1,316 @@
+import EventInterface
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// One HTTP request a transport sends (xmlrpc, webhook, sqs).
+public struct HTTPRequest: Sendable {
+    public var method: HTTPMethod
+    public var target: String
+    /// `Host` and `Content-Length` are added by the connection.
+    public var headers: HTTPHeaders
+    public var body: [UInt8]
+
+    public init(method: HTTPMethod = .POST, target: String, headers: HTTPHeaders = [:], body: [UInt8]) {
+        self.method = method
+        self.target = target
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// What came back: the status, headers and (bounded) body.
+public struct HTTPReply: Sendable {
+    public var status: Int
+    public var headers: HTTPHeaders
+    public var body: [UInt8]
+
+    public init(status: Int, headers: HTTPHeaders = [:], body: [UInt8] = []) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection to one origin, held by the shared reconnect state machine
+/// (``ReconnectingChannel``): after a failure (refused, reset, TLS error, no reply in time)
+/// requests fail at once while a timer reconnects with backoff, as tcp and rabbitmq do.
+///
+/// A batch is pipelined: every request is written before the first reply is awaited, so a
+/// delivery batch costs one round trip, not one per event. A server that closes the connection
+/// after a reply (`Connection: close`) is no failure: the requests it did not answer were not
+/// processed, and are sent again on a new connection.
+public final class HTTPConnection: Sendable {
+    public let url: HTTPURL
+    let address: ResolvedAddress
+    let tls: NIOSSLContext?
+    let timeout: TimeAmount
+    let maximumReply: Int
+    let userAgent: String
+    private let link = Mutex<ReconnectingChannel?>(nil)
+
+    /// - Parameters:
+    ///   - tls: the client context for `https` (nil for `http`).
+    ///   - timeout: connect time, and the time from a batch's first write to its last reply.
+    ///   - maximumReply: the largest reply body read; a larger one fails its request and the
+    ///     connection (a peer streaming gigabytes does not take the daemon's memory).
+    public init(
+        url: HTTPURL, address: ResolvedAddress, tls: NIOSSLContext?, timeout: Duration, maximumReply: Int = 1 << 20,
+        userAgent: String, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger
+    ) {
+        self.url = url
+        self.address = address
+        self.tls = tls
+        self.timeout = TimeAmount(timeout)
+        self.maximumReply = maximumReply
+        self.userAgent = userAgent
+        let connection = ReconnectingChannel(name: url.description, group: group, logger: logger) { [weak self] in
+            guard let self else { return .failure(DeliveryFailure(.subscriberFailed, "shutting down")) }
+            return await self.open(group: group)
+        }
+        link.withLock { $0 = connection }
+    }
+
+    private var connection: ReconnectingChannel? { link.withLock { $0 } }
+
+    private func open(group: any EventLoopGroup) async -> Result<any Channel, DeliveryFailure> {
+        let onClose: @Sendable (any Channel, String?) -> Void = { [weak self] channel, failure in
+            if let failure {
+                self?.connection?.lost(channel, reason: failure)
+            } else {
+                self?.connection?.ended(channel)
+            }
+        }
+        let tls = self.tls
+        let serverName = url.hostPort.nameToVerify
+        let maximumReply = self.maximumReply
+        do {
+            let channel = try await ClientBootstrap(group: group)
+                .connectTimeout(timeout)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let tls {
+                            try channel.pipeline.syncOperations.addHandler(
+                                NIOSSLClientHandler(context: tls, serverHostname: serverName))
+                        }
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(
+                            HTTPReplyHandler(maximumReply: maximumReply, onClose: onClose))
+                    }
+                }
+                .connect(to: try address.socketAddress()).get()
+            return .success(channel)
+        } catch {
+            return .failure(.connectFailure(error))
+        }
+    }
+
+    /// Sends `requests` in order and returns their replies in the same order: a reply of any
+    /// status is a success here (what a status means is the transport's business); a failure is
+    /// a request that got no reply, with the reason.
+    public func send(_ requests: [HTTPRequest]) async -> [Result<HTTPReply, DeliveryFailure>] {
+        var results: [Result<HTTPReply, DeliveryFailure>?] = Array(repeating: nil, count: requests.count)
+        let deadline = NIODeadline.now() + timeout
+        var next = 0
+        // Each round sends what is left on the open (or a new) connection; a round that gets no
+        // reply at all ends the loop, so it is bounded by the number of requests.
+        while next < requests.count {
+            let channel: any Channel
+            switch await connection?.channel() ?? .failure(DeliveryFailure(.subscriberFailed, "shutting down")) {
+            case .success(let open): channel = open
+            case .failure(let failure):
+                for index in next..<requests.count { results[index] = .failure(failure) }
+                return results.map { $0 ?? .failure(failure) }
+            }
+            let round = Array(requests[next...])
+            let futures = write(round, on: channel)
+            var answered = 0
+            var stop = false
+            for future in futures {
+                let remaining = deadline - NIODeadline.now()
+                guard let outcome = await future.value(within: max(remaining, .milliseconds(1))) else {
+                    connection?.lost(channel, reason: "reply timeout")
+                    channel.close(promise: nil)
+                    let failure = DeliveryFailure(.subscriberFailed, "reply timeout")
+                    for index in (next + answered)..<requests.count { results[index] = .failure(failure) }
+                    return results.map { $0 ?? .failure(failure) }
+                }
+                switch outcome {
+                case .reply(let reply, let keepAlive):
+                    results[next + answered] = .success(reply)
+                    answered += 1
+                    if !keepAlive { channel.close(promise: nil) }
+                case .unanswered:
+                    stop = true
+                case .failed(let reason):
+                    results[next + answered] = .failure(DeliveryFailure(.subscriberFailed, reason))
+                    answered += 1
+                }
+                if stop { break }
+            }
+            next += answered
+            if stop {
+                // The server is closing this connection: wait until it is gone, so that the next
+                // round opens a new one.
+                channel.close(promise: nil)
+                try? await channel.closeFuture.get()
+            }
+            if answered == 0 && stop {
+                // Closed before answering anything, yet cleanly: fail rather than loop.
+                let failure = DeliveryFailure(.subscriberFailed, "connection closed before the reply")
+                for index in next..<requests.count { results[index] = .failure(failure) }
+                break
+            }
+        }
+        return results.map { $0 ?? .failure(DeliveryFailure(.subscriberFailed, "no reply")) }
+    }
+
+    /// Writes `requests` on the channel's event loop, where the reply handler keeps its state,
+    /// and returns one future per request.
+    private func write(_ requests: [HTTPRequest], on channel: any Channel) -> [EventLoopFuture<
+        HTTPReplyHandler.Outcome
+    >] {
+        let promises = requests.map { _ in channel.eventLoop.makePromise(of: HTTPReplyHandler.Outcome.self) }
+        let authority = url.authority
+        let userAgent = self.userAgent
+        channel.eventLoop.execute {
+            guard let handler = try? channel.pipeline.syncOperations.handler(type: HTTPReplyHandler.self) else {
+                for promise in promises { promise.succeed(.failed("connection closed")) }
+                return
+            }
+            for (request, promise) in zip(requests, promises) {
+                guard handler.expect(promise) else { continue }
+                var headers = request.headers
+                headers.replaceOrAdd(name: "Host", value: authority)
+                if !headers.contains(name: "User-Agent") { headers.add(name: "User-Agent", value: userAgent) }
+                headers.replaceOrAdd(name: "Content-Length", value: String(request.body.count))
+                channel.write(
+                    HTTPClientRequestPart.head(
+                        HTTPRequestHead(
+                            version: .http1_1, method: request.method, uri: request.target, headers: headers)),
+                    promise: nil)
+                channel.write(
+                    HTTPClientRequestPart.body(.byteBuffer(channel.allocator.buffer(bytes: request.body))), promise: nil
+                )
+                channel.write(HTTPClientRequestPart.end(nil), promise: nil)
+            }
+            channel.flush()
+        }
+        return promises.map(\.futureResult)
+    }
+
+    /// Stops reconnecting and closes the connection.
+    public func close() async {
+        await connection?.close()
+    }
+}
+
+/// Matches replies to the requests written, first in first out. Its state lives on the channel's
+/// event loop (the connection hands it each request there); it tells the connection when the
+/// channel closes and why.
+final class HTTPReplyHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+
+    enum Outcome: Sendable {
+        case reply(HTTPReply, keepAlive: Bool)
+        /// The server closed the connection, as it said it would, before reaching this request:
+        /// it was not processed and may be sent again.
+        case unanswered
+        case failed(String)
+    }
+
+    private let maximumReply: Int
+    private let onClose: @Sendable (any Channel, String?) -> Void
+    private var waiting = CircularBuffer<EventLoopPromise<Outcome>>()
+    private var head: HTTPResponseHead?
+    private var body: [UInt8] = []
+    /// A reply said `Connection: close`: what is still waiting will not be answered.
+    private var closing = false
+    private var closed = false
+    /// Why the channel failed (a TLS error says more than "connection closed").
+    private var error: String?
+
+    init(maximumReply: Int, onClose: @escaping @Sendable (any Channel, String?) -> Void) {
+        self.maximumReply = maximumReply
+        self.onClose = onClose
+    }
+
+    /// The next unanswered reply answers `promise`; false (and the promise answered) when the
+    /// connection is closing.
+    func expect(_ promise: EventLoopPromise<Outcome>) -> Bool {
+        if closing {
+            promise.succeed(.unanswered)
+            return false
+        }
+        if closed {
+            promise.succeed(.failed(error ?? "connection closed"))
+            return false
+        }
+        waiting.append(promise)
+        return true
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let responseHead):
+            head = responseHead
+            body = []
+        case .body(let buffer):
+            guard body.count + buffer.readableBytes <= maximumReply else {
+                error = "reply larger than \(maximumReply) bytes"
+                context.close(promise: nil)
+                return
+            }
+            body += buffer.readableBytesView
+        case .end:
+            guard let head, !waiting.isEmpty else {
+                // A reply nobody asked for: the peer does not speak HTTP as expected.
+                error = "unexpected reply"
+                context.close(promise: nil)
+                return
+            }
+            // 1xx replies (100 Continue) precede the real one.
+            if (100..<200).contains(head.status.code) { return }
+            let keepAlive = head.isKeepAlive
+            let promise = waiting.removeFirst()
+            if !keepAlive { closing = true }
+            promise.succeed(
+                .reply(
+                    HTTPReply(status: Int(head.status.code), headers: head.headers, body: body), keepAlive: keepAlive))
+            self.head = nil
+            body = []
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        closed = true
+        let outstanding = waiting
+        waiting.removeAll()
+        let failure: String? =
+            closing
+            ? nil : (outstanding.isEmpty && error == nil ? nil : (error ?? "connection closed before the reply"))
+        onClose(context.channel, failure)
+        for promise in outstanding {
+            promise.succeed(
+                closing && error == nil ? .unanswered : .failed(error ?? "connection closed before the reply"))
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if self.error == nil {
+            if let tls = error as? NIOSSLError {
+                self.error = "TLS: \(tls)"
+            } else if let tls = error as? BoringSSLError {
+                self.error = "TLS: \(tls)"
+            } else {
+                self.error = "\(error)"
+            }
+        }
+        context.close(promise: nil)
+    }
+}
