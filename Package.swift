@@ -13,6 +13,7 @@ let package = Package(
         .library(name: "EventXMLRPC", targets: ["EventXMLRPC"]),
         .library(name: "EventRabbitMQ", targets: ["EventRabbitMQ"]),
         .library(name: "EventKafka", targets: ["EventKafka"]),
+        .library(name: "EventSQS", targets: ["EventSQS"]),
         .library(name: "EventState", targets: ["EventState"]),
         .library(name: "EventSpool", targets: ["EventSpool"]),
         .library(name: "ManagementInterface", targets: ["ManagementInterface"]),
@@ -24,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
@@ -82,6 +84,18 @@ let package = Package(
             dependencies: ["EventInterface", "CKafka", .product(name: "Logging", package: "swift-log")]
         ),
         .target(
+            name: "EventSQS",
+            dependencies: [
+                "EventInterface", "EventNIOSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
+        .target(
             name: "EventXMLRPC",
             dependencies: [
                 "EventInterface", "EventNIOSupport",
@@ -116,7 +130,7 @@ let package = Package(
             name: "evi",
             dependencies: [
                 "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "EventStream", "EventXMLRPC",
-                "EventRabbitMQ", "EventState", "EventSpool", "EventKafka", "EventNIOSupport",
+                "EventRabbitMQ", "EventState", "EventSpool", "EventKafka", "EventSQS", "EventNIOSupport",
                 "ManagementInterface",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -208,6 +222,13 @@ let package = Package(
                 "EventStream",
                 "EventFlatstore",
                 "EventXMLRPC", "EventRabbitMQ", "EventKafka", "EventNIOSupport",
+            ]
+        ),
+        .testTarget(
+            name: "EventSQSTests",
+            dependencies: [
+                "EventSQS", "EventNIOSupport", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit",
+                "EventDatagram", "EventVirtual",
             ]
         ),
         .testTarget(

@@ -22,12 +22,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-# Third-party clients the tests drive evi with: OpenSIPS' own tools from PyPI, in a virtual
-# environment of the repository (.venv, not committed).
-python_packages=(opensipscli opensips pika)
-if [ ! -x .venv/bin/opensips-cli ] || [ ! -x .venv/bin/opensips-event ] || ! .venv/bin/python3 -c "import pika" 2>/dev/null; then
-  log "creating .venv with ${python_packages[*]}"
-  python3 -m venv .venv
+# Third-party clients and peers the tests drive evi with, from PyPI, in a virtual environment of
+# the repository (.venv, not committed): OpenSIPS' own tools, pika (RabbitMQ), moto's SQS server
+# with boto3 (SQS).
+python_packages=(opensipscli opensips pika "moto[server]" boto3)
+if [ ! -x .venv/bin/opensips-cli ] || [ ! -x .venv/bin/opensips-event ] || [ ! -x .venv/bin/moto_server ] \
+  || ! .venv/bin/python3 -c "import pika, boto3" 2>/dev/null; then
+  log "installing into .venv: ${python_packages[*]}"
+  [ -x .venv/bin/pip ] || python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check "${python_packages[@]}"
 fi
 

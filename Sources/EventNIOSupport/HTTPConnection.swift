@@ -116,8 +116,12 @@ public final class HTTPConnection: Sendable {
         var results: [Result<HTTPReply, DeliveryFailure>?] = Array(repeating: nil, count: requests.count)
         let deadline = NIODeadline.now() + timeout
         var next = 0
-        // Each round sends what is left on the open (or a new) connection; a round that gets no
-        // reply at all ends the loop, so it is bounded by the number of requests.
+        var resentOnce = false
+        // Each round sends what is left on the open (or a new) connection. A round that gets no
+        // reply at all ends the loop, except once on a connection that had served earlier
+        // requests: a server may close an idle keep-alive connection just as a request is
+        // written, and that request is then sent again on a new one. Bounded by the number of
+        // requests plus one.
         while next < requests.count {
             let channel: any Channel
             switch await connection?.channel() ?? .failure(DeliveryFailure(.subscriberFailed, "shutting down")) {
@@ -126,10 +130,9 @@ public final class HTTPConnection: Sendable {
                 for index in next..<requests.count { results[index] = .failure(failure) }
                 return results.map { $0 ?? .failure(failure) }
             }
-            let round = Array(requests[next...])
-            let futures = write(round, on: channel)
+            let futures = write(Array(requests[next...]), on: channel)
             var answered = 0
-            var stop = false
+            var unanswered: Bool?
             for future in futures {
                 let remaining = deadline - NIODeadline.now()
                 guard let outcome = await future.value(within: max(remaining, .milliseconds(1))) else {
@@ -142,28 +145,28 @@ public final class HTTPConnection: Sendable {
                 switch outcome {
                 case .reply(let reply, let keepAlive):
                     results[next + answered] = .success(reply)
-                    answered += 1
                     if !keepAlive { channel.close(promise: nil) }
-                case .unanswered:
-                    stop = true
+                case .unanswered(let reused):
+                    unanswered = reused
                 case .failed(let reason):
                     results[next + answered] = .failure(DeliveryFailure(.subscriberFailed, reason))
-                    answered += 1
                 }
-                if stop { break }
+                if unanswered != nil { break }
+                answered += 1
             }
             next += answered
-            if stop {
-                // The server is closing this connection: wait until it is gone, so that the next
-                // round opens a new one.
-                channel.close(promise: nil)
-                try? await channel.closeFuture.get()
-            }
-            if answered == 0 && stop {
-                // Closed before answering anything, yet cleanly: fail rather than loop.
-                let failure = DeliveryFailure(.subscriberFailed, "connection closed before the reply")
-                for index in next..<requests.count { results[index] = .failure(failure) }
-                break
+            guard let reused = unanswered else { continue }
+            // The server is closing this connection: wait until it is gone, so that the next
+            // round opens a new one.
+            channel.close(promise: nil)
+            try? await channel.closeFuture.get()
+            if answered == 0 {
+                guard reused, !resentOnce else {
+                    let failure = DeliveryFailure(.subscriberFailed, "connection closed before the reply")
+                    for index in next..<requests.count { results[index] = .failure(failure) }
+                    break
+                }
+                resentOnce = true
             }
         }
         return results.map { $0 ?? .failure(DeliveryFailure(.subscriberFailed, "no reply")) }
@@ -217,9 +220,10 @@ final class HTTPReplyHandler: ChannelInboundHandler {
 
     enum Outcome: Sendable {
         case reply(HTTPReply, keepAlive: Bool)
-        /// The server closed the connection, as it said it would, before reaching this request:
-        /// it was not processed and may be sent again.
-        case unanswered
+        /// The server closed the connection between replies (as a reply said it would, or as an
+        /// idle keep-alive connection is closed) before answering this request; `reused` when the
+        /// connection had answered earlier requests.
+        case unanswered(reused: Bool)
         case failed(String)
     }
 
@@ -230,6 +234,8 @@ final class HTTPReplyHandler: ChannelInboundHandler {
     private var body: [UInt8] = []
     /// A reply said `Connection: close`: what is still waiting will not be answered.
     private var closing = false
+    /// Replies read on this connection so far.
+    private var replies = 0
     private var closed = false
     /// Why the channel failed (a TLS error says more than "connection closed").
     private var error: String?
@@ -243,7 +249,7 @@ final class HTTPReplyHandler: ChannelInboundHandler {
     /// connection is closing.
     func expect(_ promise: EventLoopPromise<Outcome>) -> Bool {
         if closing {
-            promise.succeed(.unanswered)
+            promise.succeed(.unanswered(reused: replies > 0))
             return false
         }
         if closed {
@@ -278,6 +284,7 @@ final class HTTPReplyHandler: ChannelInboundHandler {
             let keepAlive = head.isKeepAlive
             let promise = waiting.removeFirst()
             if !keepAlive { closing = true }
+            replies += 1
             promise.succeed(
                 .reply(
                     HTTPReply(status: Int(head.status.code), headers: head.headers, body: body), keepAlive: keepAlive))
@@ -290,13 +297,13 @@ final class HTTPReplyHandler: ChannelInboundHandler {
         closed = true
         let outstanding = waiting
         waiting.removeAll()
-        let failure: String? =
-            closing
-            ? nil : (outstanding.isEmpty && error == nil ? nil : (error ?? "connection closed before the reply"))
-        onClose(context.channel, failure)
+        // Closed between replies with no error: the peer ended the connection (as a reply said,
+        // or an idle one); the requests it did not answer may be sent again on a new connection.
+        let clean = error == nil && head == nil
+        onClose(context.channel, clean ? nil : (error ?? "connection closed before the reply"))
         for promise in outstanding {
             promise.succeed(
-                closing && error == nil ? .unanswered : .failed(error ?? "connection closed before the reply"))
+                clean ? .unanswered(reused: replies > 0) : .failed(error ?? "connection closed before the reply"))
         }
         context.fireChannelInactive()
     }

@@ -3,6 +3,7 @@ import EventFlatstore
 import EventInterface
 import EventKafka
 import EventRabbitMQ
+import EventSQS
 import EventStream
 import EventVirtual
 import EventXMLRPC
@@ -18,7 +19,7 @@ import Yams
 /// folder plus one line here.
 let builtInModules: [any EventModule.Type] = [
     VirtualModule.self, DatagramModule.self, FlatstoreModule.self, StreamModule.self, XMLRPCModule.self,
-    RabbitMQModule.self, KafkaModule.self,
+    RabbitMQModule.self, KafkaModule.self, SQSModule.self,
 ]
 
 /// `HOST:PORT` a listener binds, or off.
