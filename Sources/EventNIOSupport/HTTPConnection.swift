@@ -54,7 +54,7 @@ public final class HTTPConnection: Sendable {
 
     /// - Parameters:
     ///   - tls: the client context for `https` (nil for `http`).
-    ///   - timeout: connect time, and the time from a batch's first write to its last reply.
+    ///   - timeout: connect time, and the longest wait for each reply (from the previous one).
     ///   - maximumReply: the largest reply body read; a larger one fails its request and the
     ///     connection (a peer streaming gigabytes does not take the daemon's memory).
     public init(
@@ -114,7 +114,6 @@ public final class HTTPConnection: Sendable {
     /// a request that got no reply, with the reason.
     public func send(_ requests: [HTTPRequest]) async -> [Result<HTTPReply, DeliveryFailure>] {
         var results: [Result<HTTPReply, DeliveryFailure>?] = Array(repeating: nil, count: requests.count)
-        let deadline = NIODeadline.now() + timeout
         var next = 0
         var resentOnce = false
         // Each round sends what is left on the open (or a new) connection. A round that gets no
@@ -134,8 +133,10 @@ public final class HTTPConnection: Sendable {
             var answered = 0
             var unanswered: Bool?
             for future in futures {
-                let remaining = deadline - NIODeadline.now()
-                guard let outcome = await future.value(within: max(remaining, .milliseconds(1))) else {
+                // `timeout` for each reply, counted from the previous one: a batch pipelined to a
+                // slow server fails only when the server stops answering, not when the batch is
+                // long.
+                guard let outcome = await future.value(within: timeout) else {
                     connection?.lost(channel, reason: "reply timeout")
                     channel.close(promise: nil)
                     let failure = DeliveryFailure(.subscriberFailed, "reply timeout")

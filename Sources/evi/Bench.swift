@@ -4,6 +4,7 @@ import EventFlatstore
 import EventInterface
 import EventNIOSupport
 import EventRabbitMQ
+import EventSQS
 import EventStream
 import EventVirtual
 import Foundation
@@ -43,6 +44,8 @@ struct Bench: AsyncParsableCommand {
         /// One rabbitmq subscriber with publisher confirms (`--broker`); with `--tls`, the same
         /// over amqps (`--tls-broker`, `--ca-file`) in the same run.
         case rabbitmq
+        /// One sqs subscriber (`--endpoint`, a queue URL), against boto3's batch loop as the floor.
+        case sqs
 
         var isRelay: Bool { self == .relayUDP || self == .relayTCP }
     }
@@ -51,7 +54,7 @@ struct Bench: AsyncParsableCommand {
 
     @Option(
         help:
-            "udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable, kafka or rabbitmq."
+            "udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable, kafka, rabbitmq or sqs."
     )
     var scenario: Scenario = .udp
     @Flag(help: "relay-tcp: send reliable-mode requests (with ids, answered) instead of notifications.")
@@ -66,7 +69,10 @@ struct Bench: AsyncParsableCommand {
     var tls = false
     @Option(help: "rabbitmq --tls: the broker's amqps HOST:PORT (default 127.0.0.1:$EVI_RABBITMQ_TLS_PORT).")
     var tlsBroker: String?
-    @Option(help: "rabbitmq --tls: the CA that signed the broker's certificate.") var caFile: String?
+    @Option(help: "rabbitmq --tls: the CA that signed the broker's certificate; sqs: the CA of an https endpoint.")
+    var caFile: String?
+    @Option(help: "sqs: the queue URL (an SQS-protocol server such as moto_server).") var endpoint: String?
+    @Option(help: "sqs: a Python with boto3 for the floor.") var python = "python3"
     @Option(help: "Events to raise.") var events = 100_000
     @Option(help: "Raise at this many events per second (default: as fast as possible).") var rate: Int?
     @Option(help: "MI HTTP clients (mi-http).") var concurrency = 8
@@ -106,7 +112,7 @@ struct Bench: AsyncParsableCommand {
             printLine(EventValue.object(result.fields).jsonText)
         } else {
             for field in result.fields { printLine("\(field.name.padding(28)) \(Self.text(field.value))") }
-            if scenario != .kafka && scenario != .rabbitmq && !(scenario == .tcpReliable && tls) {
+            if scenario != .kafka && scenario != .rabbitmq && scenario != .sqs && !(scenario == .tcpReliable && tls) {
                 printLine("(datagrams/s vs floor: \(Int((result.ratio * 100).rounded())) %)")
             }
         }
@@ -154,6 +160,7 @@ struct Bench: AsyncParsableCommand {
     /// One run: a fresh daemon, the scenario, then the floor to the same receivers.
     private func measureOnce() async throws -> (fields: [EventField], ratio: Double) {
         if scenario == .kafka { return try await measureKafka() }
+        if scenario == .sqs { return try await measureSQS() }
         if scenario == .rabbitmq { return try await measureRabbitMQ() }
         if scenario == .tcpReliable && tls { return try await measureTCPOverTLS() }
         var logger = Logger(label: "evi-bench")
@@ -203,7 +210,7 @@ struct Bench: AsyncParsableCommand {
         let sockets = receivers.map { "\(scenario == .tcpReliable ? "tcp" : "udp"):127.0.0.1:\($0.port)" }
         let socket: String
         switch scenario {
-        case .udp, .miHTTP, .relayUDP, .relayTCP, .tcpReliable, .kafka, .rabbitmq: socket = sockets[0]
+        case .udp, .miHTTP, .relayUDP, .relayTCP, .tcpReliable, .kafka, .rabbitmq, .sqs: socket = sockets[0]
         case .parallel3: socket = "virtual:PARALLEL " + sockets.joined(separator: " ")
         case .roundrobin3: socket = "virtual:ROUND-ROBIN " + sockets.joined(separator: " ")
         case .failoverDead: socket = "virtual:FAILOVER unix:\(directory)/dead.sock \(sockets[0])"
@@ -337,20 +344,113 @@ struct Bench: AsyncParsableCommand {
     /// report succeeded. Latency: raise to report, read from the delivered counter sampled every
     /// 100 µs (one queue delivers in order, so the k-th report is the k-th event's).
     private func measureKafka() async throws -> (fields: [EventField], ratio: Double) {
+        let socket =
+            brokers.map { "kafka:\($0)/evi.bench" } ?? "kafka:127.0.0.1:9/evi.bench?g.test.mock.num.brokers=3"
+        let fields = try await measureOneSubscriber(socket: socket, transport: "kafka")
+        return (
+            [EventField("scenario", .string("kafka"))]
+                + [EventField("brokers", .string(brokers ?? "librdkafka mock cluster, 3 brokers, in process"))]
+                + fields, 1
+        )
+    }
+
+    /// sqs: events raised in-process to one `sqs:` subscription (`--endpoint`, a queue URL;
+    /// credentials and region as the daemon finds them, region us-east-1 when none), counted once
+    /// SQS acknowledged them; then, as the floor, boto3's `send_message_batch` loop of the same
+    /// bytes to the same queue (`--python`, a Python with boto3).
+    private func measureSQS() async throws -> (fields: [EventField], ratio: Double) {
+        guard let endpoint else { throw ValidationError("--scenario sqs needs --endpoint QUEUE_URL") }
+        var options = SQSOptions()
+        if ProcessInfo.processInfo.environment["AWS_REGION"] == nil { options.region = "us-east-1" }
+        options.caFile = caFile
+        let fields = try await measureOneSubscriber(
+            socket: "sqs:\(endpoint)", transport: "sqs", modules: [SQSModule(options: options)])
+        let eviRate = fields.first { $0.name == "events_per_second" }.flatMap { field -> Double? in
+            if case .double(let value) = field.value { return value }
+            return nil
+        }
+        var floorFields: [EventField] = []
+        var ratio = 1.0
+        switch Self.botoFloor(python: python, queueURL: endpoint, count: events, region: options.region) {
+        case .success(let seconds):
+            let floorRate = Double(events) / seconds
+            floorFields = [EventField("floor_boto3_events_per_second", .double(floorRate.rounded()))]
+            ratio = (eviRate ?? 0) / floorRate
+            floorFields.append(EventField("vs_floor_percent", .double((ratio * 100).rounded())))
+        case .failure(let error):
+            floorFields = [EventField("floor_boto3", .string("not measured: \(error.description)"))]
+        }
+        return (
+            [EventField("scenario", .string("sqs")), EventField("endpoint", .string(endpoint))] + fields + floorFields,
+            ratio
+        )
+    }
+
+    /// Seconds boto3 takes to send `count` messages with send_message_batch (10 a request).
+    static func botoFloor(python: String, queueURL: String, count: Int, region: String?) -> Result<
+        Double, ValidationError
+    > {
+        let script = """
+            import json, sys, time, boto3
+            url, count, region = sys.argv[1], int(sys.argv[2]), sys.argv[3] or None
+            endpoint = url[: url.index("/", url.index("//") + 2)]
+            sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=region)
+            body = '{"jsonrpc":"2.0","method":"E_BENCH","params":{"str":"hello","num":42}}'
+            started, sent = time.time(), 0
+            while sent < count:
+                n = min(10, count - sent)
+                sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": body} for i in range(n)])
+                sent += n
+            print(time.time() - started)
+            """
+        let directory = "/tmp/evi-bench-floor-\(getpid())"
+        _ = mkdir(directory, 0o700)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let out = directory + "/out"
+        let err = directory + "/err"
+        let command = "\"$0\" -c \"$1\" \"$2\" \"$3\" \"$4\" > \(out) 2> \(err)"
+        var pid: pid_t = 0
+        let words: [String] = ["/bin/sh", "-c", command, python, script, queueURL, String(count), region ?? ""]
+        var argv: [UnsafeMutablePointer<CChar>?] = words.map { strdup($0) }
+        argv.append(nil)
+        defer { for argument in argv { free(argument) } }
+        guard posix_spawn(&pid, "/bin/sh", nil, nil, argv, environ) == 0 else {
+            return .failure(ValidationError("cannot run \(python)"))
+        }
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        let output = (try? String(contentsOfFile: out, encoding: .utf8)) ?? ""
+        guard status == 0, let seconds = Double(output.trimmingCharacters(in: .whitespacesAndNewlines)), seconds > 0
+        else {
+            let errors = (try? String(contentsOfFile: err, encoding: .utf8)) ?? ""
+            return .failure(ValidationError("\(python) with boto3 failed: \(errors.suffix(300))"))
+        }
+        return .success(seconds)
+    }
+
+    /// One subscription to `socket`, `--events` raised in-process as fast as possible (or at
+    /// `--rate`), each counted when the transport's delivered counter passes it: events/s,
+    /// latency from raise to acknowledgement, peak RSS.
+    private func measureOneSubscriber(socket: String, transport: String, modules: [any EventModule] = [])
+        async throws -> [EventField]
+    {
         var logger = Logger(label: "evi-bench")
         logger.logLevel = .critical
         let directory = "/tmp/evi-bench-\(getpid())"
         _ = mkdir(directory, 0o700)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let configuration = benchConfiguration(directory: directory)
+        var configuration = benchConfiguration(directory: directory)
+        for module in modules {
+            configuration.modules = configuration.modules.map {
+                type(of: $0).name == type(of: module).name ? module : $0
+            }
+        }
         let daemon = try await Daemon.startOrExit(
             configuration, registry: PrometheusCollectorRegistry(), logger: logger)
         let hub = daemon.hub
         let event = try hub.publish("E_BENCH")
-        let socket =
-            brokers.map { "kafka:\($0)/evi.bench" } ?? "kafka:127.0.0.1:9/evi.bench?g.test.mock.num.brokers=3"
         try await hub.subscribe(event: "E_BENCH", socket: socket)
-        let counters = hub.statistics.transport("kafka")
+        let counters = hub.statistics.transport(transport)
         func settled() -> Int { counters.delivered.load(ordering: .relaxed) + counters.failed.load(ordering: .relaxed) }
         try hub.raise(event, ["str": "hello", "num": 42])
         for _ in 0..<3000 where settled() < 1 { try await Task.sleep(for: .milliseconds(10)) }
@@ -400,9 +500,7 @@ struct Bench: AsyncParsableCommand {
         let rss = Self.peakRSS()
         await hub.shutdown(grace: .seconds(2))
         daemon.spool?.stop()
-        let fields: [EventField] = [
-            EventField("scenario", .string("kafka")),
-            EventField("brokers", .string(brokers ?? "librdkafka mock cluster, 3 brokers, in process")),
+        return [
             EventField("events", .int(Int64(events))),
             EventField("seconds", .double((seconds * 1e6).rounded() / 1e6)),
             EventField("events_per_second", .double((Double(delivered) / seconds).rounded())),
@@ -412,7 +510,6 @@ struct Bench: AsyncParsableCommand {
             EventField("latency_p99_us", .double(percentile(0.99))),
             EventField("rss_bytes", .int(Int64(rss))),
         ]
-        return (fields, 1)
     }
 
     /// rabbitmq: events raised in-process to one rabbitmq subscription publishing to `amq.topic`
