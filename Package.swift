@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "EventRabbitMQ", targets: ["EventRabbitMQ"]),
         .library(name: "EventKafka", targets: ["EventKafka"]),
         .library(name: "EventSQS", targets: ["EventSQS"]),
+        .library(name: "EventWebhook", targets: ["EventWebhook"]),
         .library(name: "EventState", targets: ["EventState"]),
         .library(name: "EventSpool", targets: ["EventSpool"]),
         .library(name: "ManagementInterface", targets: ["ManagementInterface"]),
@@ -96,6 +97,18 @@ let package = Package(
             ]
         ),
         .target(
+            name: "EventWebhook",
+            dependencies: [
+                "EventInterface", "EventNIOSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
+        .target(
             name: "EventXMLRPC",
             dependencies: [
                 "EventInterface", "EventNIOSupport",
@@ -130,8 +143,8 @@ let package = Package(
             name: "evi",
             dependencies: [
                 "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "EventStream", "EventXMLRPC",
-                "EventRabbitMQ", "EventState", "EventSpool", "EventKafka", "EventSQS", "EventNIOSupport",
-                "ManagementInterface",
+                "EventRabbitMQ", "EventState", "EventSpool", "EventKafka", "EventSQS", "EventWebhook",
+                "EventNIOSupport", "ManagementInterface",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -228,6 +241,13 @@ let package = Package(
             name: "EventSQSTests",
             dependencies: [
                 "EventSQS", "EventNIOSupport", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit",
+                "EventDatagram", "EventVirtual",
+            ]
+        ),
+        .testTarget(
+            name: "EventWebhookTests",
+            dependencies: [
+                "EventWebhook", "EventNIOSupport", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit",
                 "EventDatagram", "EventVirtual",
             ]
         ),

@@ -35,7 +35,7 @@ public struct MemberHealth: Sendable, Hashable {
     public mutating func recordFailure(_ failure: DeliveryFailure, now: Double, failoverTimeout: Double) -> Transition?
     {
         failed += 1
-        guard failure.kind == .subscriberFailed else { return nil }
+        guard failure.kind == .subscriberFailed || failure.kind == .subscriberGone else { return nil }
         let wasUp = state == .up
         state = .failed(until: now + failoverTimeout)
         return wasUp ? .down(reason: failure.reason) : nil

@@ -6,6 +6,7 @@ import EventRabbitMQ
 import EventSQS
 import EventStream
 import EventVirtual
+import EventWebhook
 import EventXMLRPC
 import Logging
 import ManagementInterface
@@ -19,7 +20,7 @@ import Yams
 /// folder plus one line here.
 let builtInModules: [any EventModule.Type] = [
     VirtualModule.self, DatagramModule.self, FlatstoreModule.self, StreamModule.self, XMLRPCModule.self,
-    RabbitMQModule.self, KafkaModule.self, SQSModule.self,
+    RabbitMQModule.self, KafkaModule.self, SQSModule.self, WebhookModule.self,
 ]
 
 /// `HOST:PORT` a listener binds, or off.
@@ -81,6 +82,8 @@ struct DaemonConfiguration {
         var expire: Int?
         /// `nil`: the event's (or the top-level) `delivery`.
         var delivery: DeliveryMode?
+        /// The webhook secret of this subscription's http(s) sockets (only settable here).
+        var secret: WebhookSecret?
     }
 
     /// The `spool:` section (durable delivery). `dir` nil: `<state>/spool`.
@@ -305,9 +308,11 @@ struct DaemonConfiguration {
             var socket: String?
             var expire: Int?
             var delivery: DeliveryMode?
-            for entry in try item.entries(key: prefix, known: ["event", "socket", "expire", "delivery"]) {
+            var secret: WebhookSecret?
+            for entry in try item.entries(key: prefix, known: ["event", "socket", "expire", "delivery", "secret"]) {
                 let key = "\(prefix).\(entry.key)"
                 switch entry.key {
+                case "secret": secret = try WebhookSecret(try entry.value.string(key: key), key: key)
                 case "event": event = try entry.value.string(key: key)
                 case "socket": socket = try entry.value.string(key: key)
                 case "delivery": delivery = try Self.deliveryMode(entry.value, key: key)
@@ -316,7 +321,8 @@ struct DaemonConfiguration {
             }
             guard let event else { throw ConfigurationError("\(prefix): missing key 'event'") }
             guard let socket else { throw ConfigurationError("\(prefix): missing key 'socket'") }
-            subscriptions.append(Subscription(event: event, socket: socket, expire: expire, delivery: delivery))
+            subscriptions.append(
+                Subscription(event: event, socket: socket, expire: expire, delivery: delivery, secret: secret))
         }
     }
 

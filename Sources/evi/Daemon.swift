@@ -7,6 +7,7 @@ import EventSpool
 import EventState
 import EventStream
 import EventVirtual
+import EventWebhook
 import EventXMLRPC
 import Logging
 import ManagementInterface
@@ -204,6 +205,17 @@ final class Daemon: Sendable {
         if let address = configuration.miDatagram { own.add(listening: "udp:\(address)") }
         hub.registry.addOwnAddresses(own)
         for (index, subscription) in configuration.subscriptions.enumerated() {
+            if let secret = subscription.secret {
+                do throws(ConfigurationError) {
+                    guard let webhooks = configuration.modules.lazy.compactMap({ $0 as? WebhookModule }).first else {
+                        throw ConfigurationError("the event_webhook module is not built in")
+                    }
+                    try webhooks.secrets.assign(secret, socket: subscription.socket)
+                } catch {
+                    for entry in started { await entry.ingress.close() }
+                    throw .configuration("subscriptions[\(index)].secret: \(error)")
+                }
+            }
             do throws(EventInterfaceError) {
                 try await hub.subscribe(
                     event: subscription.event, socket: subscription.socket,

@@ -4,6 +4,10 @@ public struct DeliveryFailure: Error, Sendable, Hashable, CustomStringConvertibl
         /// The subscriber is unreachable, refused, timed out or answered with an error:
         /// a virtual socket marks the member failed.
         case subscriberFailed
+        /// The subscriber said it wants no more events (a webhook's `410 Gone`): a plain
+        /// subscription is removed; a virtual socket marks the member failed, as for
+        /// `subscriberFailed`.
+        case subscriberGone
         /// The event itself cannot go there ("payload too large"): it moves on, nobody is marked.
         case eventRejected
         /// The subscriber's queue was full: slow is not dead, nobody is marked.

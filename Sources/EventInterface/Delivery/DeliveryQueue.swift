@@ -79,13 +79,19 @@ public final class DeliveryQueue: Sendable {
     /// made virtual deliveries stall (parallel3 at 10,000 events/s: p50 from 50 µs to 250 µs,
     /// p99 from 150 µs to 400 ms; measured, not understood, and gone with the constant).
     private let observer: Observer?
+    /// Told once when a delivery fails with `subscriberGone` (a plain subscription removes itself).
+    private let onGone: (@Sendable (String) -> Void)?
 
-    /// - Parameter observer: told the outcome of every queued event, a chunk at a time.
+    /// - Parameters:
+    ///   - observer: told the outcome of every queued event, a chunk at a time.
+    ///   - onGone: told, once, that the subscriber answered it wants no more events.
     public init(
         deliverer: any EventDeliverer, socket: String, capacity: Int, byteCapacity: Int = 16 << 20,
-        counters: TransportCounters, logger: Logger, observer: Observer? = nil
+        counters: TransportCounters, logger: Logger, observer: Observer? = nil,
+        onGone: (@Sendable (String) -> Void)? = nil
     ) {
         self.observer = observer
+        self.onGone = onGone
         self.deliverer = deliverer
         self.socket = socket
         self.capacity = max(1, capacity)
@@ -192,6 +198,7 @@ public final class DeliveryQueue: Sendable {
 
     private func run() async {
         var failing = false
+        var gone = false
         while var items = await nextBatch() {
             defer {
                 items.removeAll(keepingCapacity: true)
@@ -240,7 +247,11 @@ public final class DeliveryQueue: Sendable {
                             logger.info("subscriber delivers again", metadata: ["socket": "\(socket)"])
                         }
                     case .failed(let failure):
-                        if !failing && failure.kind == .subscriberFailed {
+                        if failure.kind == .subscriberGone, !gone {
+                            gone = true
+                            onGone?(failure.reason)
+                        }
+                        if !failing && (failure.kind == .subscriberFailed || failure.kind == .subscriberGone) {
                             failing = true
                             logger.warning(
                                 "delivery failing", metadata: ["socket": "\(socket)", "reason": "\(failure.reason)"])

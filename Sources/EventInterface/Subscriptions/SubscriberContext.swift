@@ -28,14 +28,30 @@ public struct SubscriberContext: Sendable {
 
     /// A queue and delivery task for one delivering socket: the plain subscriber's own, or one
     /// member's of a virtual subscriber.
-    public func makeQueue(for member: any DeliverySocket, observer: DeliveryQueue.Observer? = nil) -> DeliveryQueue {
+    public func makeQueue(
+        for member: any DeliverySocket, observer: DeliveryQueue.Observer? = nil,
+        onGone: (@Sendable (String) -> Void)? = nil
+    ) -> DeliveryQueue {
         let logger = self.logger
         let deliverer = member.makeDeliverer(context: delivererContext(for: member))
         return DeliveryQueue(
             deliverer: deliverer, socket: member.description, capacity: queueCapacity,
             byteCapacity: hub.hub?.configuration.queueBytes ?? (16 << 20),
             counters: statistics.transport(member.scheme),
-            logger: logger, observer: observer)
+            logger: logger, observer: observer, onGone: onGone)
+    }
+
+    /// Removes this subscription (of `socket`) because its subscriber said it wants no more
+    /// events (a webhook's `410 Gone`); logged.
+    public func removeSubscription(of socket: any EventSocket, because reason: String) {
+        let hub = self.hub
+        let event = self.event
+        Task {
+            guard let hub = hub.hub, await hub.unsubscribe(event: event.name, parsed: socket) else { return }
+            hub.logger.warning(
+                "subscriber gone: subscription removed",
+                metadata: ["event": "\(event.name)", "socket": "\(socket)", "reason": "\(reason)"])
+        }
     }
 
     /// Raises one of the interface's own events (`E_VIRTUAL_MEMBER_DOWN`, …); failures to raise

@@ -30,6 +30,8 @@ public protocol DeliverySocket: EventSocket {
 
 extension DeliverySocket {
     public func makeSubscriber(context: SubscriberContext) -> any EventSubscriber {
-        QueuedSubscriber(queue: context.makeQueue(for: self))
+        QueuedSubscriber(
+            queue: context.makeQueue(
+                for: self, onGone: { reason in context.removeSubscription(of: self, because: reason) }))
     }
 }

@@ -1,0 +1,54 @@
+import EventInterface
+import EventNIOSupport
+import NIOSSL
+
+/// `event_webhook`: the `http://` and `https://` transports (webhooks, Standard Webhooks signed).
+public struct WebhookModule: EventModule {
+    public static let name = "event_webhook"
+    public let options: WebhookOptions
+    /// Per-subscription secrets from the configuration file.
+    public let secrets = WebhookSecrets()
+    let tls: NIOSSLContext?
+
+    public init(options: WebhookOptions = WebhookOptions()) {
+        self.options = options
+        var tlsOptions = TLSOptions()
+        tlsOptions.caFile = options.caFile
+        tls = try? TLSProfile(options: tlsOptions, key: "modules.\(Self.name)").client
+    }
+
+    public init(section: ConfigurationNode) throws(ConfigurationError) {
+        let prefix = "modules.\(Self.name)"
+        var options = WebhookOptions()
+        for entry in try section.entries(key: prefix, known: ["secret", "ca_file", "timeout"]) {
+            let key = "\(prefix).\(entry.key)"
+            switch entry.key {
+            case "secret":
+                options.secret = try entry.value.optionalString(key: key).map { text throws(ConfigurationError) in
+                    try WebhookSecret(text, key: key)
+                }
+            case "ca_file": options.caFile = try entry.value.optionalString(key: key)
+            default: options.timeout = try entry.value.milliseconds(key: key)  // timeout
+            }
+        }
+        self.options = options
+        var tlsOptions = TLSOptions()
+        tlsOptions.caFile = options.caFile
+        tls = try TLSProfile(options: tlsOptions, key: prefix).client
+    }
+
+    public static var defaultSection: [String] {
+        [
+            "secret: null  # whsec_…: sign every webhook (Standard Webhooks); subscriptions[].secret overrides",
+            "ca_file: null  # CAs trusted for https webhooks (default: the system's)",
+            "timeout: \(WebhookOptions().timeout.wholeMilliseconds)  # ms: connect, and each reply",
+        ]
+    }
+
+    public var transports: [any EventTransport] {
+        [
+            WebhookTransport(isTLS: false, options: options, secrets: secrets),
+            WebhookTransport(isTLS: true, options: options, secrets: secrets, tls: tls),
+        ]
+    }
+}
