@@ -50,6 +50,14 @@ import Testing
                 "modules:\n  event_stream: { reliable: true }\n",
                 "unknown key 'modules.event_stream.reliable' (did you mean 'reliable_mode'?)"
             ),
+            (
+                "modules:\n  event_webhook: { secret: hunter2 }\n",
+                "modules.event_webhook.secret: expected a Standard Webhooks secret"
+            ),
+            (
+                "events: [E_A]\nsubscriptions:\n  - { event: E_A, socket: \"udp:127.0.0.1:9\", secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw }\n",
+                "subscriptions[0].secret: secret applies to http:// and https:// sockets"
+            ),
         ] {
             let evi = try EviProcess(["serve"], config: config)
             #expect(await evi.waitForExit() == 2)
