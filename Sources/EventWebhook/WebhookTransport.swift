@@ -114,9 +114,16 @@ public struct WebhookSocket: DeliverySocket {
 /// event, so a retry (or a FAILOVER's return) sends the same id and the receiver can tell.
 struct WebhookMessageID: PayloadFormat {
     func encode(_ event: RaisedEvent) -> [UInt8] {
+        // Two draws of 64 bits (one system call each), not one per digit.
         var generator = SystemRandomNumberGenerator()
+        let bits = (generator.next() as UInt64, generator.next() as UInt64)
         let digits = Array("0123456789abcdef".utf8)
-        return Array("msg_".utf8) + (0..<24).map { _ in digits[Int.random(in: 0..<16, using: &generator)] }
+        var id = Array("msg_".utf8)
+        for index in 0..<24 {
+            let word = index < 16 ? bits.0 : bits.1
+            id.append(digits[Int(word >> UInt64((index % 16) * 4) & 0xF)])
+        }
+        return id
     }
 }
 

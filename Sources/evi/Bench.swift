@@ -46,6 +46,8 @@ struct Bench: AsyncParsableCommand {
         case rabbitmq
         /// One sqs subscriber (`--endpoint`, a queue URL), against boto3's batch loop as the floor.
         case sqs
+        /// One https webhook subscriber, signed, to an in-process keep-alive HTTPS receiver.
+        case webhook
 
         var isRelay: Bool { self == .relayUDP || self == .relayTCP }
     }
@@ -54,7 +56,7 @@ struct Bench: AsyncParsableCommand {
 
     @Option(
         help:
-            "udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable, kafka, rabbitmq or sqs."
+            "udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable, kafka, rabbitmq, sqs or webhook."
     )
     var scenario: Scenario = .udp
     @Flag(help: "relay-tcp: send reliable-mode requests (with ids, answered) instead of notifications.")
@@ -112,7 +114,7 @@ struct Bench: AsyncParsableCommand {
             printLine(EventValue.object(result.fields).jsonText)
         } else {
             for field in result.fields { printLine("\(field.name.padding(28)) \(Self.text(field.value))") }
-            if scenario != .kafka && scenario != .rabbitmq && scenario != .sqs && !(scenario == .tcpReliable && tls) {
+            if scenario != .kafka && scenario != .rabbitmq && scenario != .sqs && scenario != .webhook && !(scenario == .tcpReliable && tls) {
                 printLine("(datagrams/s vs floor: \(Int((result.ratio * 100).rounded())) %)")
             }
         }
@@ -161,6 +163,7 @@ struct Bench: AsyncParsableCommand {
     private func measureOnce() async throws -> (fields: [EventField], ratio: Double) {
         if scenario == .kafka { return try await measureKafka() }
         if scenario == .sqs { return try await measureSQS() }
+        if scenario == .webhook { return try await measureWebhook() }
         if scenario == .rabbitmq { return try await measureRabbitMQ() }
         if scenario == .tcpReliable && tls { return try await measureTCPOverTLS() }
         var logger = Logger(label: "evi-bench")
@@ -210,7 +213,7 @@ struct Bench: AsyncParsableCommand {
         let sockets = receivers.map { "\(scenario == .tcpReliable ? "tcp" : "udp"):127.0.0.1:\($0.port)" }
         let socket: String
         switch scenario {
-        case .udp, .miHTTP, .relayUDP, .relayTCP, .tcpReliable, .kafka, .rabbitmq, .sqs: socket = sockets[0]
+        case .udp, .miHTTP, .relayUDP, .relayTCP, .tcpReliable, .kafka, .rabbitmq, .sqs, .webhook: socket = sockets[0]
         case .parallel3: socket = "virtual:PARALLEL " + sockets.joined(separator: " ")
         case .roundrobin3: socket = "virtual:ROUND-ROBIN " + sockets.joined(separator: " ")
         case .failoverDead: socket = "virtual:FAILOVER unix:\(directory)/dead.sock \(sockets[0])"
@@ -431,7 +434,7 @@ struct Bench: AsyncParsableCommand {
     /// One subscription to `socket`, `--events` raised in-process as fast as possible (or at
     /// `--rate`), each counted when the transport's delivered counter passes it: events/s,
     /// latency from raise to acknowledgement, peak RSS.
-    private func measureOneSubscriber(socket: String, transport: String, modules: [any EventModule] = [])
+    func measureOneSubscriber(socket: String, transport: String, modules: [any EventModule] = [])
         async throws -> [EventField]
     {
         var logger = Logger(label: "evi-bench")
@@ -568,16 +571,7 @@ struct Bench: AsyncParsableCommand {
         let directory = "/tmp/evi-bench-\(getpid())"
         _ = mkdir(directory, 0o700)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let made = Process()
-        made.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
-        made.arguments = [
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", directory + "/key.pem", "-out",
-            directory + "/cert.pem", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-        ]
-        made.standardError = FileHandle.nullDevice
-        try made.run()
-        made.waitUntilExit()
-        guard made.terminationStatus == 0 else { throw ValidationError("openssl could not make a certificate") }
+        try Self.makeCertificate(directory: directory)
         var fields: [EventField] = [
             EventField("scenario", .string("tcp-reliable")), EventField("events", .int(Int64(events))),
         ]

@@ -64,6 +64,8 @@ public final class DeliveryQueue: Sendable {
     static let chunkSize = 256
 
     public let socket: String
+    /// This queue's own outcome counts.
+    public let tally = SubscriberTally()
     public let capacity: Int
     /// Bytes the queued events may hold at most (`queue_bytes`): a count alone lets 10,000
     /// one-megabyte events take 10 GB.
@@ -128,7 +130,10 @@ public final class DeliveryQueue: Sendable {
             waiter?.resume()
             return nil
         }
-        if refusal == .queueFull { counters.recordDropped() }
+        if refusal == .queueFull {
+            counters.recordDropped()
+            tally.dropped.add(1, ordering: .relaxed)
+        }
         return refusal
     }
 
@@ -234,6 +239,8 @@ public final class DeliveryQueue: Sendable {
                 // event on must never be seen delivering it elsewhere before the failure counts.
                 counters.recordDelivered(count: delivered)
                 counters.recordFailed(count: chunk.count - delivered)
+                tally.delivered.add(delivered, ordering: .relaxed)
+                tally.failed.add(chunk.count - delivered, ordering: .relaxed)
                 if let observer {
                     observer(zip(chunk, outcomes).map { Completion(event: $0.event, context: $0.context, outcome: $1) })
                 }

@@ -59,6 +59,17 @@ public final class TransportCounters: Sendable {
     }
 }
 
+/// Counts of one subscriber (or one virtual member): what the status page shows per line. The
+/// transport's counters are the sums the metrics export; these are the same outcomes, kept by
+/// the subscriber's own queue.
+public final class SubscriberTally: Sendable {
+    public let delivered = Atomic<Int>(0)
+    public let failed = Atomic<Int>(0)
+    public let dropped = Atomic<Int>(0)
+
+    public init() {}
+}
+
 /// Counters of one event.
 public final class EventCounters: Sendable {
     /// Every raise of the event, subscribers or not.

@@ -447,7 +447,7 @@ public final class EventHub: Sendable {
         let ttl = subscription.expiresAt.map { wholeSecondsUntil($0, now: now) }
         return SubscriberInfo(
             socket: subscription.socket.description, expiry: subscription.expiry, ttl: ttl,
-            status: subscription.subscriber.status())
+            status: subscription.subscriber.status(), tally: subscription.subscriber.tally)
     }
 
     /// Removes every expired subscription now and closes its subscriber (its queue drains, then

@@ -7,10 +7,13 @@ public protocol EventSubscriber: Sendable {
     func status() -> (any SubscriberStatus)?
     /// Stops taking events, delivers what is queued for at most `grace`, releases resources.
     func close(grace: Duration) async
+    /// Its delivered / failed / dropped counts, when it keeps them (for the status page).
+    var tally: SubscriberTally? { get }
 }
 
 extension EventSubscriber {
     public func status() -> (any SubscriberStatus)? { nil }
+    public var tally: SubscriberTally? { nil }
 }
 
 /// A subscriber's own report (``EventSubscriber/status()``). The core and the MI know nothing of
@@ -29,6 +32,8 @@ public struct QueuedSubscriber: EventSubscriber {
     public func dispatch(_ event: RaisedEvent) {
         _ = queue.enqueue(event)
     }
+
+    public var tally: SubscriberTally? { queue.tally }
 
     public func close(grace: Duration) async {
         await queue.close(grace: grace)

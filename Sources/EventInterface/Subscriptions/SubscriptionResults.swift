@@ -21,4 +21,6 @@ public struct SubscriberInfo: Sendable {
     public var ttl: Int?
     /// What the subscriber reports about itself (``EventSubscriber/status()``), or nil.
     public var status: (any SubscriberStatus)?
+    /// Its outcome counts, when it keeps them (``EventSubscriber/tally``).
+    public var tally: SubscriberTally? = nil
 }
