@@ -10,7 +10,7 @@ log() { printf '== %s\n' "$*" >&2; }
 # start private ones, on free loopback ports), librdkafka (whose mock cluster is the tests' Kafka
 # peer; evi loads librdkafka.so.1 at run time) and kcat; python3-venv too where the python3 on
 # PATH cannot make a virtual environment.
-packages=(rabbitmq-server kamailio kamailio-extra-modules librdkafka-dev kcat curl)
+packages=(rabbitmq-server kamailio kamailio-extra-modules librdkafka-dev kcat curl chromium chromium-driver)
 python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv)
 missing=()
 for package in "${packages[@]}"; do
@@ -24,10 +24,11 @@ fi
 
 # Third-party clients and peers the tests drive evi with, from PyPI, in a virtual environment of
 # the repository (.venv, not committed): OpenSIPS' own tools, pika (RabbitMQ), moto's SQS server
-# with boto3 (SQS), standardwebhooks (the webhook receiver's signature check).
-python_packages=(opensipscli opensips pika "moto[server]" boto3 standardwebhooks)
+# with boto3 (SQS), standardwebhooks (the webhook receiver's signature check), selenium (drives
+# Debian's chromium for the status page) and websockets (a WebSocket subscriber).
+python_packages=(opensipscli opensips pika "moto[server]" boto3 standardwebhooks selenium websockets)
 if [ ! -x .venv/bin/opensips-cli ] || [ ! -x .venv/bin/opensips-event ] || [ ! -x .venv/bin/moto_server ] \
-  || ! .venv/bin/python3 -c "import pika, boto3, standardwebhooks" 2>/dev/null; then
+  || ! .venv/bin/python3 -c "import pika, boto3, standardwebhooks, selenium, websockets" 2>/dev/null; then
   log "installing into .venv: ${python_packages[*]}"
   [ -x .venv/bin/pip ] || python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check "${python_packages[@]}"

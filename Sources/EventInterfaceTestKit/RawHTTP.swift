@@ -31,6 +31,10 @@ public enum RawHTTP {
         guard connected == 0 else { throw ReceiverError("connect \(port): errno \(errno)") }
         var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nConnection: close\r\n"
         if !body.isEmpty || method == "POST" { head += "Content-Length: \(body.count)\r\n" }
+        // A POST is JSON unless the test says otherwise, as every MI client sends it.
+        if method == "POST", !headers.contains(where: { $0.0.lowercased() == "content-type" }) {
+            head += "Content-Type: application/json\r\n"
+        }
         for (name, value) in headers { head += "\(name): \(value)\r\n" }
         head += "\r\n"
         let request = Array(head.utf8) + body

@@ -12,6 +12,9 @@ public struct MIConnectionLimits: Sendable, Hashable {
     public var headerTimeout: TimeAmount
     /// A connection with no request in progress is closed after this.
     public var idleTimeout: TimeAmount
+    /// Open streams (status pages, SSE and WebSocket subscribers) at most; they are not counted
+    /// in `maxConnections` and no idle timeout closes them.
+    public var maxStreamClients = 2000
 
     public init(
         maxConnections: Int = 1024, headerTimeout: TimeAmount = .seconds(10), idleTimeout: TimeAmount = .seconds(60)

@@ -114,7 +114,9 @@ struct Bench: AsyncParsableCommand {
             printLine(EventValue.object(result.fields).jsonText)
         } else {
             for field in result.fields { printLine("\(field.name.padding(28)) \(Self.text(field.value))") }
-            if scenario != .kafka && scenario != .rabbitmq && scenario != .sqs && scenario != .webhook && !(scenario == .tcpReliable && tls) {
+            if scenario != .kafka && scenario != .rabbitmq && scenario != .sqs && scenario != .webhook
+                && !(scenario == .tcpReliable && tls)
+            {
                 printLine("(datagrams/s vs floor: \(Int((result.ratio * 100).rounded())) %)")
             }
         }

@@ -31,7 +31,8 @@ extension Bench {
         var ratio = 1.0
         if let floor = Self.wrkFloor(url: url, directory: directory) {
             result.append(EventField("floor_wrk_requests_per_second", .double(floor.rounded())))
-            if let rate = fields.first(where: { $0.name == "events_per_second" }), case .double(let value) = rate.value {
+            if let rate = fields.first(where: { $0.name == "events_per_second" }), case .double(let value) = rate.value
+            {
                 ratio = value / floor
                 result.append(EventField("vs_floor_percent", .double((ratio * 100).rounded())))
             }
@@ -57,7 +58,10 @@ extension Bench {
 
     /// Requests/s wrk gets POSTing the bench's notification to `url` for 3 s, or nil without wrk.
     static func wrkFloor(url: String, directory: String) -> Double? {
-        guard let wrk = ["/usr/bin/wrk", "/usr/local/bin/wrk"].first(where: { FileManager.default.isExecutableFile(atPath: $0) })
+        guard
+            let wrk = ["/usr/bin/wrk", "/usr/local/bin/wrk"].first(where: {
+                FileManager.default.isExecutableFile(atPath: $0)
+            })
         else { return nil }
         let script = directory + "/post.lua"
         let body = String(decoding: payload, as: UTF8.self).replacingOccurrences(of: "'", with: "\\'")
@@ -75,7 +79,9 @@ extension Bench {
         guard (try? run.run()) != nil else { return nil }
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         run.waitUntilExit()
-        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("Requests/sec:") }) else { return nil }
+        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("Requests/sec:") }) else {
+            return nil
+        }
         return Double(line.dropFirst("Requests/sec:".count).trimmingCharacters(in: .whitespaces))
     }
 }

@@ -108,7 +108,9 @@ struct DaemonConfiguration {
         "mi", "state", "queue_size", "queue_bytes", "max_events", "max_subscriptions", "shutdown_grace", "log_level",
         "allowed_destinations", "events", "subscriptions", "ingress", "modules", "delivery", "spool",
     ]
-    static let miKeys = ["http", "datagram", "token", "max_connections", "header_timeout", "idle_timeout"]
+    static let miKeys = [
+        "http", "datagram", "token", "max_connections", "header_timeout", "idle_timeout", "max_stream_clients",
+    ]
 
     var miHTTP: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8888)
     var miDatagram: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8080)
@@ -230,6 +232,7 @@ struct DaemonConfiguration {
                 token = try value.optionalString(key: key)
                 if token?.isEmpty == true { throw ConfigurationError("mi.token must not be empty") }
             case "max_connections": miLimits.maxConnections = try value.integer(key: key, range: 1...1_000_000)
+            case "max_stream_clients": miLimits.maxStreamClients = try value.integer(key: key, range: 0...1_000_000)
             case "header_timeout":
                 miLimits.headerTimeout = .milliseconds(Int64(try value.number(key: key, range: 0.01...3600) * 1000))
             default:  // idle_timeout

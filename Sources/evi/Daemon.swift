@@ -95,7 +95,9 @@ final class Daemon: Sendable {
             }
         }
         let spool = try openSpool(configuration, logger: logger)
-        let hub = try await makeHub(configuration, spool: spool, logger: logger)
+        let streams = BrowserStreams(maxClients: configuration.miLimits.maxStreamClients)
+        let hub = try await makeHub(configuration, spool: spool, streams: streams, logger: logger)
+        streams.attach(hub)
         let ingresses = try await startIngresses(configuration, hub: hub)
         let durable = DurableState(logger: logger)
         let mi = ManagementInterface(token: configuration.token)
@@ -109,7 +111,12 @@ final class Daemon: Sendable {
         let metrics = MetricsPage(hub: hub, registry: registry)
         let (http, datagram): (MIHTTPServer?, MIDatagramServer?)
         do {
-            (http, datagram) = try await bindListeners(configuration, mi: mi, metrics: metrics, logger: logger)
+            let web = MIWeb(streams: streams) { [weak hub] in
+                guard let hub else { return [] }
+                return await StatusSnapshot.render(hub: hub, mi: mi, streams: streams, version: "evi \(eviVersion)")
+            }
+            (http, datagram) = try await bindListeners(
+                configuration, mi: mi, metrics: metrics, web: web, logger: logger)
         } catch {
             for entry in ingresses { await entry.ingress.close() }
             throw error
@@ -161,9 +168,9 @@ final class Daemon: Sendable {
     }
 
     /// The hub with every module's transports, the configuration's events and subscriptions.
-    private static func makeHub(_ configuration: DaemonConfiguration, spool: Spool?, logger: Logger)
-        async throws(StartError) -> EventHub
-    {
+    private static func makeHub(
+        _ configuration: DaemonConfiguration, spool: Spool?, streams: BrowserStreams, logger: Logger
+    ) async throws(StartError) -> EventHub {
         var hubConfiguration = EventHub.Configuration(
             queueSize: configuration.queueSize, allowedDestinations: configuration.allowedDestinations,
             queueBytes: configuration.queueBytes, maxEvents: configuration.maxEvents,
@@ -172,7 +179,8 @@ final class Daemon: Sendable {
         hubConfiguration.eventDelivery = configuration.eventDelivery
         hubConfiguration.idParam = configuration.spool.idParam
         let hub = EventHub(
-            transports: configuration.modules.flatMap(\.transports), configuration: hubConfiguration, logger: logger,
+            transports: configuration.modules.flatMap(\.transports) + streams.transports,
+            configuration: hubConfiguration, logger: logger,
             durableStore: spool)
         for name in configuration.events {
             do throws(EventInterfaceError) { try hub.publish(name) } catch { throw .configuration("events: \(error)") }
@@ -261,7 +269,8 @@ final class Daemon: Sendable {
     /// Binds the MI listeners, paused: a taken port fails start-up before the state directory is
     /// touched, and no request is served until the state is restored.
     private static func bindListeners(
-        _ configuration: DaemonConfiguration, mi: ManagementInterface, metrics: MetricsPage, logger: Logger
+        _ configuration: DaemonConfiguration, mi: ManagementInterface, metrics: MetricsPage, web: MIWeb,
+        logger: Logger
     ) async throws(StartError) -> (MIHTTPServer?, MIDatagramServer?) {
         let group = MultiThreadedEventLoopGroup.singleton
         var http: MIHTTPServer?
@@ -269,7 +278,7 @@ final class Daemon: Sendable {
             do {
                 http = try await MIHTTPServer.bind(
                     host: address.host, port: address.port, group: group, mi: mi, metrics: { metrics.render() },
-                    logger: logger, limits: configuration.miLimits, paused: true)
+                    logger: logger, limits: configuration.miLimits, paused: true, web: web)
             } catch {
                 throw .bind("cannot listen for MI over HTTP on \(address): \(plainReason(error))")
             }

@@ -30,6 +30,7 @@ extension DaemonConfiguration {
               max_connections: \(d.miLimits.maxConnections)       # HTTP; at the cap the oldest unauthenticated one is closed
               header_timeout: \(seconds(d.miLimits.headerTimeout))         # s for a request's head once started, as long again for its body
               idle_timeout: \(seconds(d.miLimits.idleTimeout))           # s an HTTP connection may wait between requests
+              max_stream_clients: \(d.miLimits.maxStreamClients)    # status pages, SSE and WebSocket subscribers (GET /events)
             state: \(d.state)             # directory of subscriptions.sqlite, relative to this file; "memory" keeps nothing
             queue_size: \(d.queueSize)             # events queued per subscriber and per virtual member
             queue_bytes: \(d.queueBytes >> 20)m            # and bytes (k, m, g): past either, "queue full"

@@ -97,7 +97,7 @@ import Testing
                 "modules.event_stream.key_file: cannot read /nonexistent.key"
             ),
             ("modules:\n  event_rabbitmq: { ca_file: /nonexistent.pem }\n", "modules.event_rabbitmq: TLS files"),
-            ("modules:\n  event_sqs: {}\n", "unknown module 'modules.event_sqs'"),
+            ("modules:\n  event_nats: {}\n", "unknown module 'modules.event_nats'"),
             ("modules:\n  event_rabbitmq: { heartbeat: -1 }\n", "modules.event_rabbitmq.heartbeat"),
             // Hardening: sizes that overflow are errors (this one trapped, exit 132).
             ("modules:\n  event_flatstore: { rotate_size: 99999999999999g }\n", "modules.event_flatstore.rotate_size"),

@@ -30,7 +30,9 @@ import Testing
                 """)
         defer { Task { await daemon.stop() } }
         _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:raise","params":["E_X",{"a":1}],"id":1}"#)
-        #expect(await eventually(timeout: .seconds(10)) { receiver.output.contains(#""verdict": "ok""#) }, "\(receiver.output)")
+        #expect(
+            await eventually(timeout: .seconds(10)) { receiver.output.contains(#""verdict": "ok""#) },
+            "\(receiver.output)")
         let listing = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:subscribers","id":1}"#)
         #expect(listing.contains("http://127.0.0.1:\(port)/in"), "\(listing)")
         #expect(!listing.contains("whsec_") && !daemon.process.standardError.contains("whsec_"))

@@ -16,6 +16,7 @@ public struct SubscriberContext: Sendable {
     public var logger: Logger { hub.hub?.logger ?? Logger(label: "evi") }
     public var clock: any EventClock { hub.hub?.clock ?? SystemEventClock() }
     public var queueCapacity: Int { hub.hub?.configuration.queueSize ?? 10_000 }
+    public var queueByteCapacity: Int { hub.hub?.configuration.queueBytes ?? (16 << 20) }
     public var statistics: Statistics { hub.hub?.statistics ?? Statistics() }
 
     /// Counters of the subscribed event (virtual subscribers count undelivered events there).

@@ -1,0 +1,248 @@
+import EventInterface
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+import Synchronization
+
+/// The browser subscribers: each open `GET /events` stream (Server-Sent Events) or WebSocket on
+/// the MI HTTP listener is a subscriber, listed as `sse:IP:PORT` / `ws:IP:PORT` with expiry
+/// "never": it lives while connected. Counted and in metrics like any subscriber (transports
+/// `sse`, `ws`), never a virtual member (its socket is not a delivering one). A client that does
+/// not keep up is bounded by `queue_size` / `queue_bytes` and then dropped with a close reason,
+/// never slowing the others.
+public final class BrowserStreams: Sendable {
+    public enum Kind: String, Sendable { case sse, ws }
+
+    /// Open streams (subscribers and status pages) at most: `mi.max_stream_clients`.
+    public let maxClients: Int
+    /// How often an idle stream gets an SSE comment or a WebSocket ping.
+    public let pingInterval: TimeAmount
+    private let clients = Mutex<[String: BrowserClient]>([:])
+    private let streamCount = Atomic<Int>(0)
+    private let hubLink = Mutex<WeakHub?>(nil)
+
+    public init(maxClients: Int = 2000, pingInterval: TimeAmount = .seconds(15)) {
+        self.maxClients = maxClients
+        self.pingInterval = pingInterval
+    }
+
+    /// The `sse` and `ws` transports, for the hub's list.
+    public var transports: [any EventTransport] {
+        [BrowserTransport(kind: .sse, streams: self), BrowserTransport(kind: .ws, streams: self)]
+    }
+
+    /// The hub the streams subscribe to (set once it exists).
+    public func attach(_ hub: EventHub) { hubLink.withLock { $0 = WeakHub(hub) } }
+    var hub: EventHub? { hubLink.withLock { $0?.hub } }
+
+    /// Takes one stream slot; false at the cap.
+    func admit() -> Bool {
+        while true {
+            let count = streamCount.load(ordering: .relaxed)
+            guard count < maxClients else { return false }
+            if streamCount.compareExchange(expected: count, desired: count + 1, ordering: .relaxed).exchanged {
+                return true
+            }
+        }
+    }
+
+    func release() { streamCount.subtract(1, ordering: .relaxed) }
+
+    /// Open streams now.
+    public var count: Int { streamCount.load(ordering: .relaxed) }
+
+    func register(_ client: BrowserClient) { clients.withLock { $0[client.name] = client } }
+
+    func client(named name: String) -> BrowserClient? { clients.withLock { $0[name] } }
+
+    /// The client's connection closed: its subscriptions go.
+    func closed(_ client: BrowserClient) {
+        clients.withLock { table in
+            if table[client.name] === client { table[client.name] = nil }
+        }
+        let events = client.takeEvents()
+        guard let hub, !events.isEmpty else { return }
+        // By the socket itself: the name no longer parses once the connection has left the table.
+        let socket = BrowserSocket(client: client)
+        Task {
+            for event in events { _ = await hub.unsubscribe(event: event, parsed: socket) }
+        }
+    }
+
+    /// Subscribes `client` to `events`; on the first failure undoes what it did and returns why.
+    func subscribe(_ client: BrowserClient, to events: [String]) async -> String? {
+        guard let hub else { return "not ready" }
+        var done: [String] = []
+        for event in events {
+            do throws(EventInterfaceError) {
+                _ = try await hub.subscribe(event: event, socket: client.name, expiry: .never, delivery: .memory)
+                done.append(event)
+                client.addEvent(event)
+            } catch {
+                for undo in done { _ = await hub.unsubscribe(event: undo, parsed: BrowserSocket(client: client)) }
+                client.removeEvents(done)
+                return "\(error)"
+            }
+        }
+        return nil
+    }
+}
+
+/// One browser connection: where its events are written, framed as its kind wants.
+final class BrowserClient: Sendable {
+    let kind: BrowserStreams.Kind
+    /// `sse:IP:PORT` / `ws:IP:PORT`.
+    let name: String
+    let channel: any Channel
+    private let events = Mutex<Set<String>>([])
+    private let dropped = Atomic<Bool>(false)
+
+    init(kind: BrowserStreams.Kind, channel: any Channel) {
+        self.kind = kind
+        self.channel = channel
+        let peer = channel.remoteAddress
+        let host = peer?.ipAddress ?? "unknown"
+        let address = host.contains(":") ? "[\(host)]" : host
+        name = "\(kind.rawValue):\(address):\(peer?.port ?? 0)"
+    }
+
+    func addEvent(_ event: String) { _ = events.withLock { $0.insert(event) } }
+    func removeEvents(_ list: [String]) { events.withLock { for event in list { $0.remove(event) } } }
+    func takeEvents() -> [String] {
+        events.withLock { set in
+            defer { set = [] }; return Array(set)
+        }
+    }
+    var subscribedEvents: [String] { events.withLock { $0.sorted() } }
+
+    /// Writes `payloads` (JSON-RPC notifications), one SSE message or WebSocket text frame each;
+    /// the future completes once they are handed to the kernel.
+    func send(_ payloads: [[UInt8]]) -> EventLoopFuture<Void> {
+        let channel = self.channel
+        let kind = self.kind
+        return channel.eventLoop.flatSubmit {
+            switch kind {
+            case .sse:
+                var buffer = channel.allocator.buffer(capacity: payloads.reduce(0) { $0 + $1.count + 8 })
+                for payload in payloads {
+                    buffer.writeString("data: ")
+                    buffer.writeBytes(payload)
+                    buffer.writeString("\n\n")
+                }
+                return channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer)))
+            case .ws:
+                for payload in payloads.dropLast() {
+                    channel.write(
+                        WebSocketFrame(fin: true, opcode: .text, data: channel.allocator.buffer(bytes: payload)),
+                        promise: nil)
+                }
+                guard let last = payloads.last else { return channel.eventLoop.makeSucceededVoidFuture() }
+                return channel.writeAndFlush(
+                    WebSocketFrame(fin: true, opcode: .text, data: channel.allocator.buffer(bytes: last)))
+            }
+        }
+    }
+
+    /// A text message outside the event stream (a WebSocket reply).
+    func sendText(_ text: String) {
+        let channel = self.channel
+        channel.eventLoop.execute {
+            channel.writeAndFlush(
+                WebSocketFrame(fin: true, opcode: .text, data: channel.allocator.buffer(string: text)), promise: nil)
+        }
+    }
+
+    /// Closes the connection with `reason`: an SSE `close` event, or a WebSocket close frame
+    /// (1008, policy violation) — best effort, since a client that does not read may never see it.
+    func drop(reason: String) {
+        guard !dropped.exchange(true, ordering: .relaxed) else { return }
+        let channel = self.channel
+        let kind = self.kind
+        channel.eventLoop.execute {
+            switch kind {
+            case .sse:
+                var buffer = channel.allocator.buffer(capacity: 64)
+                buffer.writeString("event: close\ndata: {\"reason\":\"\(reason)\"}\n\n")
+                channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: nil)
+            case .ws:
+                var data = channel.allocator.buffer(capacity: 2 + reason.utf8.count)
+                data.write(webSocketErrorCode: .policyViolation)
+                data.writeString(reason)
+                channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data), promise: nil)
+            }
+            // Closed now: a client that stopped reading would keep the close from being flushed.
+            channel.close(promise: nil)
+        }
+    }
+}
+
+/// `sse:IP:PORT` / `ws:IP:PORT`: names an open browser connection; only the MI listener makes
+/// such subscriptions (subscribing one by hand works only for a connection open now).
+struct BrowserTransport: EventTransport {
+    let kind: BrowserStreams.Kind
+    let streams: BrowserStreams
+
+    var scheme: String { kind.rawValue }
+
+    func parseSocket(_ address: String, context: SocketParsingContext) async throws(SocketError) -> any EventSocket {
+        let name = "\(kind.rawValue):\(address)"
+        guard let client = streams.client(named: name) else {
+            throw SocketError(
+                "no open \(kind == .sse ? "SSE" : "WebSocket") connection \(name) (browsers subscribe through GET /events)"
+            )
+        }
+        return BrowserSocket(client: client)
+    }
+}
+
+struct BrowserSocket: EventSocket {
+    let client: BrowserClient
+
+    var scheme: String { client.kind.rawValue }
+    var description: String { client.name }
+
+    func matches(_ other: any EventSocket) -> Bool { (other as? BrowserSocket)?.client === client }
+
+    func makeSubscriber(context: SubscriberContext) -> any EventSubscriber {
+        let queue = DeliveryQueue(
+            deliverer: BrowserDeliverer(client: client), socket: client.name, capacity: context.queueCapacity,
+            byteCapacity: context.queueByteCapacity, counters: context.statistics.transport(client.kind.rawValue),
+            logger: context.logger)
+        return BrowserSubscriber(queue: queue, client: client)
+    }
+}
+
+/// A browser subscriber: its queue, and the connection it drops when the queue overflows.
+struct BrowserSubscriber: EventSubscriber {
+    let queue: DeliveryQueue
+    let client: BrowserClient
+
+    func dispatch(_ event: RaisedEvent) {
+        if queue.enqueue(event) == .queueFull { client.drop(reason: "queue full") }
+    }
+
+    var tally: SubscriberTally? { queue.tally }
+
+    func close(grace: Duration) async { await queue.close(grace: grace) }
+}
+
+struct BrowserDeliverer: EventDeliverer {
+    let client: BrowserClient
+
+    func prepare(_ event: RaisedEvent) { _ = event.payload(.jsonRPC) }
+
+    func deliver(_ event: RaisedEvent) async -> DeliveryOutcome {
+        await deliver(batch: [event])[0]
+    }
+
+    func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] {
+        do {
+            try await client.send(events.map { $0.payload(.jsonRPC) }).get()
+            return Array(repeating: .delivered, count: events.count)
+        } catch {
+            return Array(
+                repeating: .failed(DeliveryFailure(.subscriberFailed, "connection closed")), count: events.count)
+        }
+    }
+}

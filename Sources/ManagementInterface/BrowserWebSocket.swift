@@ -1,0 +1,134 @@
+import EventInterface
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+
+/// `GET /events` with `Upgrade: websocket`: the connection becomes a `ws:IP:PORT` subscriber. The
+/// client sends `{"subscribe":["E_A","E_B"]}` (as often as it likes) and gets
+/// `{"subscribed":["E_A","E_B"]}` — every event it is subscribed to now — or `{"error":"…"}`;
+/// events arrive as text frames holding their JSON-RPC notifications.
+enum BrowserWebSocket {
+    /// Largest message a client may send (a subscribe request is a few hundred bytes).
+    static let maximumMessage = 1 << 16
+
+    static func upgrader(
+        mi: ManagementInterface, web: MIWeb, guardian: MIConnectionGuard, handler: MIHTTPHandler, logger: Logger
+    ) -> NIOWebSocketServerUpgrader {
+        NIOWebSocketServerUpgrader(
+            maxFrameSize: maximumMessage,
+            shouldUpgrade: { channel, head in
+                let path = head.uri.prefix { $0 != "?" }
+                // A refusal makes NIO fail the upgrade; the HTTP handler then answers it with this
+                // status (401 without credentials, 503 at the stream cap, 404 elsewhere).
+                let refusal: HTTPResponseStatus? =
+                    path != "/events"
+                    ? .notFound
+                    : !MIHTTPHandler.isAuthorized(head, mi: mi)
+                        ? .unauthorized : !web.streams.admit() ? .serviceUnavailable : nil
+                if let refusal {
+                    handler.refusedUpgrade = (head, refusal)
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
+                return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+            },
+            upgradePipelineHandler: { channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.removeHandler(handler).whenComplete { _ in }
+                    guardian.authenticated()
+                    guardian.becameStream()
+                    try channel.pipeline.syncOperations.addHandler(
+                        NIOWebSocketFrameAggregator(
+                            minNonFinalFragmentSize: 1, maxAccumulatedFrameCount: 64,
+                            maxAccumulatedFrameSize: maximumMessage))
+                    try channel.pipeline.syncOperations.addHandler(WebSocketSubscriberHandler(streams: web.streams))
+                }
+            })
+    }
+}
+
+/// One WebSocket subscriber connection; state on its event loop.
+final class WebSocketSubscriberHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private let streams: BrowserStreams
+    private var client: BrowserClient?
+    private var pings: RepeatedTask?
+    private var closing = false
+
+    init(streams: BrowserStreams) { self.streams = streams }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let client = BrowserClient(kind: .ws, channel: context.channel)
+        self.client = client
+        streams.register(client)
+        let channel = context.channel
+        pings = context.eventLoop.scheduleRepeatedTask(initialDelay: streams.pingInterval, delay: streams.pingInterval)
+        { _ in
+            channel.writeAndFlush(
+                WebSocketFrame(fin: true, opcode: .ping, data: channel.allocator.buffer(capacity: 0)), promise: nil)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .text:
+            guard let client else { return }
+            handle(frame.unmaskedData, client: client)
+        case .ping:
+            context.writeAndFlush(
+                wrapOutboundOut(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)), promise: nil)
+        case .connectionClose:
+            guard !closing else {
+                context.close(promise: nil)
+                return
+            }
+            closing = true
+            var data = context.channel.allocator.buffer(capacity: 2)
+            data.write(webSocketErrorCode: .normalClosure)
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
+                .whenComplete { _ in context.close(promise: nil) }
+        case .binary:
+            client?.drop(reason: "binary messages are not understood")
+        default: break
+        }
+    }
+
+    /// `{"subscribe":[…]}` → `{"subscribed":[…]}` or `{"error":…}`.
+    private func handle(_ buffer: ByteBuffer, client: BrowserClient) {
+        guard case .object(let fields)? = try? EventValue(jsonBytes: buffer.readableBytesView),
+            case .array(let names)? = fields.first(where: { $0.name == "subscribe" })?.value,
+            !names.isEmpty, names.count <= 64
+        else {
+            return client.sendText(#"{"error":"expected {\"subscribe\":[\"E_NAME\",…]} with 1 to 64 events"}"#)
+        }
+        var events: [String] = []
+        for case .string(let name) in names { events.append(name) }
+        guard events.count == names.count else { return client.sendText(#"{"error":"event names are strings"}"#) }
+        let streams = self.streams
+        Task {
+            var writer = JSONWriter()
+            if let failure = await streams.subscribe(client, to: events) {
+                writer.append(.object([EventField("error", .string(failure))]))
+            } else {
+                writer.append(
+                    .object([EventField("subscribed", .array(client.subscribedEvents.map(EventValue.string)))]))
+            }
+            client.sendText(String(decoding: writer.bytes, as: UTF8.self))
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        pings?.cancel()
+        if let client { streams.closed(client) }
+        streams.release()
+        client = nil
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
