@@ -87,6 +87,7 @@ public final class HTTPConnection: Sendable {
         let tls = self.tls
         let serverName = url.hostPort.nameToVerify
         let maximumReply = self.maximumReply
+        let timeout = self.timeout
         do {
             let channel = try await ClientBootstrap(group: group)
                 .connectTimeout(timeout)
@@ -99,7 +100,7 @@ public final class HTTPConnection: Sendable {
                         }
                         try channel.pipeline.syncOperations.addHTTPClientHandlers()
                         try channel.pipeline.syncOperations.addHandler(
-                            HTTPReplyHandler(maximumReply: maximumReply, onClose: onClose))
+                            HTTPReplyHandler(maximumReply: maximumReply, timeout: timeout, onClose: onClose))
                     }
                 }
                 .connect(to: try address.socketAddress()).get()
@@ -129,19 +130,19 @@ public final class HTTPConnection: Sendable {
                 for index in next..<requests.count { results[index] = .failure(failure) }
                 return results.map { $0 ?? .failure(failure) }
             }
+            // One wait for the whole round: the reply handler fails what is outstanding when no
+            // reply comes within `timeout` of the previous one (a batch pipelined to a slow server
+            // fails only when the server stops answering, not when the batch is long).
             let futures = write(Array(requests[next...]), on: channel)
+            let outcomes =
+                (try? await EventLoopFuture.whenAllComplete(futures, on: channel.eventLoop).get()) ?? []
             var answered = 0
             var unanswered: Bool?
-            for future in futures {
-                // `timeout` for each reply, counted from the previous one: a batch pipelined to a
-                // slow server fails only when the server stops answering, not when the batch is
-                // long.
-                guard let outcome = await future.value(within: timeout) else {
-                    connection?.lost(channel, reason: "reply timeout")
-                    channel.close(promise: nil)
-                    let failure = DeliveryFailure(.subscriberFailed, "reply timeout")
-                    for index in (next + answered)..<requests.count { results[index] = .failure(failure) }
-                    return results.map { $0 ?? .failure(failure) }
+            for result in outcomes {
+                let outcome: HTTPReplyHandler.Outcome
+                switch result {
+                case .success(let got): outcome = got
+                case .failure(let error): outcome = .failed("\(error)")
                 }
                 switch outcome {
                 case .reply(let reply, let keepAlive):
@@ -229,7 +230,12 @@ final class HTTPReplyHandler: ChannelInboundHandler {
     }
 
     private let maximumReply: Int
+    private let timeout: TimeAmount
     private let onClose: @Sendable (any Channel, String?) -> Void
+    /// Armed while replies are awaited: no reply within `timeout` of the last closes the
+    /// connection with "reply timeout".
+    private var timer: Scheduled<Void>?
+    private var context: ChannelHandlerContext?
     private var waiting = CircularBuffer<EventLoopPromise<Outcome>>()
     private var head: HTTPResponseHead?
     private var body: [UInt8] = []
@@ -241,9 +247,31 @@ final class HTTPReplyHandler: ChannelInboundHandler {
     /// Why the channel failed (a TLS error says more than "connection closed").
     private var error: String?
 
-    init(maximumReply: Int, onClose: @escaping @Sendable (any Channel, String?) -> Void) {
+    init(maximumReply: Int, timeout: TimeAmount, onClose: @escaping @Sendable (any Channel, String?) -> Void) {
         self.maximumReply = maximumReply
+        self.timeout = timeout
         self.onClose = onClose
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        timer?.cancel()
+        self.context = nil
+    }
+
+    /// (Re)starts the reply timer while something is awaited, stops it otherwise.
+    private func armTimer() {
+        timer?.cancel()
+        timer = nil
+        guard !waiting.isEmpty, let context else { return }
+        let channel = context.channel
+        let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(in: timeout) {
+            let handler = loopBound.value
+            if handler.error == nil { handler.error = "reply timeout" }
+            channel.close(promise: nil)
+        }
     }
 
     /// The next unanswered reply answers `promise`; false (and the promise answered) when the
@@ -258,6 +286,7 @@ final class HTTPReplyHandler: ChannelInboundHandler {
             return false
         }
         waiting.append(promise)
+        if waiting.count == 1 { armTimer() }
         return true
     }
 
@@ -286,6 +315,7 @@ final class HTTPReplyHandler: ChannelInboundHandler {
             let promise = waiting.removeFirst()
             if !keepAlive { closing = true }
             replies += 1
+            armTimer()
             promise.succeed(
                 .reply(
                     HTTPReply(status: Int(head.status.code), headers: head.headers, body: body), keepAlive: keepAlive))
@@ -295,6 +325,7 @@ final class HTTPReplyHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        timer?.cancel()
         closed = true
         let outstanding = waiting
         waiting.removeAll()

@@ -48,6 +48,8 @@ struct Bench: AsyncParsableCommand {
         case sqs
         /// One https webhook subscriber, signed, to an in-process keep-alive HTTPS receiver.
         case webhook
+        /// `--clients` SSE subscribers on the MI listener (GET /events), one event fanned out.
+        case sse
 
         var isRelay: Bool { self == .relayUDP || self == .relayTCP }
     }
@@ -56,7 +58,7 @@ struct Bench: AsyncParsableCommand {
 
     @Option(
         help:
-            "udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable, kafka, rabbitmq, sqs or webhook."
+            "udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable, kafka, rabbitmq, sqs, webhook or sse."
     )
     var scenario: Scenario = .udp
     @Flag(help: "relay-tcp: send reliable-mode requests (with ids, answered) instead of notifications.")
@@ -78,6 +80,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Events to raise.") var events = 100_000
     @Option(help: "Raise at this many events per second (default: as fast as possible).") var rate: Int?
     @Option(help: "MI HTTP clients (mi-http).") var concurrency = 8
+    @Option(help: "sse: SSE clients subscribed to the event.") var clients = 1000
     @Option(help: "text, or json (one JSON object as the last line).") var format: Format = .text
     @Option(help: "Runs, each with its own floor; the run of median datagrams/s-to-floor ratio is reported.")
     var repeats = 1
@@ -124,7 +127,7 @@ struct Bench: AsyncParsableCommand {
 
     /// What every in-daemon scenario starts from: no MI, state in memory, E_BENCH published,
     /// queues with room for every event, and with `--durable` a spool in `directory`.
-    private func benchConfiguration(directory: String) -> DaemonConfiguration {
+    func benchConfiguration(directory: String) -> DaemonConfiguration {
         var configuration = DaemonConfiguration()
         configuration.miHTTP = nil
         configuration.miDatagram = nil
@@ -166,6 +169,7 @@ struct Bench: AsyncParsableCommand {
         if scenario == .kafka { return try await measureKafka() }
         if scenario == .sqs { return try await measureSQS() }
         if scenario == .webhook { return try await measureWebhook() }
+        if scenario == .sse { return try await measureSSE() }
         if scenario == .rabbitmq { return try await measureRabbitMQ() }
         if scenario == .tcpReliable && tls { return try await measureTCPOverTLS() }
         var logger = Logger(label: "evi-bench")
@@ -215,7 +219,7 @@ struct Bench: AsyncParsableCommand {
         let sockets = receivers.map { "\(scenario == .tcpReliable ? "tcp" : "udp"):127.0.0.1:\($0.port)" }
         let socket: String
         switch scenario {
-        case .udp, .miHTTP, .relayUDP, .relayTCP, .tcpReliable, .kafka, .rabbitmq, .sqs, .webhook: socket = sockets[0]
+        case .udp, .miHTTP, .relayUDP, .relayTCP, .tcpReliable, .kafka, .rabbitmq, .sqs, .webhook, .sse: socket = sockets[0]
         case .parallel3: socket = "virtual:PARALLEL " + sockets.joined(separator: " ")
         case .roundrobin3: socket = "virtual:ROUND-ROBIN " + sockets.joined(separator: " ")
         case .failoverDead: socket = "virtual:FAILOVER unix:\(directory)/dead.sock \(sockets[0])"

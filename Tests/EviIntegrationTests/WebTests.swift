@@ -134,7 +134,8 @@ final class SSEReaders: @unchecked Sendable {
     }
 
     @Test func sseClientsAreSubscribersWhileConnected() async throws {
-        let daemon = try await Daemon.start(extra: "events: [E_SSE, E_OTHER]\n")
+        // idle_timeout 1 s: streams are exempt from it (checked by raising after 2.5 s).
+        let daemon = try await Daemon.start(extra: "events: [E_SSE, E_OTHER]\n", miExtra: "  idle_timeout: 1\n")
         defer { Task { await daemon.stop() } }
         let unknown = try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/events?event=E_NOPE")
         #expect(unknown.status == 404 && unknown.bodyText.contains("E_NOPE is not published"))
@@ -149,6 +150,7 @@ final class SSEReaders: @unchecked Sendable {
         let listing = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:subscribers","params":["E_SSE"],"id":1}"#)
         #expect(listing.contains(#""expire":"never""#), "\(listing)")
         try raise(daemon, "E_SSE", count: 3)
+        try await Task.sleep(for: .milliseconds(2500))
         _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:raise","params":["E_OTHER",{"x":"y"}],"id":1}"#)
         #expect(await eventually { readers.received == [4] })
         let text = readers.firstText
