@@ -30,17 +30,19 @@ public final class TransportCounters: Sendable {
         deliveryTimer = Metrics.Timer(label: "evi_delivery_seconds", dimensions: [("transport", scheme)])
     }
 
-    func recordDelivered(count: Int) {
+    /// For subscribers that deliver without a ``DeliveryQueue`` (browser streams write on their
+    /// connection's event loop): the same counts and metrics.
+    public func recordDelivered(count: Int) {
         delivered.add(count, ordering: .relaxed)
         deliveredMetric.increment(by: count)
     }
 
-    func recordFailed(count: Int) {
+    public func recordFailed(count: Int) {
         failed.add(count, ordering: .relaxed)
         failedMetric.increment(by: count)
     }
 
-    func recordDropped() {
+    public func recordDropped() {
         dropped.add(1, ordering: .relaxed)
         droppedMetric.increment()
     }
