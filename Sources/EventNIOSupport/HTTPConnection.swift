@@ -321,6 +321,9 @@ final class HTTPReplyHandler: ChannelInboundHandler {
                     HTTPReply(status: Int(head.status.code), headers: head.headers, body: body), keepAlive: keepAlive))
             self.head = nil
             body = []
+            // The server said it closes: close now, so that what it will not answer is known at
+            // once (a server may wait for the client's close before its own).
+            if !keepAlive { context.close(promise: nil) }
         }
     }
 

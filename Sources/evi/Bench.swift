@@ -219,7 +219,8 @@ struct Bench: AsyncParsableCommand {
         let sockets = receivers.map { "\(scenario == .tcpReliable ? "tcp" : "udp"):127.0.0.1:\($0.port)" }
         let socket: String
         switch scenario {
-        case .udp, .miHTTP, .relayUDP, .relayTCP, .tcpReliable, .kafka, .rabbitmq, .sqs, .webhook, .sse: socket = sockets[0]
+        case .udp, .miHTTP, .relayUDP, .relayTCP, .tcpReliable, .kafka, .rabbitmq, .sqs, .webhook, .sse:
+            socket = sockets[0]
         case .parallel3: socket = "virtual:PARALLEL " + sockets.joined(separator: " ")
         case .roundrobin3: socket = "virtual:ROUND-ROBIN " + sockets.joined(separator: " ")
         case .failoverDead: socket = "virtual:FAILOVER unix:\(directory)/dead.sock \(sockets[0])"

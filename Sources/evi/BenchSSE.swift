@@ -34,7 +34,9 @@ extension Bench {
             try await Task.sleep(for: .milliseconds(10))
         }
         let subscribed = (try? hub.subscribers(of: "E_BENCH").count) ?? 0
-        guard subscribed == clients else { throw ValidationError("only \(subscribed) of \(clients) clients subscribed") }
+        guard subscribed == clients else {
+            throw ValidationError("only \(subscribed) of \(clients) clients subscribed")
+        }
         let raisedAt = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: events)
         defer { raisedAt.deallocate() }
         let stamps = MIHTTPLoad.UncheckedBuffer(raisedAt)
@@ -42,7 +44,8 @@ extension Bench {
         let started = monotonicNanoseconds()
         let (count, hubRef) = (events, hub)
         detachThread {
-            Self.raiseFromThisThread(event, on: hubRef, count: count, interval: interval, started: started, stamps: stamps)
+            Self.raiseFromThisThread(
+                event, on: hubRef, count: count, interval: interval, started: started, stamps: stamps)
         }
         let expected = clients * events
         let deadline = ContinuousClock.now + .seconds(Double(events) / Double(rate ?? 1000) + 30)
