@@ -15,6 +15,7 @@ let package = Package(
         .library(name: "EventKafka", targets: ["EventKafka"]),
         .library(name: "EventSQS", targets: ["EventSQS"]),
         .library(name: "EventWebhook", targets: ["EventWebhook"]),
+        .library(name: "EventCluster", targets: ["EventCluster"]),
         .library(name: "EventState", targets: ["EventState"]),
         .library(name: "EventSpool", targets: ["EventSpool"]),
         .library(name: "ManagementInterface", targets: ["ManagementInterface"]),
@@ -94,6 +95,16 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ]
+        ),
+        .target(
+            name: "EventCluster",
+            dependencies: [
+                "EventInterface", "EventNIOSupport",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         .target(
@@ -252,6 +263,10 @@ let package = Package(
                 "EventWebhook", "EventNIOSupport", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit",
                 "EventDatagram", "EventVirtual",
             ]
+        ),
+        .testTarget(
+            name: "EventClusterTests",
+            dependencies: ["EventCluster", "EventInterface", "EventInterfaceTestKit"]
         ),
         .testTarget(
             name: "EventKafkaTests",

@@ -10,7 +10,7 @@ log() { printf '== %s\n' "$*" >&2; }
 # start private ones, on free loopback ports), librdkafka (whose mock cluster is the tests' Kafka
 # peer; evi loads librdkafka.so.1 at run time) and kcat; python3-venv too where the python3 on
 # PATH cannot make a virtual environment.
-packages=(rabbitmq-server kamailio kamailio-extra-modules librdkafka-dev kcat curl chromium chromium-driver)
+packages=(rabbitmq-server kamailio kamailio-extra-modules librdkafka-dev kcat curl chromium chromium-driver postgresql)
 python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv)
 missing=()
 for package in "${packages[@]}"; do
@@ -37,15 +37,23 @@ fi
 # A private RabbitMQ broker for the rabbitmq tests: its own node, free loopback ports and a data
 # directory of its own, stopped (by the PIDs it started) when the tests end. A broker already on the
 # machine is neither used nor touched.
-export EVI_RABBITMQ_DIR
+export EVI_RABBITMQ_DIR EVI_POSTGRES_DIR
 EVI_RABBITMQ_DIR="$(mktemp -d /tmp/evi-rabbitmq.XXXXXX)"
-trap 'bash scripts/rabbitmq.sh stop-all; rm -rf "$EVI_RABBITMQ_DIR"' EXIT
+EVI_POSTGRES_DIR="$(mktemp -d /tmp/evi-postgres.XXXXXX)"
+trap 'bash scripts/rabbitmq.sh stop-all; rm -rf "$EVI_RABBITMQ_DIR"; bash scripts/postgres.sh stop "$EVI_POSTGRES_DIR"; rm -rf "$EVI_POSTGRES_DIR"' EXIT
 log "starting a private rabbitmq-server"
 EVI_RABBITMQ_PORT="$(bash scripts/rabbitmq.sh start)"
 export EVI_RABBITMQ_PORT
 EVI_RABBITMQ_TLS_PORT="$(bash scripts/rabbitmq.sh tls-port)"
 export EVI_RABBITMQ_TLS_PORT
 log "rabbitmq-server listening on 127.0.0.1:$EVI_RABBITMQ_PORT (amqps $EVI_RABBITMQ_TLS_PORT)"
+
+# A private PostgreSQL (the cluster state store's tests): initdb in its own directory, a free
+# loopback port, run as the postgres user, stopped by its own pg_ctl when the tests end.
+log "starting a private PostgreSQL"
+EVI_POSTGRES_URL="$(bash scripts/postgres.sh start "$EVI_POSTGRES_DIR")"
+export EVI_POSTGRES_URL
+log "PostgreSQL listening on 127.0.0.1:$(cat "$EVI_POSTGRES_DIR/port")"
 
 # The Kafka tests' peer: librdkafka's mock cluster in a small host program (not a SwiftPM target,
 # so that building evi never needs librdkafka).

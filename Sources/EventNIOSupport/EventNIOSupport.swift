@@ -21,6 +21,26 @@ extension ResolvedAddress {
 }
 
 extension EventLoopFuture where Value: Sendable {
+    /// The outcome, or `nil` when the future did not complete within `timeout`.
+    public func result(within timeout: TimeAmount) async -> Result<Value, any Error>? {
+        let result = eventLoop.makePromise(of: Result<Value, any Error>?.self)
+        let settled = NIOLockedValueBox(false)
+        let first: @Sendable () -> Bool = {
+            settled.withLockedValue { done in
+                defer { done = true }
+                return !done
+            }
+        }
+        let timer = eventLoop.scheduleTask(in: timeout) {
+            if first() { result.succeed(nil) }
+        }
+        whenComplete { outcome in
+            timer.cancel()
+            if first() { result.succeed(outcome) }
+        }
+        return (try? await result.futureResult.get()) ?? nil
+    }
+
     /// The value, or `nil` when the future did not complete within `timeout` (or failed).
     public func value(within timeout: TimeAmount) async -> Value? {
         let result = eventLoop.makePromise(of: Value?.self)
