@@ -156,7 +156,7 @@ let package = Package(
             dependencies: [
                 "EventInterface", "EventVirtual", "EventDatagram", "EventFlatstore", "EventStream", "EventXMLRPC",
                 "EventRabbitMQ", "EventState", "EventSpool", "EventKafka", "EventSQS", "EventWebhook",
-                "EventNIOSupport", "ManagementInterface",
+                "EventCluster", "EventNIOSupport", "ManagementInterface",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

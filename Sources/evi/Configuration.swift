@@ -1,3 +1,4 @@
+import EventCluster
 import EventDatagram
 import EventFlatstore
 import EventInterface
@@ -106,7 +107,7 @@ struct DaemonConfiguration {
     /// The top-level keys, for "did you mean".
     static let topLevelKeys = [
         "mi", "state", "queue_size", "queue_bytes", "max_events", "max_subscriptions", "shutdown_grace", "log_level",
-        "allowed_destinations", "events", "subscriptions", "ingress", "modules", "delivery", "spool",
+        "allowed_destinations", "events", "subscriptions", "ingress", "modules", "delivery", "spool", "cluster",
     ]
     static let miKeys = [
         "http", "datagram", "token", "max_connections", "header_timeout", "idle_timeout", "max_stream_clients",
@@ -140,6 +141,12 @@ struct DaemonConfiguration {
     }
 
     /// Where the spool lives: `spool.dir`, else `<state>/spool` when state is a directory.
+    /// `state: postgres://…`: the cluster's shared store.
+    var postgres: PostgresURL?
+    /// `state` as printed: a postgres URL without its password.
+    var printedState: String { postgres?.description ?? state }
+    /// `cluster.node`: this daemon's name among the cluster's (default `HOST:MIPORT`).
+    var clusterNode: String?
     var spoolDirectory: String? {
         spool.dir ?? (state == "memory" || state.contains("://") ? nil : state + "/spool")
     }
@@ -182,7 +189,16 @@ struct DaemonConfiguration {
             let value = entry.value
             switch key {
             case "mi": try configuration.readMI(value)
-            case "state": configuration.state = try value.string(key: key)
+            case "state":
+                configuration.state = try value.string(key: key)
+                if configuration.state.contains("://") {
+                    configuration.postgres = try PostgresURL.parse(
+                        configuration.state, environment: AWSEnvironment.current())
+                }
+            case "cluster":
+                for entry in try value.entries(key: "cluster", known: ["node"]) {
+                    configuration.clusterNode = try entry.value.optionalString(key: "cluster.node")
+                }
             case "queue_size": configuration.queueSize = try value.integer(key: key, range: 1...10_000_000)
             case "queue_bytes":
                 let text = try value.string(key: key)
@@ -434,5 +450,21 @@ extension ConfigurationNode {
         case .alias:
             self = .null
         }
+    }
+}
+
+/// The process environment (the `PG*` variables a postgres URL falls back on).
+enum AWSEnvironment {
+    static func current() -> [String: String] {
+        var result: [String: String] = [:]
+        var pointer = environ
+        while let entry = pointer.pointee {
+            let text = String(cString: entry)
+            if let equals = text.firstIndex(of: "=") {
+                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
+            }
+            pointer += 1
+        }
+        return result
     }
 }

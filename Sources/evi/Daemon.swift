@@ -1,4 +1,5 @@
 import ArgumentParser
+import EventCluster
 import EventDatagram
 import EventFlatstore
 import EventInterface
@@ -38,6 +39,8 @@ final class Daemon: Sendable {
     let ingresses: [(ingress: any EventIngress, sink: IngressSink)]
     /// Durable delivery's spool, when anything is durable.
     let spool: Spool?
+    /// The cluster's shared store (`state: postgres://…`).
+    let cluster: ClusterStore?
 
     enum StartError: Error, CustomStringConvertible {
         /// A bad configuration value found while wiring (exit status 2).
@@ -55,10 +58,11 @@ final class Daemon: Sendable {
     private init(
         configuration: DaemonConfiguration, hub: EventHub, mi: ManagementInterface, http: MIHTTPServer?,
         datagram: MIDatagramServer?, registry: PrometheusCollectorRegistry,
-        ingresses: [(ingress: any EventIngress, sink: IngressSink)], spool: Spool?
+        ingresses: [(ingress: any EventIngress, sink: IngressSink)], spool: Spool?, cluster: ClusterStore?
     ) {
         self.ingresses = ingresses
         self.spool = spool
+        self.cluster = cluster
         self.configuration = configuration
         self.hub = hub
         self.mi = mi
@@ -121,7 +125,17 @@ final class Daemon: Sendable {
             for entry in ingresses { await entry.ingress.close() }
             throw error
         }
-        if configuration.state != "memory" {
+        var cluster: ClusterStore?
+        if let url = configuration.postgres {
+            let node =
+                configuration.clusterNode
+                ?? "\(hostName()):\(http?.localPort ?? configuration.miHTTP?.port ?? 0)"
+            let store = ClusterStore(url: url, node: node, hub: hub, logger: logger)
+            await store.start()
+            durable.cluster = store
+            cluster = store
+            mi.register(Self.nodesCommand(store))
+        } else if configuration.state != "memory" {
             do {
                 let store = try SubscriptionStore(directory: configuration.state)
                 try await restore(from: store, into: hub, logger: logger)
@@ -142,7 +156,7 @@ final class Daemon: Sendable {
         await datagram?.startReading()
         return Daemon(
             configuration: configuration, hub: hub, mi: mi, http: http, datagram: datagram, registry: registry,
-            ingresses: ingresses, spool: spool)
+            ingresses: ingresses, spool: spool, cluster: cluster)
     }
 
     /// The spool, when anything is delivered durably: `spool.dir`, else `<state>/spool`; without
@@ -151,7 +165,7 @@ final class Daemon: Sendable {
         guard configuration.usesDurableDelivery else { return nil }
         guard let directory = configuration.spoolDirectory else {
             throw .configuration(
-                "spool.dir: durable delivery needs a spool directory (state is \(configuration.state))")
+                "spool.dir: durable delivery needs a spool directory (state is \(configuration.printedState))")
         }
         var settings = Spool.Settings(directory: directory)
         let section = configuration.spool
@@ -296,7 +310,11 @@ final class Daemon: Sendable {
 
     /// The line `evi serve` prints once it listens: its listeners and where its state is.
     var listeningLine: String {
-        let state = configuration.state == "memory" ? "in memory (nothing kept)" : "in \(configuration.state)"
+        let state =
+            configuration.state == "memory"
+            ? "in memory (nothing kept)"
+            : configuration.postgres.map { "shared in \($0) as node \(cluster?.node ?? "?")" }
+                ?? "in \(configuration.state)"
         let durable = spool.map { "; durable delivery spooled in \($0.settings.directory)" } ?? ""
         return "evi \(eviVersion) listening: \(listeners); state \(state)\(durable)"
     }
@@ -333,7 +351,7 @@ final class Daemon: Sendable {
                         successTerminationBehavior: .ignore),
                     .init(
                         service: HubService(
-                            hub: hub, ingresses: ingresses.map(\.ingress), spool: spool, mi: mi,
+                            hub: hub, ingresses: ingresses.map(\.ingress), spool: spool, cluster: cluster, mi: mi,
                             grace: configuration.shutdownGrace, logger: logger)),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
@@ -347,11 +365,17 @@ final class Daemon: Sendable {
 /// before any request is read. A failed write is logged and refuses the change.
 final class DurableState: SubscriptionObserver, @unchecked Sendable {
     var store: SubscriptionStore?
+    /// With `state: postgres://…`, the cluster's store instead.
+    var cluster: ClusterStore?
     let logger: Logger
 
     init(logger: Logger) { self.logger = logger }
 
     func subscriptionChanged(event: String, socket: String, identity: String, expiry: Expiry) async throws {
+        if let cluster {
+            return try await cluster.subscriptionChanged(
+                event: event, socket: socket, identity: identity, expiry: expiry)
+        }
         do {
             try await store?.subscriptionChanged(event: event, socket: socket, identity: identity, expiry: expiry)
         } catch {
@@ -361,6 +385,7 @@ final class DurableState: SubscriptionObserver, @unchecked Sendable {
     }
 
     func eventPublished(_ name: String) async throws {
+        if let cluster { return try await cluster.eventPublished(name) }
         do { try await store?.eventPublished(name) } catch {
             logger.error("cannot save published event", metadata: ["event": "\(name)", "error": "\(error)"])
             throw error
@@ -469,6 +494,8 @@ struct HubService: Service {
     let ingresses: [any EventIngress]
     /// Synced a last time once the subscribers are closed.
     let spool: Spool?
+    /// Disconnected last.
+    let cluster: ClusterStore?
     /// Told that the daemon drains (`/ready` and `/mi` answer 503 until the listeners close).
     let mi: ManagementInterface
     let grace: Double
@@ -491,6 +518,7 @@ struct HubService: Service {
         let before = hub.statistics.snapshot().transports.values
         await hub.shutdown(grace: .milliseconds(Int(grace * 1000)))
         spool?.stop()
+        await cluster?.stop()
         let after = hub.statistics.snapshot().transports.values
         func total(
             _ counts: some Sequence<StatisticsSnapshot.Transport>, _ field: (StatisticsSnapshot.Transport) -> Int
@@ -553,4 +581,36 @@ extension DestinationPolicy.OwnAddresses {
             entry = current.pointee.ai_next
         }
     }
+}
+
+extension Daemon {
+    /// `evi:nodes`: the cluster's daemons by their heartbeat rows.
+    static func nodesCommand(_ cluster: ClusterStore) -> MICommand {
+        MICommand(
+            names: ["evi:nodes"], parameterSets: [[]],
+            handler: .deferred { _ throws(MIError) in
+                let nodes: [(name: String, started: Double, lastSeen: Double)]
+                do throws(PostgresError) { nodes = try await cluster.nodes() } catch {
+                    throw MIError(code: 500, message: "Internal error", data: "state store: \(error)")
+                }
+                return [
+                    "Nodes": .array(
+                        nodes.map { node in
+                            .object([
+                                EventField("name", .string(node.name)),
+                                EventField("started", .int(Int64(node.started))),
+                                EventField("last_seen", .int(Int64(node.lastSeen))),
+                                EventField("self", .bool(node.name == cluster.node)),
+                            ])
+                        })
+                ]
+            })
+    }
+}
+
+/// This machine's name (`cluster.node` defaults to `HOST:MIPORT`).
+func hostName() -> String {
+    var buffer = [CChar](repeating: 0, count: 256)
+    guard gethostname(&buffer, buffer.count) == 0 else { return "localhost" }
+    return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }
