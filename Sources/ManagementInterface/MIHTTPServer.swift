@@ -377,7 +377,11 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             send(context, head, status: .ok, body: Array(#"{"status":"up"}"#.utf8))
         case "/ready":
             let readiness = mi.readiness
-            let body = #"{"ready":\#(readiness == .ready),"state":"\#(readiness)"}"#
+            var body = #"{"ready":\#(readiness == .ready),"state":"\#(readiness)""#
+            if let up = mi.stateStoreUp.withLock({ $0 }) {
+                body += #","state_store":"\#(up() ? "up" : "unreachable")""#
+            }
+            body += "}"
             send(context, head, status: readiness == .ready ? .ok : .serviceUnavailable, body: Array(body.utf8))
         default:
             send(context, head, status: .notFound, body: nil)

@@ -39,6 +39,10 @@ public final class ManagementInterface: Sendable {
     public func markReadiness(_ value: Readiness) {
         readinessValue.store(value.rawValue, ordering: .relaxed)
     }
+
+    /// With a shared state store: whether it is reachable now (`/ready` says so in its body; it
+    /// stays 200, since delivery works without it).
+    public let stateStoreUp = Mutex<(@Sendable () -> Bool)?>(nil)
     private let commands = Mutex<[String: MICommand]>([:])
     private let ordered = Mutex<[MICommand]>([])
     private let droppedDatagrams: [DatagramDrop: Counter]

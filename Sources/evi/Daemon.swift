@@ -135,6 +135,9 @@ final class Daemon: Sendable {
             durable.cluster = store
             cluster = store
             mi.register(Self.nodesCommand(store))
+            let up: @Sendable () -> Bool = { store.isUp }
+            mi.stateStoreUp.withLock { $0 = up }
+            metrics.stateStoreUp.withLock { $0 = up }
         } else if configuration.state != "memory" {
             do {
                 let store = try SubscriptionStore(directory: configuration.state)
@@ -427,6 +430,8 @@ final class MetricsPage: Sendable {
     let hub: EventHub
     let registry: PrometheusCollectorRegistry
     private let reported = Mutex<Set<[String]>>([])
+    /// `evi_state_store_up`, with a shared state store.
+    let stateStoreUp = Mutex<(@Sendable () -> Bool)?>(nil)
 
     init(hub: EventHub, registry: PrometheusCollectorRegistry) {
         self.hub = hub
@@ -436,6 +441,7 @@ final class MetricsPage: Sendable {
     func render() -> [UInt8] {
         let snapshot = hub.statistics.snapshot()
         Gauge(label: "evi_queue_depth").record(snapshot.transports.values.reduce(0) { $0 + $1.queued })
+        if let up = stateStoreUp.withLock({ $0 }) { Gauge(label: "evi_state_store_up").record(up() ? 1 : 0) }
         var current = Set<[String]>()
         for event in hub.events {
             let subscribers = (try? hub.subscribers(of: event.name)) ?? []

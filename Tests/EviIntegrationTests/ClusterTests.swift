@@ -124,6 +124,12 @@ import Testing
         let refused = try Self.call(a, "evi:subscribe", #"["E_CL","\#(second.socket)"]"#)
         #expect(
             refused.contains(#""code":500"#) && refused.contains("not stored: state store unreachable"), "\(refused)")
+        let ready = try RawHTTP.request(port: a.httpPort, method: "GET", path: "/ready")
+        #expect(ready.status == 200 && ready.bodyText.contains(#""state_store":"unreachable""#), "\(ready.bodyText)")
+        let metrics = try RawHTTP.request(port: a.httpPort, method: "GET", path: "/metrics").bodyText
+        #expect(
+            metrics.contains("evi_state_store_up 0"),
+            "\(metrics.split(separator: "\n").filter { $0.contains("state_store") })")
         try await Self.postgres("restart")
         let back = await eventually(timeout: .seconds(10)) {
             ((try? Self.call(a, "evi:subscribe", #"["E_CL","\#(second.socket)"]"#)) ?? "").contains(#""result":"OK""#)
@@ -132,6 +138,41 @@ import Testing
         #expect(await eventually(timeout: .seconds(5)) { Self.subscriberCount(b) == 2 })
         _ = try Self.call(b, "evi:raise", #"["E_CL",{"n":2}]"#)
         #expect(await second.waitFor(count: 1, timeout: .seconds(5)).count == 1)
+        #expect(
+            try RawHTTP.request(port: a.httpPort, method: "GET", path: "/ready").bodyText.contains(
+                #""state_store":"up""#))
+        await first.close()
+        await second.close()
+    }
+
+    @Test func aNodeKilledMidStreamComesBackInSync() async throws {
+        let url = try await Self.database("evi_cluster_c")
+        let a = try await Self.node("A", url: url)
+        defer { Task { await a.stop() } }
+        let b = try await Self.node("B", url: url)
+        let c = try await Self.node("C", url: url)
+        defer { Task { await c.stop() } }
+        let first = try DatagramReceiver()
+        let second = try DatagramReceiver()
+        _ = try Self.call(a, "evi:subscribe", #"["E_CL","\#(first.socket)"]"#)
+        #expect(await eventually(timeout: .seconds(5)) { Self.subscriberCount(b) == 1 && Self.subscriberCount(c) == 1 })
+        b.process.signal(SIGKILL)
+        _ = await b.process.waitForExit(timeout: .seconds(5))
+        await b.stop()
+        // A and C carry on; a change made meanwhile is stored for B.
+        for number in 0..<50 {
+            _ = try Self.call(number % 2 == 0 ? a : c, "evi:raise", #"["E_CL",{"n":\#(number)}]"#)
+        }
+        #expect(await first.waitFor(count: 50, timeout: .seconds(10)).count == 50)
+        _ = try Self.call(c, "evi:subscribe", #"["E_CL","\#(second.socket)"]"#)
+        let restarted = try await Self.node("B", url: url)
+        defer { Task { await restarted.stop() } }
+        #expect(await eventually(timeout: .seconds(5)) { Self.subscriberCount(restarted) == 2 })
+        _ = try Self.call(restarted, "evi:raise", #"["E_CL",{"n":99}]"#)
+        #expect(await second.waitFor(count: 1, timeout: .seconds(5)).count == 1)
+        #expect(await first.waitFor(count: 51, timeout: .seconds(5)).count == 51)
+        let nodes = try Self.call(a, "evi:nodes")
+        #expect(["A", "B", "C"].allSatisfy { nodes.contains(#""name":"\#($0)""#) }, "\(nodes)")
         await first.close()
         await second.close()
     }
