@@ -50,6 +50,8 @@ struct Bench: AsyncParsableCommand {
         case webhook
         /// `--clients` SSE subscribers on the MI listener (GET /events), one event fanned out.
         case sse
+        /// Two daemons on one PostgreSQL (`--state`): subscription propagation and resync time.
+        case cluster
 
         var isRelay: Bool { self == .relayUDP || self == .relayTCP }
     }
@@ -58,7 +60,7 @@ struct Bench: AsyncParsableCommand {
 
     @Option(
         help:
-            "udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable, kafka, rabbitmq, sqs, webhook or sse."
+            "udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable, kafka, rabbitmq, sqs, webhook, sse or cluster."
     )
     var scenario: Scenario = .udp
     @Flag(help: "relay-tcp: send reliable-mode requests (with ids, answered) instead of notifications.")
@@ -81,6 +83,7 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Raise at this many events per second (default: as fast as possible).") var rate: Int?
     @Option(help: "MI HTTP clients (mi-http).") var concurrency = 8
     @Option(help: "sse: SSE clients subscribed to the event.") var clients = 1000
+    @Option(help: "cluster: a scratch PostgreSQL database (postgres://USER:PASSWORD@HOST:PORT/DB).") var state: String?
     @Option(help: "text, or json (one JSON object as the last line).") var format: Format = .text
     @Option(help: "Runs, each with its own floor; the run of median datagrams/s-to-floor ratio is reported.")
     var repeats = 1
@@ -170,6 +173,7 @@ struct Bench: AsyncParsableCommand {
         if scenario == .sqs { return try await measureSQS() }
         if scenario == .webhook { return try await measureWebhook() }
         if scenario == .sse { return try await measureSSE() }
+        if scenario == .cluster { return try await measureCluster() }
         if scenario == .rabbitmq { return try await measureRabbitMQ() }
         if scenario == .tcpReliable && tls { return try await measureTCPOverTLS() }
         var logger = Logger(label: "evi-bench")
@@ -219,7 +223,7 @@ struct Bench: AsyncParsableCommand {
         let sockets = receivers.map { "\(scenario == .tcpReliable ? "tcp" : "udp"):127.0.0.1:\($0.port)" }
         let socket: String
         switch scenario {
-        case .udp, .miHTTP, .relayUDP, .relayTCP, .tcpReliable, .kafka, .rabbitmq, .sqs, .webhook, .sse:
+        case .udp, .miHTTP, .relayUDP, .relayTCP, .tcpReliable, .kafka, .rabbitmq, .sqs, .webhook, .sse, .cluster:
             socket = sockets[0]
         case .parallel3: socket = "virtual:PARALLEL " + sockets.joined(separator: " ")
         case .roundrobin3: socket = "virtual:ROUND-ROBIN " + sockets.joined(separator: " ")
