@@ -120,7 +120,8 @@ struct Bench: AsyncParsableCommand {
             printLine(EventValue.object(result.fields).jsonText)
         } else {
             for field in result.fields { printLine("\(field.name.padding(28)) \(Self.text(field.value))") }
-            if scenario != .kafka && scenario != .rabbitmq && scenario != .sqs && scenario != .webhook
+            // Only the datagram scenarios have a send-loop floor to compare with.
+            if ![.kafka, .rabbitmq, .sqs, .webhook, .sse, .cluster].contains(scenario)
                 && !(scenario == .tcpReliable && tls)
             {
                 printLine("(datagrams/s vs floor: \(Int((result.ratio * 100).rounded())) %)")

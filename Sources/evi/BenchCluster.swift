@@ -63,7 +63,8 @@ extension Bench {
             await daemon.hub.shutdown(grace: .seconds(1))
         }
         _ = try? await admin.query(
-            "DELETE FROM evi_subscriptions WHERE event = 'E_BENCH_CLUSTER'; DELETE FROM evi_nodes WHERE name LIKE 'bench-%'")
+            "DELETE FROM evi_subscriptions WHERE event = 'E_BENCH_CLUSTER'; DELETE FROM evi_nodes WHERE name LIKE 'bench-%'"
+        )
         await admin.close()
         let fields: [EventField] = [
             EventField("scenario", .string("cluster")),

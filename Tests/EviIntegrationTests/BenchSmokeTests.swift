@@ -81,4 +81,34 @@ import Testing
         let count = scenario == ["rabbitmq"] ? "confirmed" : "delivered"
         #expect(fields.first { $0.name == "tls_\(count)" }?.value == .int(2000), "\(last)")
     }
+
+    /// The web and cluster scenarios: every event counted (webhook, sse), every change propagated
+    /// (cluster, on the tests' PostgreSQL).
+    @Test(arguments: [
+        ["webhook", "--events", "2000"], ["sse", "--clients", "20", "--events", "200", "--rate", "2000"],
+        ["cluster"],
+    ])
+    func webAndClusterBenchesCountEverything(arguments: [String]) async throws {
+        var extra = arguments
+        if arguments == ["cluster"] {
+            let url = try await ClusterTests.database("evi_bench_smoke")
+            extra += ["--state", url]
+        }
+        let result = try await run(
+            eviBinary.path, ["bench", "--scenario"] + extra + ["--format", "json"], timeout: .seconds(180))
+        #expect(result.status == 0, "\(result.errors)")
+        let last = result.output.split(separator: "\n").last.map(String.init) ?? ""
+        guard case .object(let fields) = try EventValue(json: last) else {
+            Issue.record("not a JSON object: \(last)")
+            return
+        }
+        func value(_ name: String) -> EventValue? { fields.first { $0.name == name }?.value }
+        switch arguments[0] {
+        case "webhook": #expect(value("delivered") == .int(2000) && value("failed") == .int(0), "\(last)")
+        case "sse": #expect(value("deliveries") == .int(4000) && value("lost") == .int(0), "\(last)")
+        default:
+            #expect(value("changes") == .int(1000), "\(last)")
+            #expect(value("resync_subscriptions") == .int(11000), "\(last)")
+        }
+    }
 }

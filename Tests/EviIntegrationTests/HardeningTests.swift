@@ -88,7 +88,9 @@ import Testing
         let trusted = try RawConnection(port: daemon.httpPort)
         defer { trusted.close() }
         let body = #"{"jsonrpc":"2.0","method":"version","id":1}"#
-        try trusted.send("POST /mi HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        try trusted.send(
+            "POST /mi HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        )
         #expect(trusted.read(timeoutMilliseconds: 2000).contains("evi 0.2.0"))
         let first = try RawConnection(port: daemon.httpPort)
         defer { first.close() }
@@ -102,7 +104,9 @@ import Testing
         #expect(!trusted.isClosedByPeer)
         #expect(!second.isClosedByPeer)
         // The trusted connection still works.
-        try trusted.send("POST /mi HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        try trusted.send(
+            "POST /mi HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        )
         #expect(trusted.read(timeoutMilliseconds: 2000).contains("evi 0.2.0"))
     }
 
