@@ -18,6 +18,9 @@ public struct MIServerInfo: Sendable {
     /// Refuses a parsed socket before it is subscribed over MI (the modules' rules for an MI
     /// reachable from elsewhere than loopback); `nil` allows it.
     public var admitSocket: @Sendable (_ socket: any EventSocket) -> String?
+    /// This daemon's name in a cluster (`cluster.node`), shown by `evi:subscribers` as `Node`;
+    /// nil alone.
+    public var node: @Sendable () -> String? = { nil }
 
     public init(
         version: String,
@@ -90,7 +93,13 @@ extension ManagementInterface {
                 names: ["evi:subscribers", "subscribers_list"],
                 parameterSets: [[], ["event"], ["event", "socket"]],
                 handler: .deferred { params throws(MIError) in
-                    try await Self.subscribers(hub: hub, params: params)
+                    var result = try await Self.subscribers(hub: hub, params: params)
+                    // In a cluster: whose view of the members this is.
+                    if let node = server.node(), case .object(var fields) = result {
+                        fields.append(EventField("Node", .string(node)))
+                        result = .object(fields)
+                    }
+                    return result
                 }))
         register(
             MICommand(

@@ -159,10 +159,10 @@ struct DaemonConfiguration {
         builtInModules.compactMap { try? $0.init(section: .null) }
     }
 
-    /// `state` made absolute against `directory` ("memory" and absolute paths stay), with `.`
-    /// components and a trailing `/` removed, so the start line prints where state really is.
+    /// `state` made absolute against `directory` ("memory", URLs and absolute paths stay), with
+    /// `.` components and a trailing `/` removed, so the start line prints where state really is.
     static func resolve(state: String, relativeTo directory: String) -> String {
-        guard state != "memory" else { return state }
+        guard state != "memory", !state.contains("://") else { return state }
         let joined = state.hasPrefix("/") ? state : directory + "/" + state
         var parts: [Substring] = []
         for part in joined.split(separator: "/") where part != "." {

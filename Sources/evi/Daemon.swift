@@ -268,7 +268,7 @@ final class Daemon: Sendable {
             for transport in module.transports { owners[transport.scheme] = module }
         }
         let owner = owners
-        return MIServerInfo(
+        var info = MIServerInfo(
             version: eviVersion,
             processes: {
                 ["main"] + listeners + ["delivery (\(hub.statistics.snapshot().transports.count) transports)"]
@@ -281,6 +281,8 @@ final class Daemon: Sendable {
                 }
                 return nil
             })
+        info.node = { observer.cluster?.node }
+        return info
     }
 
     /// Binds the MI listeners, paused: a taken port fails start-up before the state directory is

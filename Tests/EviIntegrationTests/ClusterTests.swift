@@ -76,6 +76,7 @@ import Testing
         _ = try Self.call(c, "evi:raise", #"["E_CL",{"n":2}]"#)
         #expect(await plain.waitFor(count: 2, timeout: .seconds(10)).count == 2)
         #expect(await backup.waitFor(count: 2, timeout: .seconds(10)).count == 2)
+        #expect(try Self.call(b, "evi:subscribers").contains(#""Node":"B""#))
         let nodes = try Self.call(b, "evi:nodes")
         #expect(nodes.contains(#""name":"A""#) && nodes.contains(#""name":"C""#), "\(nodes)")
         #expect(nodes.contains(#""name":"B","started":"#) && nodes.contains(#""self":true"#), "\(nodes)")

@@ -51,6 +51,10 @@ import Testing
                 "unknown key 'modules.event_stream.reliable' (did you mean 'reliable_mode'?)"
             ),
             (
+                "state: postgres://evi:hunter2@127.0.0.1:9/evi\ndelivery: durable\n",
+                "spool.dir: durable delivery needs a spool directory (state is postgres://evi:***@127.0.0.1:9/evi)"
+            ),
+            (
                 "modules:\n  event_webhook: { secret: hunter2 }\n",
                 "modules.event_webhook.secret: expected a Standard Webhooks secret"
             ),
