@@ -35,10 +35,10 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
             let credentials = rest[..<at]
             hostPart = rest[rest.index(after: at)...]
             if let colon = credentials.firstIndex(of: ":") {
-                user = Self.decode(credentials[..<colon])
-                password = Self.decode(credentials[credentials.index(after: colon)...])
+                user = PercentEncoding.decode(credentials[..<colon])
+                password = PercentEncoding.decode(credentials[credentials.index(after: colon)...])
             } else {
-                user = Self.decode(credentials)
+                user = PercentEncoding.decode(credentials)
             }
         }
         let slash = hostPart.firstIndex(of: "/") ?? hostPart.endIndex
@@ -65,21 +65,6 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
         return PostgresURL(user: user, password: password, host: host, port: port, database: String(database))
     }
 
-    static func decode(_ text: Substring) -> String {
-        var bytes: [UInt8] = []
-        var utf8 = Array(text.utf8)[...]
-        while let byte = utf8.popFirst() {
-            if byte == UInt8(ascii: "%"), utf8.count >= 2,
-                let value = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16)
-            {
-                bytes.append(value)
-                utf8 = utf8.dropFirst(2)
-            } else {
-                bytes.append(byte)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
 }
 
 /// Why a PostgreSQL call failed: the server's message with its SQLSTATE, or the connection's.

@@ -43,21 +43,6 @@ extension EventLoopFuture where Value: Sendable {
 
     /// The value, or `nil` when the future did not complete within `timeout` (or failed).
     public func value(within timeout: TimeAmount) async -> Value? {
-        let result = eventLoop.makePromise(of: Value?.self)
-        let settled = NIOLockedValueBox(false)
-        let first: @Sendable () -> Bool = {
-            settled.withLockedValue { done in
-                defer { done = true }
-                return !done
-            }
-        }
-        let timer = eventLoop.scheduleTask(in: timeout) {
-            if first() { result.succeed(nil) }
-        }
-        whenComplete { outcome in
-            timer.cancel()
-            if first() { result.succeed(try? outcome.get()) }
-        }
-        return (try? await result.futureResult.get()) ?? nil
+        try? await result(within: timeout)?.get()
     }
 }

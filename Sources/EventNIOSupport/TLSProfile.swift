@@ -56,6 +56,13 @@ public struct TLSProfile: Sendable {
         }
     }
 
+    /// The client context of a module whose only TLS option is `ca_file` (sqs, webhooks).
+    public static func client(caFile: String?, key prefix: String) throws(ConfigurationError) -> NIOSSLContext {
+        var options = TLSOptions()
+        options.caFile = caFile
+        return try TLSProfile(options: options, key: prefix).client
+    }
+
     /// The server side of a `tls:` ingress, asking clients for a certificate signed by
     /// `clientCAFile` when given.
     public func server(clientCAFile: String?, socket: String) throws(SocketError) -> NIOSSLContext {

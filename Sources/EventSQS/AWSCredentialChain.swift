@@ -1,3 +1,5 @@
+import EventInterface
+
 #if canImport(Glibc)
     import Glibc
 #endif
@@ -10,7 +12,7 @@ public struct AWSCredentialChain: Sendable {
     public var environment: [String: String]
     public var configured: AWSCredentials?
 
-    public init(environment: [String: String] = AWSCredentialChain.processEnvironment(), configured: AWSCredentials?) {
+    public init(environment: [String: String] = ProcessEnvironment.current(), configured: AWSCredentials?) {
         self.environment = environment
         self.configured = configured
     }
@@ -71,18 +73,6 @@ public struct AWSCredentialChain: Sendable {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    public static func processEnvironment() -> [String: String] {
-        var result: [String: String] = [:]
-        var pointer = environ
-        while let entry = pointer.pointee {
-            let text = String(cString: entry)
-            if let equals = text.firstIndex(of: "=") {
-                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
-            }
-            pointer += 1
-        }
-        return result
-    }
 }
 
 extension StringProtocol {

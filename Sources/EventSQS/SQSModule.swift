@@ -10,9 +10,7 @@ public struct SQSModule: EventModule {
 
     public init(options: SQSOptions = SQSOptions()) {
         self.options = options
-        var tlsOptions = TLSOptions()
-        tlsOptions.caFile = options.caFile
-        tls = try? TLSProfile(options: tlsOptions, key: "modules.\(Self.name)").client
+        tls = try? TLSProfile.client(caFile: options.caFile, key: "modules.\(Self.name)")
     }
 
     public init(section: ConfigurationNode) throws(ConfigurationError) {
@@ -40,10 +38,8 @@ public struct SQSModule: EventModule {
         case (nil, nil): break
         default: throw ConfigurationError("\(prefix): access_key_id and secret_access_key go together")
         }
-        var tlsOptions = TLSOptions()
-        tlsOptions.caFile = options.caFile
         self.options = options
-        tls = try TLSProfile(options: tlsOptions, key: prefix).client
+        tls = try TLSProfile.client(caFile: options.caFile, key: prefix)
     }
 
     public static var defaultSection: [String] {

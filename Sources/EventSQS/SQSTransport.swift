@@ -39,7 +39,7 @@ public final class SQSTransport: EventTransport {
 
     public init(
         options: SQSOptions = SQSOptions(), tls: NIOSSLContext? = nil,
-        environment: [String: String] = AWSCredentialChain.processEnvironment(),
+        environment: [String: String] = ProcessEnvironment.current(),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
         self.options = options

@@ -1,4 +1,5 @@
 import Crypto
+import EventInterface
 
 #if canImport(Glibc)
     import Glibc
@@ -128,8 +129,8 @@ public struct SigV4: Sendable {
         guard !query.isEmpty else { return "" }
         let pairs = query.split(separator: "&").map { pair -> (String, String) in
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            let name = encode(decode(String(parts[0])))
-            let value = parts.count > 1 ? encode(decode(String(parts[1]))) : ""
+            let name = encode(PercentEncoding.decode(String(parts[0])))
+            let value = parts.count > 1 ? encode(PercentEncoding.decode(String(parts[1]))) : ""
             return (name, value)
         }
         return pairs.sorted { $0.0 == $1.0 ? $0.1 < $1.1 : $0.0 < $1.0 }.map { "\($0.0)=\($0.1)" }.joined(
@@ -152,19 +153,4 @@ public struct SigV4: Sendable {
         return out
     }
 
-    static func decode(_ text: String) -> String {
-        var bytes: [UInt8] = []
-        var utf8 = Array(text.utf8)[...]
-        while let byte = utf8.popFirst() {
-            if byte == UInt8(ascii: "%"), utf8.count >= 2,
-                let value = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16)
-            {
-                bytes.append(value)
-                utf8 = utf8.dropFirst(2)
-            } else {
-                bytes.append(byte)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
 }

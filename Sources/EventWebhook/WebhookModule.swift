@@ -12,9 +12,7 @@ public struct WebhookModule: EventModule {
 
     public init(options: WebhookOptions = WebhookOptions()) {
         self.options = options
-        var tlsOptions = TLSOptions()
-        tlsOptions.caFile = options.caFile
-        tls = try? TLSProfile(options: tlsOptions, key: "modules.\(Self.name)").client
+        tls = try? TLSProfile.client(caFile: options.caFile, key: "modules.\(Self.name)")
     }
 
     public init(section: ConfigurationNode) throws(ConfigurationError) {
@@ -32,9 +30,7 @@ public struct WebhookModule: EventModule {
             }
         }
         self.options = options
-        var tlsOptions = TLSOptions()
-        tlsOptions.caFile = options.caFile
-        tls = try TLSProfile(options: tlsOptions, key: prefix).client
+        tls = try TLSProfile.client(caFile: options.caFile, key: prefix)
     }
 
     public static var defaultSection: [String] {

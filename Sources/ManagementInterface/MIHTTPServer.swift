@@ -499,24 +499,11 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard let question = uri.firstIndex(of: "?") else { return [] }
         return uri[uri.index(after: question)...].split(separator: "&").map { pair in
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            return (percentDecoded(parts[0]), parts.count > 1 ? percentDecoded(parts[1]) : "")
+            return (
+                PercentEncoding.decode(parts[0], plusIsSpace: true),
+                parts.count > 1 ? PercentEncoding.decode(parts[1], plusIsSpace: true) : ""
+            )
         }
-    }
-
-    static func percentDecoded(_ text: Substring) -> String {
-        var bytes: [UInt8] = []
-        var utf8 = Array(text.utf8)[...]
-        while let byte = utf8.popFirst() {
-            if byte == UInt8(ascii: "%"), utf8.count >= 2,
-                let value = UInt8(String(decoding: utf8.prefix(2), as: UTF8.self), radix: 16)
-            {
-                bytes.append(value)
-                utf8 = utf8.dropFirst(2)
-            } else {
-                bytes.append(byte == UInt8(ascii: "+") ? UInt8(ascii: " ") : byte)
-            }
-        }
-        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// Starts a Server-Sent Events response: the head (no length: chunked) and a first comment.

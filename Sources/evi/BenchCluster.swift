@@ -16,7 +16,7 @@ extension Bench {
         }
         var logger = Logger(label: "evi-bench")
         logger.logLevel = .critical
-        let url = try PostgresURL.parse(state, environment: AWSEnvironment.current())
+        let url = try PostgresURL.parse(state, environment: ProcessEnvironment.current())
         let admin = try await PostgresConnection.connect(to: url)
         func node(_ name: String) async throws -> Daemon {
             var configuration = benchConfiguration(directory: "/tmp/evi-bench-\(getpid())")

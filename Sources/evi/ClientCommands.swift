@@ -30,13 +30,6 @@ struct MIOptions: ParsableArguments {
     }
 }
 
-enum ProcessEnvironment {
-    static func value(_ name: String) -> String? {
-        guard let pointer = getenv(name) else { return nil }
-        return String(cString: pointer)
-    }
-}
-
 struct Subscribe: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Subscribe a socket to an event (evi:subscribe).")
     @OptionGroup var options: MIOptions

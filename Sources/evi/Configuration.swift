@@ -193,7 +193,7 @@ struct DaemonConfiguration {
                 configuration.state = try value.string(key: key)
                 if configuration.state.contains("://") {
                     configuration.postgres = try PostgresURL.parse(
-                        configuration.state, environment: AWSEnvironment.current())
+                        configuration.state, environment: ProcessEnvironment.current())
                 }
             case "cluster":
                 for entry in try value.entries(key: "cluster", known: ["node"]) {
@@ -450,21 +450,5 @@ extension ConfigurationNode {
         case .alias:
             self = .null
         }
-    }
-}
-
-/// The process environment (the `PG*` variables a postgres URL falls back on).
-enum AWSEnvironment {
-    static func current() -> [String: String] {
-        var result: [String: String] = [:]
-        var pointer = environ
-        while let entry = pointer.pointee {
-            let text = String(cString: entry)
-            if let equals = text.firstIndex(of: "=") {
-                result[String(text[..<equals])] = String(text[text.index(after: equals)...])
-            }
-            pointer += 1
-        }
-        return result
     }
 }
