@@ -97,7 +97,7 @@ public struct KafkaSocket: DeliverySocket {
     }
 }
 
-final class KafkaDeliverer: EventDeliverer {
+final class KafkaDeliverer: BatchDeliverer {
     let address: KafkaAddress
     let slot: ProducerSlot
     let transport: KafkaTransport
@@ -112,10 +112,6 @@ final class KafkaDeliverer: EventDeliverer {
 
     func prepare(_ event: RaisedEvent) {
         _ = event.payload(.jsonRPC)
-    }
-
-    func deliver(_ event: RaisedEvent) async -> DeliveryOutcome {
-        await deliver(batch: [event])[0]
     }
 
     func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] {

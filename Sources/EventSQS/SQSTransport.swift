@@ -125,7 +125,7 @@ struct SQSDeduplicationID: PayloadFormat {
     }
 }
 
-final class SQSDeliverer: EventDeliverer {
+final class SQSDeliverer: BatchDeliverer {
     let socket: SQSSocket
     let connection: HTTPConnection
     let retries: Int
@@ -144,10 +144,6 @@ final class SQSDeliverer: EventDeliverer {
 
     func prepare(_ event: RaisedEvent) {
         _ = event.payload(.jsonRPC)
-    }
-
-    func deliver(_ event: RaisedEvent) async -> DeliveryOutcome {
-        await deliver(batch: [event])[0]
     }
 
     func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] {

@@ -127,7 +127,7 @@ struct WebhookMessageID: PayloadFormat {
     }
 }
 
-final class WebhookDeliverer: EventDeliverer {
+final class WebhookDeliverer: BatchDeliverer {
     let url: HTTPURL
     let connection: HTTPConnection
     let secret: WebhookSecret?
@@ -140,10 +140,6 @@ final class WebhookDeliverer: EventDeliverer {
 
     func prepare(_ event: RaisedEvent) {
         _ = event.payload(.jsonRPC)
-    }
-
-    func deliver(_ event: RaisedEvent) async -> DeliveryOutcome {
-        await deliver(batch: [event])[0]
     }
 
     func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] {

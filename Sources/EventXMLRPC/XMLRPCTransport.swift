@@ -82,7 +82,7 @@ struct XMLRPCFormat: PayloadFormat {
 /// One keep-alive HTTP connection (``HTTPConnection``, shared with the webhook and sqs
 /// transports): after a failure deliveries fail at once while it reconnects with backoff; a server
 /// that closes the connection after answering is no failure.
-final class XMLRPCDeliverer: EventDeliverer {
+final class XMLRPCDeliverer: BatchDeliverer {
     let format: XMLRPCFormat
     let connection: HTTPConnection
 
@@ -91,10 +91,6 @@ final class XMLRPCDeliverer: EventDeliverer {
         connection = HTTPConnection(
             url: HTTPURL(isTLS: false, hostPort: socket.hostPort, target: "/RPC2"), address: socket.address, tls: nil,
             timeout: timeout, userAgent: "evi XML-RPC notifier", group: group, logger: logger)
-    }
-
-    func deliver(_ event: RaisedEvent) async -> DeliveryOutcome {
-        await deliver(batch: [event])[0]
     }
 
     func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] {

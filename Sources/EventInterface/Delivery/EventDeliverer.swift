@@ -44,3 +44,14 @@ extension EventDeliverer {
     }
     public func close() async {}
 }
+
+/// A deliverer whose natural unit is a batch (pipelined HTTP requests, a Kafka produce, an SQS
+/// SendMessageBatch): one event is a batch of one. It must implement `deliver(batch:)` (the
+/// protocol's default goes the other way).
+public protocol BatchDeliverer: EventDeliverer {}
+
+extension BatchDeliverer {
+    public func deliver(_ event: RaisedEvent) async -> DeliveryOutcome {
+        await deliver(batch: [event])[0]
+    }
+}
