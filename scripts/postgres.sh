@@ -10,7 +10,8 @@ set -euo pipefail
 command="$1"
 dir="$2"
 bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
-as_postgres() { runuser -u postgres -- "$@"; }
+# From /: the postgres user cannot enter the caller's directory (runuser would complain).
+as_postgres() { (cd / && runuser -u postgres -- "$@"); }
 
 start() {
   port="$(cat "$dir/port")"

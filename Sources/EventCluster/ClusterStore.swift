@@ -39,6 +39,15 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
     private let state = Mutex(State())
     private let loop = Mutex<Task<Void, Never>?>(nil)
 
+    /// What is applied to the hub, strictly in order: notifications as they arrive, and each
+    /// resynchronisation queued behind the notifications received before it (a notification for
+    /// a newer change is never overtaken by an older row, nor the other way round).
+    private enum Work: Sendable {
+        case notification(channel: String, payload: String)
+        case resynchronise(PostgresConnection, CheckedContinuation<PostgresError?, Never>)
+    }
+    private let inbox: AsyncStream<Work>.Continuation
+
     /// The schema version this build creates and expects.
     static let schemaVersion = 1
 
@@ -48,6 +57,23 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
         self.hub = WeakHub(hub)
         self.logger = logger
         environmentStarted = Self.now()
+        let (stream, inbox) = AsyncStream<Work>.makeStream()
+        self.inbox = inbox
+        Task { [weak self] in
+            for await work in stream {
+                guard let self else { return }
+                switch work {
+                case .notification(let channel, let payload): await self.apply(channel: channel, payload: payload)
+                case .resynchronise(let connection, let done):
+                    do throws(PostgresError) {
+                        try await self.resynchronise(connection)
+                        done.resume(returning: nil)
+                    } catch {
+                        done.resume(returning: error)
+                    }
+                }
+            }
+        }
     }
 
     /// Whether the store is reachable now (`evi_state_store_up`).
@@ -103,12 +129,18 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
     private func connect() async throws(PostgresError) -> PostgresConnection {
         let connection = try await PostgresConnection.connect(to: url) { [weak self] channel, payload in
             guard let self, channel == "evi_subscriptions" || channel == "evi_events" else { return }
-            Task { await self.apply(channel: channel, payload: payload) }
+            self.inbox.yield(.notification(channel: channel, payload: payload))
         }
         do throws(PostgresError) {
             try await migrate(connection)
             _ = try await connection.query("LISTEN evi_subscriptions; LISTEN evi_events")
-            try await resynchronise(connection)
+            let inbox = self.inbox
+            let failure = await withCheckedContinuation { continuation in
+                if case .terminated = inbox.yield(.resynchronise(connection, continuation)) {
+                    continuation.resume(returning: PostgresError(message: "stopped"))
+                }
+            }
+            if let failure { throw failure }
         } catch {
             await connection.close()
             throw error
@@ -299,6 +331,7 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
         }
         _ = task
         loop.withLock { $0?.cancel() }
+        inbox.finish()
         await connection?.close()
     }
 

@@ -294,3 +294,12 @@ final class DatagramDeliverer: EventDeliverer {
         }
     }
 }
+
+/// `sendmmsg(2)` for callers outside this module (`evi bench`'s floor): up to `count` datagrams
+/// packed back to back in `packed`, on a connected socket. Returns how many were sent, or -1
+/// with `error` set.
+public enum DatagramBatch {
+    public static func send(fd: Int32, packed: [UInt8], lengths: [Int], count: Int, error: inout Int32) -> Int {
+        Int(evi_send_datagrams(fd, packed, lengths, UInt32(count), nil, 0, &error))
+    }
+}
