@@ -10,7 +10,7 @@ log() { printf '== %s\n' "$*" >&2; }
 # start private ones, on free loopback ports), librdkafka (whose mock cluster is the tests' Kafka
 # peer; evi loads librdkafka.so.1 at run time) and kcat; python3-venv too where the python3 on
 # PATH cannot make a virtual environment.
-packages=(rabbitmq-server kamailio kamailio-extra-modules librdkafka-dev kcat curl chromium chromium-driver postgresql)
+packages=(rabbitmq-server kamailio kamailio-extra-modules librdkafka-dev kcat curl chromium chromium-driver postgresql wrk)
 python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv)
 missing=()
 for package in "${packages[@]}"; do

@@ -295,6 +295,8 @@ struct Bench: AsyncParsableCommand {
         func percentile(_ fraction: Double) -> Double { Self.percentile(latencies, fraction) }
         let rss = Self.peakRSS()
         let fsyncs = daemon.spool?.fsyncCount ?? 0
+        let wrkFields =
+            scenario == .miHTTP ? try daemon.http.map { try Self.wrkMIFields(port: $0.localPort) } ?? [] : []
         await hub.shutdown(grace: .seconds(1))
         daemon.spool?.stop()
         await daemon.http?.close()
@@ -345,6 +347,7 @@ struct Bench: AsyncParsableCommand {
                 EventField("rss_bytes", .int(Int64(rss))),
                 EventField("floor_datagrams_per_second", .double(floorRate.rounded())),
             ]
+            + wrkFields
             + (mmsgRate.map { rate in
                 [
                     EventField("floor_mmsg_datagrams_per_second", .double(rate.rounded())),
@@ -694,6 +697,35 @@ struct Bench: AsyncParsableCommand {
             }
         }
         for fd in descriptors { close(fd) }
+    }
+
+    /// mi-http: what wrk (an independent client, `-t2 -c8`, the issue's `raise_event` body with
+    /// params as a JSON string) gets from evi's MI on `port`, and from a bare NIOHTTP1 server
+    /// answering a fixed 200, in the same run; nulls without wrk.
+    static func wrkMIFields(port: Int) throws -> [EventField] {
+        let directory = "/tmp/evi-bench-wrk-\(getpid())"
+        _ = mkdir(directory, 0o700)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let body = Array(
+            #"{"jsonrpc":"2.0","method":"raise_event","id":1,"params":{"event":"E_BENCH","params":"{\"str\":\"hello\",\"num\":42}"}}"#
+                .utf8)
+        let evi = wrk(
+            url: "http://127.0.0.1:\(port)/mi", body: body, connections: 8, threads: 2, seconds: 5, directory: directory
+        )
+        let server = try HTTPBenchReceiver(tls: nil, reply: Array(#"{"jsonrpc":"2.0","result":"OK","id":1}"#.utf8))
+        let bare = wrk(
+            url: "http://127.0.0.1:\(server.port)/mi", body: body, connections: 8, threads: 2, seconds: 5,
+            directory: directory)
+        server.close()
+        func number(_ value: Double?) -> EventValue { value.map { .double($0.rounded()) } ?? .null }
+        return [
+            EventField("wrk_requests_per_second", number(evi?.requestsPerSecond)),
+            EventField("wrk_latency_p99_us", number(evi?.p99Microseconds)),
+            EventField("wrk_bare_nio_requests_per_second", number(bare?.requestsPerSecond)),
+            EventField(
+                "wrk_vs_bare_percent",
+                number(evi.flatMap { evi in bare.map { evi.requestsPerSecond / $0.requestsPerSecond * 100 } })),
+        ]
     }
 
     /// What the kernel can take at best: the notification in `sendmmsg` batches of 64 on

@@ -18,7 +18,7 @@ extension Bench {
         _ = mkdir(directory, 0o700)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         try Self.makeCertificate(directory: directory)
-        let receiver = try WebhookBenchReceiver(certificate: directory + "/cert.pem", key: directory + "/key.pem")
+        let receiver = try HTTPBenchReceiver(tls: (directory + "/cert.pem", directory + "/key.pem"))
         defer { receiver.close() }
         var options = WebhookOptions()
         options.caFile = directory + "/cert.pem"
@@ -29,7 +29,9 @@ extension Bench {
         var result: [EventField] = [EventField("scenario", .string("webhook"))] + fields
         result.append(EventField("requests_answered", .int(Int64(receiver.answered))))
         var ratio = 1.0
-        if let floor = Self.wrkFloor(url: url, directory: directory) {
+        if let floor = Self.wrk(url: url, body: Self.payload, connections: 8, threads: 1, directory: directory)?
+            .requestsPerSecond
+        {
             result.append(EventField("floor_wrk_requests_per_second", .double(floor.rounded())))
             if let rate = fields.first(where: { $0.name == "events_per_second" }), case .double(let value) = rate.value
             {
@@ -56,15 +58,20 @@ extension Bench {
         guard made.terminationStatus == 0 else { throw ValidationError("openssl could not make a certificate") }
     }
 
-    /// Requests/s wrk gets POSTing the bench's notification to `url` for 3 s, or nil without wrk.
-    static func wrkFloor(url: String, directory: String) -> Double? {
+    /// What wrk (an independent client) gets POSTing `body` as JSON to `url` for `seconds`:
+    /// requests/s and the p99 latency in µs; nil without wrk (`apt-get install wrk`).
+    static func wrk(
+        url: String, body bytes: [UInt8], connections: Int, threads: Int, seconds: Int = 3, directory: String
+    ) -> (requestsPerSecond: Double, p99Microseconds: Double?)? {
         guard
             let wrk = ["/usr/bin/wrk", "/usr/local/bin/wrk"].first(where: {
                 FileManager.default.isExecutableFile(atPath: $0)
             })
         else { return nil }
         let script = directory + "/post.lua"
-        let body = String(decoding: payload, as: UTF8.self).replacingOccurrences(of: "'", with: "\\'")
+        // A Lua single-quoted string: backslashes and quotes escaped.
+        let body = String(decoding: bytes, as: UTF8.self).replacingOccurrences(of: "\\", with: "\\\\")
+            .replacingOccurrences(of: "'", with: "\\'")
         try? """
         wrk.method = "POST"
         wrk.body = '\(body)'
@@ -72,42 +79,58 @@ extension Bench {
         """.write(toFile: script, atomically: true, encoding: .utf8)
         let run = Process()
         run.executableURL = URL(fileURLWithPath: wrk)
-        run.arguments = ["-t1", "-c8", "-d3s", "-s", script, url]
+        run.arguments = ["-t\(threads)", "-c\(connections)", "-d\(seconds)s", "--latency", "-s", script, url]
         let pipe = Pipe()
         run.standardOutput = pipe
         run.standardError = FileHandle.nullDevice
         guard (try? run.run()) != nil else { return nil }
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         run.waitUntilExit()
-        guard let line = output.split(separator: "\n").first(where: { $0.hasPrefix("Requests/sec:") }) else {
+        let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        guard let line = lines.first(where: { $0.hasPrefix("Requests/sec:") }),
+            let rate = Double(line.dropFirst("Requests/sec:".count).trimmingCharacters(in: .whitespaces))
+        else { return nil }
+        // "99%    2.22ms" (wrk prints us, ms or s).
+        let p99 = lines.first(where: { $0.hasPrefix("99%") }).flatMap { line -> Double? in
+            let value = line.dropFirst(3).trimmingCharacters(in: .whitespaces)
+            for (unit, scale) in [("us", 1.0), ("ms", 1000.0), ("s", 1_000_000.0)] where value.hasSuffix(unit) {
+                return Double(value.dropLast(unit.count)).map { $0 * scale }
+            }
             return nil
         }
-        return Double(line.dropFirst("Requests/sec:".count).trimmingCharacters(in: .whitespaces))
+        return (rate, p99)
     }
 }
 
-/// A keep-alive HTTPS server that answers every request 200 with an empty body (HTTP/1.1,
-/// pipelining as NIO's server pipeline allows), counting requests.
-final class WebhookBenchReceiver: @unchecked Sendable {
+/// A keep-alive HTTP server (HTTPS with `tls`) that answers every request 200 with `reply`
+/// (HTTP/1.1, pipelining as NIO's server pipeline allows), counting requests: the webhook
+/// scenario's receiver, and the bare NIOHTTP1 server the mi-http scenario compares evi's MI with.
+final class HTTPBenchReceiver: @unchecked Sendable {
     let port: Int
     private let channel: any Channel
     private let count = ManagedAtomicCounter()
 
     var answered: Int { count.value }
 
-    init(certificate: String, key: String) throws {
-        let configuration = TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMFile(certificate).map { .certificate($0) },
-            privateKey: .privateKey(try NIOSSLPrivateKey(file: key, format: .pem)))
-        let context = try NIOSSLContext(configuration: configuration)
+    init(tls: (certificate: String, key: String)?, reply: [UInt8] = []) throws {
+        var context: NIOSSLContext?
+        if let tls {
+            let configuration = TLSConfiguration.makeServerConfiguration(
+                certificateChain: try NIOSSLCertificate.fromPEMFile(tls.certificate).map { .certificate($0) },
+                privateKey: .privateKey(try NIOSSLPrivateKey(file: tls.key, format: .pem)))
+            context = try NIOSSLContext(configuration: configuration)
+        }
         let count = self.count
+        let tlsContext = context
         channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: context))
+                    if let tlsContext {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext))
+                    }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(Answerer(count: count))
+                    try channel.pipeline.syncOperations.addHandler(Answerer(count: count, reply: reply))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).wait()
@@ -118,13 +141,23 @@ final class WebhookBenchReceiver: @unchecked Sendable {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
         let count: ManagedAtomicCounter
-        init(count: ManagedAtomicCounter) { self.count = count }
+        let reply: [UInt8]
+        init(count: ManagedAtomicCounter, reply: [UInt8]) {
+            self.count = count
+            self.reply = reply
+        }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             guard case .end = unwrapInboundIn(data) else { return }
             count.increment()
-            let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Length": "0"])
+            var headers: HTTPHeaders = ["Content-Length": String(reply.count)]
+            if !reply.isEmpty { headers.add(name: "Content-Type", value: "application/json") }
+            let head = HTTPResponseHead(version: .http1_1, status: .ok, headers: headers)
             context.write(wrapOutboundOut(.head(head)), promise: nil)
+            if !reply.isEmpty {
+                context.write(
+                    wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: reply)))), promise: nil)
+            }
             context.write(wrapOutboundOut(.end(nil)), promise: nil)
         }
 

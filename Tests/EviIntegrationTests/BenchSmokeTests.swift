@@ -29,7 +29,13 @@ import Testing
             keys == [
                 "scenario", "events", "seconds", "events_per_second", "datagrams_per_second", "received", "lost",
                 "latency_p50_us", "latency_p99_us", "latency_p999_us", "rss_bytes", "floor_datagrams_per_second",
-            ] + (scenario == "tcp-reliable" ? [] : ["floor_mmsg_datagrams_per_second", "vs_mmsg_floor_percent"])
+            ]
+                + (scenario == "mi-http"
+                    ? [
+                        "wrk_requests_per_second", "wrk_latency_p99_us", "wrk_bare_nio_requests_per_second",
+                        "wrk_vs_bare_percent",
+                    ] : [])
+                + (scenario == "tcp-reliable" ? [] : ["floor_mmsg_datagrams_per_second", "vs_mmsg_floor_percent"])
                 + (durable ? ["delivery", "spool_bytes_per_event", "fsyncs_per_second"] : []))
         func number(_ key: String) -> Double {
             switch fields.first(where: { $0.name == key })?.value {
