@@ -21,7 +21,7 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
     public let node: String
     private let hub: WeakHub
     private let logger: Logger
-    private let environmentStarted: Double
+    private let startedAt: Double
 
     private struct State {
         var connection: PostgresConnection?
@@ -56,7 +56,7 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
         self.node = node
         self.hub = WeakHub(hub)
         self.logger = logger
-        environmentStarted = Self.now()
+        startedAt = Self.now()
         let (stream, inbox) = AsyncStream<Work>.makeStream()
         self.inbox = inbox
         Task { [weak self] in
@@ -160,7 +160,7 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
             INSERT INTO evi_schema SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM evi_schema)
             """)
         let version =
-            Int(try await connection.query("SELECT version FROM evi_schema").first?.first??.description ?? "0") ?? 0
+            Int((try await connection.query("SELECT version FROM evi_schema").first?.first ?? nil) ?? "0") ?? 0
         guard version <= Self.schemaVersion else {
             throw PostgresError(
                 message: "the database's evi schema is version \(version), newer than this evi's \(Self.schemaVersion)")
@@ -184,7 +184,7 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
     private func heartbeatSQL() -> String {
         let name = (try? PostgresLiteral.string(node)) ?? "'?'"
         return """
-            INSERT INTO evi_nodes (name, started, last_seen) VALUES (\(name), \(environmentStarted), \(Self.now()))
+            INSERT INTO evi_nodes (name, started, last_seen) VALUES (\(name), \(startedAt), \(Self.now()))
             ON CONFLICT (name) DO UPDATE SET started = EXCLUDED.started, last_seen = EXCLUDED.last_seen
             """
     }
@@ -221,10 +221,12 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
             var expire = "NULL"
             var expiresAt = "NULL"
             if case .seconds(let seconds) = expiry {
+                // One clock reading: the stored row and the notification carry the same expiry.
+                let at = Self.now() + Double(seconds)
                 expire = String(seconds)
-                expiresAt = String(Self.now() + Double(seconds))
+                expiresAt = String(at)
                 fields.append(EventField("expire", .int(Int64(seconds))))
-                fields.append(EventField("expires_at", .double(Self.now() + Double(seconds))))
+                fields.append(EventField("expires_at", .double(at)))
             }
             sql = """
                 INSERT INTO evi_subscriptions (event, identity, socket, expire, expires_at, updated_by)
@@ -325,11 +327,10 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
     }
 
     public func stop() async {
-        let (task, connection) = state.withLock { state -> (Task<Void, Never>?, PostgresConnection?) in
+        let connection = state.withLock { state -> PostgresConnection? in
             state.running = false
-            return (nil, state.connection)
+            return state.connection
         }
-        _ = task
         loop.withLock { $0?.cancel() }
         inbox.finish()
         await connection?.close()

@@ -163,8 +163,13 @@ final class BrowserClient: Sendable {
         channel.eventLoop.execute {
             switch kind {
             case .sse:
+                // The reason as JSON: a subscription's failure may quote a socket or a name.
+                var writer = JSONWriter()
+                writer.append(.object([EventField("reason", .string(reason))]))
                 var buffer = channel.allocator.buffer(capacity: 64)
-                buffer.writeString("event: close\ndata: {\"reason\":\"\(reason)\"}\n\n")
+                buffer.writeString("event: close\ndata: ")
+                buffer.writeBytes(writer.bytes)
+                buffer.writeString("\n\n")
                 channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: nil)
             case .ws:
                 var data = channel.allocator.buffer(capacity: 2 + reason.utf8.count)

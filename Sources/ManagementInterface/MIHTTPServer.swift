@@ -364,8 +364,7 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
                     context, head, status: .ok, body: body, contentType: "text/plain; version=0.0.4; charset=utf-8")
             }
         case "/", "/index.html":
-            guard let web else { return send(context, head, status: .notFound, body: nil) }
-            _ = web
+            guard web != nil else { return send(context, head, status: .notFound, body: nil) }
             page(context: context, head: head)
         case "/status/stream":
             guard let web else { return send(context, head, status: .notFound, body: nil) }

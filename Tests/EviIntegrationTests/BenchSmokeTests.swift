@@ -6,6 +6,19 @@ import Testing
 /// CI keeps `evi bench` working with a short run of each scenario (figures are not asserted:
 /// they are measured with a release build and reported in the README).
 @Suite(.serialized) struct BenchSmokeTests {
+    /// Runs `evi ARGUMENTS` (a bench with `--format json`), expects it to succeed and returns the
+    /// fields of its last line, a JSON object, with that line; nil (recorded) otherwise.
+    static func bench(_ arguments: [String], timeout: Duration) async throws -> (fields: [EventField], last: String)? {
+        let result = try await run(eviBinary.path, arguments, timeout: timeout)
+        #expect(result.status == 0, "\(result.errors)")
+        let last = result.output.split(separator: "\n").last.map(String.init) ?? ""
+        guard case .object(let fields) = try EventValue(json: last) else {
+            Issue.record("not a JSON object: \(last)")
+            return nil
+        }
+        return (fields, last)
+    }
+
     @Test(arguments: [
         "udp", "parallel3", "roundrobin3", "failover-dead", "mi-http", "relay-udp", "relay-tcp", "tcp-reliable",
         "udp --durable", "parallel3 --durable",
@@ -14,16 +27,11 @@ import Testing
         let words = argument.split(separator: " ").map(String.init)
         let scenario = words[0]
         let durable = words.contains("--durable")
-        let result = try await run(
-            eviBinary.path,
-            ["bench", "--scenario", scenario, "--events", "2000", "--format", "json"] + words.dropFirst(),
-            timeout: .seconds(60))
-        #expect(result.status == 0, "\(result.errors)")
-        let last = result.output.split(separator: "\n").last.map(String.init) ?? ""
-        guard case .object(let fields) = try EventValue(json: last) else {
-            Issue.record("not a JSON object: \(last)")
-            return
-        }
+        guard
+            let (fields, _) = try await Self.bench(
+                ["bench", "--scenario", scenario, "--events", "2000", "--format", "json"] + words.dropFirst(),
+                timeout: .seconds(60))
+        else { return }
         let keys = fields.map(\.name)
         #expect(
             keys == [
@@ -53,15 +61,11 @@ import Testing
 
     /// The kafka scenario against librdkafka's in-process mock cluster: every report counted.
     @Test func kafkaBenchReportsItsKeys() async throws {
-        let result = try await run(
-            eviBinary.path, ["bench", "--scenario", "kafka", "--events", "2000", "--format", "json"],
-            timeout: .seconds(60))
-        #expect(result.status == 0, "\(result.errors)")
-        let last = result.output.split(separator: "\n").last.map(String.init) ?? ""
-        guard case .object(let fields) = try EventValue(json: last) else {
-            Issue.record("not a JSON object: \(last)")
-            return
-        }
+        guard
+            let (fields, _) = try await Self.bench(
+                ["bench", "--scenario", "kafka", "--events", "2000", "--format", "json"],
+                timeout: .seconds(60))
+        else { return }
         #expect(
             fields.map(\.name) == [
                 "scenario", "brokers", "events", "seconds", "events_per_second", "delivered", "failed",
@@ -74,15 +78,11 @@ import Testing
     /// (the private broker's amqps listener).
     @Test(arguments: [["tcp-reliable"], ["rabbitmq"]])
     func tlsBenchComparesWithPlain(scenario: [String]) async throws {
-        let result = try await run(
-            eviBinary.path, ["bench", "--scenario"] + scenario + ["--tls", "--events", "2000", "--format", "json"],
-            timeout: .seconds(120))
-        #expect(result.status == 0, "\(result.errors)")
-        let last = result.output.split(separator: "\n").last.map(String.init) ?? ""
-        guard case .object(let fields) = try EventValue(json: last) else {
-            Issue.record("not a JSON object: \(last)")
-            return
-        }
+        guard
+            let (fields, last) = try await Self.bench(
+                ["bench", "--scenario"] + scenario + ["--tls", "--events", "2000", "--format", "json"],
+                timeout: .seconds(120))
+        else { return }
         let names = fields.map(\.name)
         #expect(names.contains("tls_vs_plain"), "\(names)")
         let count = scenario == ["rabbitmq"] ? "confirmed" : "delivered"
@@ -101,14 +101,10 @@ import Testing
             let url = try await ClusterTests.database("evi_bench_smoke")
             extra += ["--state", url]
         }
-        let result = try await run(
-            eviBinary.path, ["bench", "--scenario"] + extra + ["--format", "json"], timeout: .seconds(180))
-        #expect(result.status == 0, "\(result.errors)")
-        let last = result.output.split(separator: "\n").last.map(String.init) ?? ""
-        guard case .object(let fields) = try EventValue(json: last) else {
-            Issue.record("not a JSON object: \(last)")
-            return
-        }
+        guard
+            let (fields, last) = try await Self.bench(
+                ["bench", "--scenario"] + extra + ["--format", "json"], timeout: .seconds(180))
+        else { return }
         func value(_ name: String) -> EventValue? { fields.first { $0.name == name }?.value }
         switch arguments[0] {
         case "webhook": #expect(value("delivered") == .int(2000) && value("failed") == .int(0), "\(last)")
