@@ -35,6 +35,8 @@ public final class MIHTTPServer: MIListener {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // No outbound header validation: every header this server writes is its own
+                    // (the one taken from a request, the cookie, must equal the configured token).
                     let guardian = MIConnectionGuard(connections: connections, limits: limits, logger: logger)
                     try channel.pipeline.syncOperations.addHandler(guardian)
                     let handler = MIHTTPHandler(mi: mi, metrics: metrics, guardian: guardian, logger: logger, web: web)
@@ -43,9 +45,10 @@ public final class MIHTTPServer: MIListener {
                             mi: mi, web: web, guardian: guardian, handler: handler, logger: logger)
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                             withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }),
-                            withErrorHandling: true)
+                            withErrorHandling: true, withOutboundHeaderValidation: false)
                     } else {
-                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                            withErrorHandling: true, withOutboundHeaderValidation: false)
                     }
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
@@ -79,7 +82,7 @@ final class MIConnectionGuard: ChannelDuplexHandler {
         case idle
         case head
         case body
-        /// The request is complete: its reply is being made (no timer).
+        /// The request is complete: its reply is being made (no deadline).
         case answering
     }
 
@@ -87,6 +90,12 @@ final class MIConnectionGuard: ChannelDuplexHandler {
     private let limits: MIConnectionLimits
     private let logger: Logger
     private var phase = Phase.idle
+    /// When the current phase must end, and what closing then is logged as; nil while answering.
+    private var deadline: (at: NIODeadline, reason: String)?
+    /// The one timer of this connection. A request moves the deadline twice;
+    /// rather than cancel and schedule a timer each time (measured: 7 % of an MI request), the
+    /// timer fires at most `min(header_timeout, idle_timeout)` ahead and, on firing, closes the
+    /// connection if the deadline has passed or goes again toward it.
     private var timer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
 
@@ -99,7 +108,7 @@ final class MIConnectionGuard: ChannelDuplexHandler {
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        timer?.cancel()
+        stopTimer()
         self.context = nil
     }
 
@@ -121,7 +130,7 @@ final class MIConnectionGuard: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        timer?.cancel()
+        stopTimer()
         connections.remove(context.channel)
         context.fireChannelInactive()
     }
@@ -134,7 +143,7 @@ final class MIConnectionGuard: ChannelDuplexHandler {
 
     func requestReceived() {
         phase = .answering
-        timer?.cancel()
+        deadline = nil
     }
 
     /// The reply went out on a connection that stays open.
@@ -151,21 +160,39 @@ final class MIConnectionGuard: ChannelDuplexHandler {
     /// The connection is a stream now (status page, SSE or WebSocket subscriber): it leaves the
     /// `max_connections` table (streams have their own cap) and no idle timer closes it.
     func becameStream() {
-        timer?.cancel()
-        timer = nil
+        stopTimer()
+        deadline = nil
         phase = .answering
         context.map { connections.remove($0.channel) }
     }
 
     private func arm(_ delay: TimeAmount, reason: String) {
+        let now = NIODeadline.now()
+        deadline = (now + delay, reason)
+        if timer == nil { schedule(now: now) }
+    }
+
+    private func stopTimer() {
         timer?.cancel()
-        guard let context else { return }
-        let channel = context.channel
-        let logger = logger
-        timer = context.eventLoop.scheduleTask(in: delay) {
-            logger.debug("MI HTTP connection closed", metadata: ["reason": "\(reason)"])
-            channel.close(promise: nil)
-        }
+        timer = nil
+    }
+
+    /// Schedules the timer toward the deadline, at most the shorter timeout ahead (so a later,
+    /// earlier deadline is never missed by more than that).
+    private func schedule(now: NIODeadline) {
+        guard let context, let deadline else { return }
+        let at = min(deadline.at, now + min(limits.headerTimeout, limits.idleTimeout))
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: at) { bound.value.fired() }
+    }
+
+    private func fired() {
+        timer = nil
+        guard let context, let deadline else { return }
+        let now = NIODeadline.now()
+        guard now >= deadline.at else { return schedule(now: now) }
+        logger.debug("MI HTTP connection closed", metadata: ["reason": "\(deadline.reason)"])
+        context.channel.close(promise: nil)
     }
 }
 
@@ -309,10 +336,10 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// "simple" cross-site request, 415), or its `Origin` is not this listener's own (403).
     /// opensips-cli and evi's own client send JSON and no Origin.
     static func crossSiteRefusal(_ head: HTTPRequestHead) -> HTTPResponseStatus? {
-        let type = head.headers.first(name: "content-type").map {
-            String($0.prefix { $0 != ";" }).trimmingWhitespace().lowercased()
-        }
-        guard type == "application/json" else { return .unsupportedMediaType }
+        guard let type = head.headers.first(name: "content-type"),
+            type == "application/json"
+                || String(type.prefix { $0 != ";" }).trimmingWhitespace().lowercased() == "application/json"
+        else { return .unsupportedMediaType }
         if let origin = head.headers.first(name: "origin") {
             guard let host = head.headers.first(name: "host"), origin.lowercased() == "http://\(host.lowercased())"
             else {
