@@ -100,7 +100,7 @@ public struct UnixSocket: DeliverySocket, Hashable {
 }
 
 /// Sends JSON-RPC notifications as datagrams. Its descriptor is opened on first use and kept.
-final class DatagramDeliverer: EventDeliverer {
+final class DatagramDeliverer: ImmediateDeliverer {
     enum Target: Sendable {
         /// A UDP peer: the socket is connected, so the kernel reports refusals on later sends.
         case connected(ResolvedAddress)
@@ -128,10 +128,6 @@ final class DatagramDeliverer: EventDeliverer {
         if fd >= 0 { _ = Glibc.close(fd) }
     }
 
-    func deliver(_ event: RaisedEvent) async -> DeliveryOutcome {
-        send(event.payload(.jsonRPC))
-    }
-
     func prepare(_ event: RaisedEvent) {
         _ = event.payload(.jsonRPC)
     }
@@ -139,7 +135,7 @@ final class DatagramDeliverer: EventDeliverer {
     /// A batch goes out with `sendmmsg`: one system call for up to 256 datagrams (measured here,
     /// that is what puts evi at or above a plain `send` loop when fanning out). The payloads are
     /// copied back to back into one buffer per call (at most 256 KiB), cheaper than pinning each.
-    func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] {
+    func deliverNow(batch events: [RaisedEvent]) -> [DeliveryOutcome] {
         guard events.count > 1 else { return events.map { send($0.payload(.jsonRPC)) } }
         let payloads = events.map { $0.payload(.jsonRPC) }
         var outcomes = [DeliveryOutcome](repeating: .delivered, count: payloads.count)

@@ -110,7 +110,7 @@ extension ManagementInterface {
                     let eventParams = try Self.raiseParams(params.value("params"))
                     let result: RaiseResult
                     do throws(EventInterfaceError) {
-                        result = try hub.raise(name, eventParams)
+                        result = try hub.raise(name, eventParams, inline: !params.inBatch)
                     } catch .notStored(let reason) {
                         throw MIError(code: 500, message: "Internal error", data: "not stored: \(reason)")
                     } catch {

@@ -37,6 +37,9 @@ public struct MIParams: Sendable {
     /// In the order given (named) or of the parameter set (positional). A list, not a dictionary:
     /// there are at most a handful, and hashing them showed in scripts/profile's MI counts.
     public let fields: [EventField]
+    /// The request is one of a JSON-RPC batch: a raise then queues its event to batch with the
+    /// others rather than send it on the MI's thread.
+    public var inBatch = false
 
     public init(_ fields: [EventField]) { self.fields = fields }
 

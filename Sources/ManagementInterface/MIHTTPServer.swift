@@ -72,11 +72,9 @@ public final class MIHTTPServer: MIListener {
 /// `max_connections`, closes it when idle past `idle_timeout`, or when a request that has started
 /// does not arrive whole in time (`header_timeout` for the head, as long again for the body). The
 /// HTTP handler tells it where a request stands. State lives on the channel's event loop.
-final class MIConnectionGuard: ChannelDuplexHandler {
+final class MIConnectionGuard: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
-    typealias OutboundIn = ByteBuffer
-    typealias OutboundOut = ByteBuffer
 
     private enum Phase {
         case idle
@@ -152,10 +150,14 @@ final class MIConnectionGuard: ChannelDuplexHandler {
         arm(limits.idleTimeout, reason: "idle")
     }
 
-    /// The connection made a request that passed the token check (or needed none).
+    /// The connection made a request that passed the token check (or needed none): told to
+    /// the table once, not at every request (its lock showed in a profile).
     func authenticated() {
-        context.map { connections.authenticated($0.channel) }
+        guard !isAuthenticated, let context else { return }
+        isAuthenticated = true
+        connections.authenticated(context.channel)
     }
+    private var isAuthenticated = false
 
     /// The connection is a stream now (status page, SSE or WebSocket subscriber): it leaves the
     /// `max_connections` table (streams have their own cap) and no idle timer closes it.

@@ -115,7 +115,7 @@ public final class ManagementInterface: Sendable {
                                 code: -32600, message: "Invalid Request",
                                 data: "batch of \(requests.count) requests (max \(Self.maximumBatch))"))))
             }
-            let calls = requests.map { prepare($0, origin: origin) }
+            let calls = requests.map { prepare($0, origin: origin, inBatch: true) }
             if calls.allSatisfy({ $0.isImmediate }) {
                 var replies = BatchReplies()
                 for call in calls where !replies.overflowed { replies.append(call.immediateReply) }
@@ -239,7 +239,7 @@ public final class ManagementInterface: Sendable {
         }
     }
 
-    private func prepare(_ request: EventValue, origin: Origin) -> Call {
+    private func prepare(_ request: EventValue, origin: Origin, inBatch: Bool = false) -> Call {
         guard case .object(let fields) = request else {
             return Call(id: .null, isNotification: false, work: .answered(.failure(.invalidRequest)))
         }
@@ -277,9 +277,10 @@ public final class ManagementInterface: Sendable {
         default: return fail(.invalidRequest)
         }
         guard let command = command(named: name) else { return fail(.methodNotFound) }
-        let bound: MIParams
+        var bound: MIParams
         do throws(MIError) {
             bound = try command.bind(params)
+            bound.inBatch = inBatch
         } catch {
             return fail(error)
         }

@@ -46,8 +46,18 @@ public final class DeliveryQueue: Sendable {
         /// kind's optional went through generic witnesses on every enqueue (scripts/profile).
         var waiter: UnsafeContinuation<Void, Never>?
         var closing = false
+        /// A raising thread is delivering (``ImmediateDeliverer``): the delivery task waits, and so
+        /// does any other raiser, until it is done.
+        var immediate = false
+        /// The last delivery failed (logged once, until one succeeds again).
+        var failing = false
+        /// The subscriber said it wants no more events (told once).
+        var gone = false
         /// What a shutdown found queued, and what became of it during the drain.
         var drain = DrainReport()
+
+        /// Whether the delivery task may take what is pending.
+        var deliverable: Bool { !pending.isEmpty && !immediate }
     }
 
     /// What closing a queue did with the events it held: delivered or failed during the grace,
@@ -72,6 +82,8 @@ public final class DeliveryQueue: Sendable {
     public let byteCapacity: Int
     private let state = Mutex(State())
     private let deliverer: any EventDeliverer
+    /// The deliverer again when it can send on the raising thread.
+    private let immediateDeliverer: (any ImmediateDeliverer)?
     private let counters: TransportCounters
     private let logger: Logger
     private let finished = CompletionSignal()
@@ -95,6 +107,7 @@ public final class DeliveryQueue: Sendable {
         self.observer = observer
         self.onGone = onGone
         self.deliverer = deliverer
+        self.immediateDeliverer = deliverer as? any ImmediateDeliverer
         self.socket = socket
         self.capacity = max(1, capacity)
         self.byteCapacity = max(1, byteCapacity)
@@ -109,7 +122,9 @@ public final class DeliveryQueue: Sendable {
     @discardableResult
     public func enqueue(_ event: RaisedEvent, context: UInt64 = 0) -> DeliveryFailure? {
         deliverer.prepare(event)
+        let sendHere = event.inline && immediateDeliverer != nil
         var refusal: DeliveryFailure?
+        var immediate = false
         let waiter = state.withLock { state -> UnsafeContinuation<Void, Never>? in
             if state.closing {
                 refusal = .shuttingDown
@@ -120,14 +135,25 @@ public final class DeliveryQueue: Sendable {
                 return nil
             }
             state.bytes += event.size
+            if sendHere, state.pending.isEmpty, state.inFlight == 0, !state.immediate {
+                state.immediate = true
+                state.inFlight = 1
+                immediate = true
+                return nil
+            }
             state.pending.append(Item(event: event, context: context))
-            defer { state.waiter = nil }
-            return state.waiter
+            guard state.deliverable, let waiter = state.waiter else { return nil }
+            state.waiter = nil
+            return waiter
         }
         guard let refusal else {
             event.settlement?.hold()
             counters.queued.add(1, ordering: .relaxed)
-            waiter?.resume()
+            if immediate, let immediateDeliverer {
+                deliverNow(Item(event: event, context: context), with: immediateDeliverer)
+            } else {
+                waiter?.resume()
+            }
             return nil
         }
         if refusal == .queueFull {
@@ -136,6 +162,40 @@ public final class DeliveryQueue: Sendable {
         }
         return refusal
     }
+
+    /// Delivers on the raising thread what ``enqueue(_:context:)`` found the queue idle for, then
+    /// what other raisers queued meanwhile (a few rounds at most, so this thread returns to its
+    /// own work), and leaves the rest to the delivery task. Raisers on two event loops then rarely
+    /// wake it.
+    private func deliverNow(_ first: Item, with immediateDeliverer: any ImmediateDeliverer) {
+        var items = [first]
+        for round in 1...Self.immediateRounds {
+            let started = monotonicNanoseconds()
+            let outcomes = immediateDeliverer.deliverNow(batch: items.map(\.event))
+            counters.recordDeliveryTime(nanoseconds: monotonicNanoseconds() &- started, count: items.count)
+            settle(items, outcomes: outcomes, abandoned: false)
+            let next = state.withLock { state -> (items: [Item]?, waiter: UnsafeContinuation<Void, Never>?) in
+                if round < Self.immediateRounds, !state.pending.isEmpty, !state.closing {
+                    var batch: [Item] = []
+                    swap(&batch, &state.pending)
+                    state.inFlight += batch.count
+                    return (batch, nil)
+                }
+                state.immediate = false
+                guard state.deliverable || state.closing, let waiter = state.waiter else { return (nil, nil) }
+                state.waiter = nil
+                return (nil, waiter)
+            }
+            guard let more = next.items else {
+                next.waiter?.resume()
+                return
+            }
+            items = more
+        }
+    }
+
+    /// Rounds a raising thread delivers at most (its own event, then what queued behind it).
+    static let immediateRounds = 4
 
     /// Stops taking events and lets the queue drain for at most `grace`; what is still queued
     /// then fails with "shutting down". Returns at the latest one second after `grace` even if
@@ -176,14 +236,14 @@ public final class DeliveryQueue: Sendable {
     private func nextBatch() async -> [Item]? {
         while true {
             let step = state.withLock { state -> Step in
-                if !state.pending.isEmpty {
+                if state.deliverable {
                     var batch = state.spare
                     swap(&batch, &state.pending)
                     state.spare = []
                     state.inFlight += batch.count
                     return .batch(batch)
                 }
-                return state.closing ? .finished : .wait
+                return state.closing && !state.immediate && state.pending.isEmpty ? .finished : .wait
             }
             switch step {
             case .batch(let items): return items
@@ -191,7 +251,7 @@ public final class DeliveryQueue: Sendable {
             case .wait:
                 await withUnsafeContinuation { continuation in
                     let ready = state.withLock { state -> Bool in
-                        if !state.pending.isEmpty || state.closing { return true }
+                        if state.deliverable || (state.closing && !state.immediate) { return true }
                         state.waiter = continuation
                         return false
                     }
@@ -202,8 +262,6 @@ public final class DeliveryQueue: Sendable {
     }
 
     private func run() async {
-        var failing = false
-        var gone = false
         while var items = await nextBatch() {
             defer {
                 items.removeAll(keepingCapacity: true)
@@ -222,52 +280,65 @@ public final class DeliveryQueue: Sendable {
                     outcomes = await deliverer.deliver(batch: chunk.map { $0.event })
                     counters.recordDeliveryTime(nanoseconds: monotonicNanoseconds() &- started, count: chunk.count)
                 }
-                var delivered = 0
-                for outcome in outcomes where outcome == .delivered { delivered += 1 }
-                var bytes = 0
-                for item in chunk { bytes += item.event.size }
-                state.withLock { state in
-                    state.inFlight -= chunk.count
-                    state.bytes -= bytes
-                    if state.closing && !abandonedChunk {
-                        state.drain.delivered += delivered
-                        state.drain.failed += chunk.count - delivered
-                    }
-                }
-                counters.queued.subtract(chunk.count, ordering: .relaxed)
-                // Counted before the observer hears of it: a virtual socket that moves a failed
-                // event on must never be seen delivering it elsewhere before the failure counts.
-                counters.recordDelivered(count: delivered)
-                counters.recordFailed(count: chunk.count - delivered)
-                tally.delivered.add(delivered, ordering: .relaxed)
-                tally.failed.add(chunk.count - delivered, ordering: .relaxed)
-                if let observer {
-                    observer(zip(chunk, outcomes).map { Completion(event: $0.event, context: $0.context, outcome: $1) })
-                }
-                // After the observer, which may have queued the event on another member already.
-                for item in chunk { item.event.settlement?.release() }
-                for outcome in outcomes {
-                    switch outcome {
-                    case .delivered:
-                        if failing {
-                            failing = false
-                            logger.info("subscriber delivers again", metadata: ["socket": "\(socket)"])
-                        }
-                    case .failed(let failure):
-                        if failure.kind == .subscriberGone, !gone {
-                            gone = true
-                            onGone?(failure.reason)
-                        }
-                        if !failing && (failure.kind == .subscriberFailed || failure.kind == .subscriberGone) {
-                            failing = true
-                            logger.warning(
-                                "delivery failing", metadata: ["socket": "\(socket)", "reason": "\(failure.reason)"])
-                        }
-                    }
-                }
+                settle(chunk, outcomes: outcomes, abandoned: abandonedChunk)
             }
         }
         await deliverer.close()
         finished.signal()
+    }
+
+    /// What follows a delivery, on the delivery task or a raising thread: counts, the observer,
+    /// the raisers' settlements, and the log lines and `onGone` of a change of state.
+    private func settle(_ chunk: some Collection<Item>, outcomes: [DeliveryOutcome], abandoned abandonedChunk: Bool) {
+        var delivered = 0
+        for outcome in outcomes where outcome == .delivered { delivered += 1 }
+        var bytes = 0
+        for item in chunk { bytes += item.event.size }
+        var recovered = false
+        var newlyFailing: DeliveryFailure?
+        var newlyGone: DeliveryFailure?
+        state.withLock { state in
+            state.inFlight -= chunk.count
+            state.bytes -= bytes
+            if state.closing && !abandonedChunk {
+                state.drain.delivered += delivered
+                state.drain.failed += chunk.count - delivered
+            }
+            for outcome in outcomes {
+                switch outcome {
+                case .delivered:
+                    if state.failing {
+                        state.failing = false
+                        recovered = true
+                    }
+                case .failed(let failure):
+                    if failure.kind == .subscriberGone, !state.gone {
+                        state.gone = true
+                        newlyGone = failure
+                    }
+                    if !state.failing && (failure.kind == .subscriberFailed || failure.kind == .subscriberGone) {
+                        state.failing = true
+                        newlyFailing = failure
+                    }
+                }
+            }
+        }
+        counters.queued.subtract(chunk.count, ordering: .relaxed)
+        // Counted before the observer hears of it: a virtual socket that moves a failed
+        // event on must never be seen delivering it elsewhere before the failure counts.
+        counters.recordDelivered(count: delivered)
+        counters.recordFailed(count: chunk.count - delivered)
+        tally.delivered.add(delivered, ordering: .relaxed)
+        tally.failed.add(chunk.count - delivered, ordering: .relaxed)
+        if let observer {
+            observer(zip(chunk, outcomes).map { Completion(event: $0.event, context: $0.context, outcome: $1) })
+        }
+        // After the observer, which may have queued the event on another member already.
+        for item in chunk { item.event.settlement?.release() }
+        if recovered { logger.info("subscriber delivers again", metadata: ["socket": "\(socket)"]) }
+        if let newlyGone { onGone?(newlyGone.reason) }
+        if let newlyFailing {
+            logger.warning("delivery failing", metadata: ["socket": "\(socket)", "reason": "\(newlyFailing.reason)"])
+        }
     }
 }

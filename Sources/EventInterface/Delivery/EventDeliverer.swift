@@ -17,7 +17,8 @@ public struct DelivererContext: Sendable {
 
 /// The per-subscriber (or per-member) delivery state: a connected socket, a TCP connection…
 ///
-/// Called from one delivery task at a time, events in raise order.
+/// Called from one delivery task at a time, events in raise order (an ``ImmediateDeliverer`` also
+/// from a raising thread, never at the same time as its task).
 public protocol EventDeliverer: Sendable {
     /// Delivers one event.
     func deliver(_ event: RaisedEvent) async -> DeliveryOutcome
@@ -54,4 +55,17 @@ extension BatchDeliverer {
     public func deliver(_ event: RaisedEvent) async -> DeliveryOutcome {
         await deliver(batch: [event])[0]
     }
+}
+
+/// A deliverer that sends with system calls that do not block (datagrams): its queue may call it
+/// on the raising thread when the event asks for it (``RaisedEvent/inline``) and nothing is in
+/// flight, so no thread is woken for the event.
+public protocol ImmediateDeliverer: EventDeliverer {
+    /// Delivers events now, in order, on the calling thread, without waiting.
+    func deliverNow(batch events: [RaisedEvent]) -> [DeliveryOutcome]
+}
+
+extension ImmediateDeliverer {
+    public func deliver(batch events: [RaisedEvent]) async -> [DeliveryOutcome] { deliverNow(batch: events) }
+    public func deliver(_ event: RaisedEvent) async -> DeliveryOutcome { deliverNow(batch: [event])[0] }
 }

@@ -213,10 +213,14 @@ public final class EventHub: Sendable {
     /// Hands the event to every live subscriber and returns at once.
     ///
     /// Throws only when the event was never published; no live subscriber is a result with
-    /// `subscribers == 0`.
+    /// `subscribers == 0`. With `inline`, an idle subscriber whose transport can send without
+    /// blocking (udp, unix) sends on this thread (``RaisedEvent/inline``): for a producer that
+    /// raises one event per request, not for a loop that raises many.
     @discardableResult
-    public func raise(_ name: String, _ params: EventParams = .none) throws(EventInterfaceError) -> RaiseResult {
-        try raise(params, named: name) { state in state.idsByName[name] }
+    public func raise(
+        _ name: String, _ params: EventParams = .none, inline: Bool = false
+    ) throws(EventInterfaceError) -> RaiseResult {
+        try raise(params, named: name, inline: inline) { state in state.idsByName[name] }
     }
 
     /// Raises by the handle ``publish(_:)`` returned, as OpenSIPS modules raise by event id: no
@@ -243,7 +247,7 @@ public final class EventHub: Sendable {
 
     /// The raise itself, under one lock whichever way the event was found.
     private func raise(
-        _ params: EventParams, named name: String, settlement: RaiseSettlement? = nil,
+        _ params: EventParams, named name: String, settlement: RaiseSettlement? = nil, inline: Bool = false,
         locate: (borrowing State) -> Int?
     ) throws(EventInterfaceError) -> RaiseResult {
         let now = clock.now()
@@ -259,7 +263,8 @@ public final class EventHub: Sendable {
         var raised: RaisedEvent?
         if !durable.isEmpty {
             let stored = params.adding(configuration.idParam.map { ($0, .string(raiseIDs.next())) })
-            let durableEvent = RaisedEvent(event: event, params: stored, raisedAt: now, settlement: settlement)
+            let durableEvent = RaisedEvent(
+                event: event, params: stored, raisedAt: now, settlement: settlement, inline: inline)
             // Stored everywhere before anyone is told: a refusal leaves what was stored (at-least-once).
             for subscriber in durable {
                 do throws(StoreError) { try subscriber.store(durableEvent) } catch { throw .notStored(error.reason) }
@@ -268,7 +273,9 @@ public final class EventHub: Sendable {
         }
         counters.recordRaised()
         if !subscribers.isEmpty {
-            let handed = raised ?? RaisedEvent(event: event, params: params, raisedAt: now, settlement: settlement)
+            let handed =
+                raised
+                ?? RaisedEvent(event: event, params: params, raisedAt: now, settlement: settlement, inline: inline)
             for subscriber in subscribers { subscriber.dispatch(handed) }
         }
         settlement?.release()
