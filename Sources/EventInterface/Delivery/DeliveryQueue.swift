@@ -82,7 +82,7 @@ public final class DeliveryQueue: Sendable {
     public let byteCapacity: Int
     private let state = Mutex(State())
     private let deliverer: any EventDeliverer
-    /// The deliverer again when it can send on the raising thread.
+    /// The deliverer again when it can send on the raising thread (and the queue has no observer).
     private let immediateDeliverer: (any ImmediateDeliverer)?
     private let counters: TransportCounters
     private let logger: Logger
@@ -107,7 +107,9 @@ public final class DeliveryQueue: Sendable {
         self.observer = observer
         self.onGone = onGone
         self.deliverer = deliverer
-        self.immediateDeliverer = deliverer as? any ImmediateDeliverer
+        // Not with an observer: a virtual subscriber queues on its members under its own lock,
+        // which its observer takes too; called on the raising thread, it would take it twice.
+        self.immediateDeliverer = observer == nil ? deliverer as? any ImmediateDeliverer : nil
         self.socket = socket
         self.capacity = max(1, capacity)
         self.byteCapacity = max(1, byteCapacity)

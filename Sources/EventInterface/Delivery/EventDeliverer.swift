@@ -58,8 +58,9 @@ extension BatchDeliverer {
 }
 
 /// A deliverer that sends with system calls that do not block (datagrams): its queue may call it
-/// on the raising thread when the event asks for it (``RaisedEvent/inline``) and nothing is in
-/// flight, so no thread is woken for the event.
+/// on the raising thread when the event asks for it (``RaisedEvent/inline``), nothing is in
+/// flight and no observer is told of outcomes (a virtual socket's members), so no thread is
+/// woken for the event.
 public protocol ImmediateDeliverer: EventDeliverer {
     /// Delivers events now, in order, on the calling thread, without waiting.
     func deliverNow(batch events: [RaisedEvent]) -> [DeliveryOutcome]
