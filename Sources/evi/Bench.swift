@@ -192,6 +192,7 @@ struct Bench: AsyncParsableCommand {
 
         var configuration = benchConfiguration(directory: directory)
         configuration.miHTTP = scenario == .miHTTP ? ListenAddress(host: "127.0.0.1", port: 0) : nil
+        configuration.miDatagram = scenario == .miHTTP ? ListenAddress(host: "127.0.0.1", port: 0) : nil
         configuration.maxSubscriptions = max(configuration.maxSubscriptions, subscriptions + 10)
         if scenario == .relayUDP { configuration.ingress = [IngressSettings(socket: "udp:127.0.0.1:0")] }
         if scenario == .relayTCP { configuration.ingress = [IngressSettings(socket: "tcp:127.0.0.1:0")] }
@@ -300,6 +301,7 @@ struct Bench: AsyncParsableCommand {
             let counting = receivers.compactMap { $0 as? CountingReceiver }
             for receiver in counting { receiver.paced.store(true, ordering: .relaxed) }
             wrkFields = try Self.wrkMIFields(port: http.localPort)
+            if let datagram = daemon.datagram { wrkFields += Self.miUDPFields(port: datagram.localPort) }
             for receiver in counting { receiver.paced.store(false, ordering: .relaxed) }
         }
         await hub.shutdown(grace: .seconds(1))
@@ -717,6 +719,15 @@ struct Bench: AsyncParsableCommand {
         let evi = wrk(
             url: "http://127.0.0.1:\(port)/mi", body: body, connections: 8, threads: 2, seconds: 5, directory: directory
         )
+        // A JSON-RPC batch of 500 such raises: what one event costs when requests carry many.
+        let batchBody = Array(
+            ("["
+                + (1...500).map {
+                    #"{"jsonrpc":"2.0","method":"raise_event","id":\#($0),"params":{"event":"E_BENCH","params":"{\"str\":\"hello\",\"num\":42}"}}"#
+                }.joined(separator: ",") + "]").utf8)
+        let batch = wrk(
+            url: "http://127.0.0.1:\(port)/mi", body: batchBody, connections: 8, threads: 2, seconds: 5,
+            directory: directory)
         let server = try HTTPBenchReceiver(tls: nil, reply: Array(#"{"jsonrpc":"2.0","result":"OK","id":1}"#.utf8))
         let bare = wrk(
             url: "http://127.0.0.1:\(server.port)/mi", body: body, connections: 8, threads: 2, seconds: 5,
@@ -730,7 +741,43 @@ struct Bench: AsyncParsableCommand {
             EventField(
                 "wrk_vs_bare_percent",
                 number(evi.flatMap { evi in bare.map { evi.requestsPerSecond / $0.requestsPerSecond * 100 } })),
+            EventField("wrk_batch500_events_per_second", number(batch.map { $0.requestsPerSecond * 500 })),
+            EventField(
+                "batch500_vs_single_per_event",
+                .double(
+                    evi.flatMap { evi in
+                        batch.map { ($0.requestsPerSecond * 500 / evi.requestsPerSecond * 10).rounded() / 10 }
+                    } ?? 0)),
         ]
+    }
+
+    /// MI over UDP: the same raise request from one client thread keeping 8 requests in flight on
+    /// a connected socket for 3 s (a lost datagram is given up after 100 ms).
+    static func miUDPFields(port: Int) -> [EventField] {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(fd) }
+        _ = withIPv4Address("127.0.0.1", port: port) { connect(fd, $0, $1) }
+        var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let request = Array(
+            #"{"jsonrpc":"2.0","method":"raise_event","id":1,"params":{"event":"E_BENCH","params":"{\"str\":\"hello\",\"num\":42}"}}"#
+                .utf8)
+        func sendOne() { _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) } }
+        var reply = [UInt8](repeating: 0, count: 2048)
+        var answered = 0
+        var inFlight = 0
+        let started = monotonicNanoseconds()
+        let end = started + 3_000_000_000
+        while monotonicNanoseconds() < end {
+            while inFlight < 8 {
+                sendOne()
+                inFlight += 1
+            }
+            if recv(fd, &reply, reply.count, 0) > 0 { answered += 1 }
+            inFlight -= 1
+        }
+        let seconds = Double(monotonicNanoseconds() - started) / 1e9
+        return [EventField("mi_udp_requests_per_second", .double((Double(answered) / seconds).rounded()))]
     }
 
     /// What the kernel can take at best: the notification in `sendmmsg` batches of 64 on
