@@ -22,6 +22,57 @@ public struct TLSOptions: Sendable, Hashable {
     public init() {}
 }
 
+/// The client context of a module whose only TLS option is `ca_file` (sqs, webhooks), made on
+/// first use: the system's trust roots take 3 MB of heap once loaded (heaptrack, idle daemon),
+/// and a daemon that never opens an https connection should not hold them. A `ca_file` that
+/// cannot be read still stops start-up.
+public final class ClientTLS: Sendable {
+    private let caFile: String?
+    private let key: String
+    private let made: Mutex<NIOSSLContext?>
+
+    public init(caFile: String?, key: String) throws(ConfigurationError) {
+        if let caFile {
+            do { _ = try NIOSSLCertificate.fromPEMFile(caFile) } catch {
+                throw ConfigurationError("\(key): TLS files: \(error)")
+            }
+        }
+        self.caFile = caFile
+        self.key = key
+        made = Mutex(nil)
+    }
+
+    /// A context made already (tests, a caller with its own configuration).
+    public init(_ context: NIOSSLContext) {
+        caFile = nil
+        key = ""
+        made = Mutex(context)
+    }
+
+    /// The context of `tls` for an https `socket`, made now if it was not; refused naming the
+    /// module's `ca_file` when there is none or it cannot be made.
+    public static func require(_ tls: ClientTLS?, socket: String, option: String) throws(SocketError) -> NIOSSLContext {
+        do throws(ConfigurationError) {
+            guard let tls else { throw ConfigurationError("no TLS context") }
+            return try tls.context()
+        } catch {
+            throw SocketError("TLS is not available (see \(option)): \(socket)")
+        }
+    }
+
+    /// The context, made at the first call.
+    public func context() throws(ConfigurationError) -> NIOSSLContext {
+        try made.withLock { made throws(ConfigurationError) -> NIOSSLContext in
+            if let made { return made }
+            var options = TLSOptions()
+            options.caFile = caFile
+            let context = try TLSProfile(options: options, key: key).client
+            made = context
+            return context
+        }
+    }
+}
+
 /// The contexts made from ``TLSOptions``: the client side, and the server side of an ingress.
 public struct TLSProfile: Sendable {
     public let client: NIOSSLContext
@@ -54,13 +105,6 @@ public struct TLSProfile: Sendable {
         } catch {
             throw ConfigurationError("\(prefix): TLS files: \(error)")
         }
-    }
-
-    /// The client context of a module whose only TLS option is `ca_file` (sqs, webhooks).
-    public static func client(caFile: String?, key prefix: String) throws(ConfigurationError) -> NIOSSLContext {
-        var options = TLSOptions()
-        options.caFile = caFile
-        return try TLSProfile(options: options, key: prefix).client
     }
 
     /// The server side of a `tls:` ingress, asking clients for a certificate signed by

@@ -60,13 +60,13 @@ public final class WebhookTransport: EventTransport {
     public let scheme: String
     public let options: WebhookOptions
     let secrets: WebhookSecrets
-    let tls: NIOSSLContext?
+    let tls: ClientTLS?
     let group: any EventLoopGroup
 
     /// - Parameter isTLS: the `https` transport (else `http`).
     public init(
         isTLS: Bool, options: WebhookOptions = WebhookOptions(), secrets: WebhookSecrets = WebhookSecrets(),
-        tls: NIOSSLContext? = nil, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        tls: ClientTLS? = nil, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
         scheme = isTLS ? "https" : "http"
         self.options = options
@@ -80,9 +80,7 @@ public final class WebhookTransport: EventTransport {
     {
         let text = "\(scheme):\(address)"
         let url = try HTTPURL.parse(text, socket: text)
-        if url.isTLS, tls == nil {
-            throw SocketError("TLS is not available (see modules.event_webhook.ca_file): \(text)")
-        }
+        if url.isTLS { _ = try ClientTLS.require(tls, socket: text, option: "modules.event_webhook.ca_file") }
         let resolved = try await context.resolve(url.hostPort, socketType: Int32(SOCK_STREAM.rawValue), socket: text)
         return WebhookSocket(url: url, resolved: resolved, transport: self)
     }
@@ -104,7 +102,8 @@ public struct WebhookSocket: DeliverySocket {
         WebhookDeliverer(
             url: url,
             connection: HTTPConnection(
-                url: url, address: resolved, tls: url.isTLS ? transport.tls : nil, timeout: transport.options.timeout,
+                url: url, address: resolved, tls: url.isTLS ? try? transport.tls?.context() : nil,
+                timeout: transport.options.timeout,
                 userAgent: "evi webhook", group: transport.group, logger: context.logger),
             secret: transport.secrets.secret(for: url) ?? transport.options.secret)
     }

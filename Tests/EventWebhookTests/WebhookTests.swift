@@ -94,7 +94,7 @@ final class Receiver: @unchecked Sendable {
         let context = try TLSProfile(options: tls, key: "modules.event_webhook").client
         let hub = EventHub(transports: [
             WebhookTransport(isTLS: false, options: options, secrets: secrets),
-            WebhookTransport(isTLS: true, options: options, secrets: secrets, tls: context),
+            WebhookTransport(isTLS: true, options: options, secrets: secrets, tls: ClientTLS(context)),
             UDPTransport(), VirtualTransport(failoverTimeout: failoverTimeout),
         ])
         try hub.publish("E_HOOK")
