@@ -141,9 +141,13 @@ public struct TLSProfile: Sendable {
 /// A TLS profile that SIGHUP reloads: its files are read again, and when they do not make a
 /// profile (a missing file, a bad certificate, a key readable by others) the one in use stays and
 /// the reason is returned for the log. Connections opened afterwards use what is current.
+///
+/// Without files (the system's trust roots) the profile is made at the first connection that
+/// needs it: loaded, those roots hold 3 MB of heap (heaptrack), which an idle daemon — or one
+/// that never opens TLS — should not pay. Files are read at once, so a bad one stops start-up.
 public final class ReloadableTLS: Sendable {
     private struct State {
-        var profile: TLSProfile
+        var profile: TLSProfile?
         /// Server contexts made from the profile, by client CA file (made once per profile).
         var servers: [String: NIOSSLContext] = [:]
     }
@@ -155,16 +159,31 @@ public final class ReloadableTLS: Sendable {
     public init(options: TLSOptions, key: String) throws(ConfigurationError) {
         self.options = options
         self.key = key
-        state = Mutex(State(profile: try TLSProfile(options: options, key: key)))
+        state = Mutex(State(profile: try Self.eagerProfile(options: options, key: key)))
     }
 
-    public var current: TLSProfile { state.withLock { $0.profile } }
+    private static func eagerProfile(options: TLSOptions, key: String) throws(ConfigurationError) -> TLSProfile? {
+        let hasFiles = options.caFile != nil || options.certFile != nil || options.keyFile != nil
+        return hasFiles ? try TLSProfile(options: options, key: key) : nil
+    }
+
+    /// The profile in use, made now if it was left for the first use.
+    public func current() throws(ConfigurationError) -> TLSProfile {
+        try state.withLock { state throws(ConfigurationError) -> TLSProfile in
+            if let profile = state.profile { return profile }
+            let profile = try TLSProfile(options: options, key: key)
+            state.profile = profile
+            return profile
+        }
+    }
 
     /// The server context of a TLS listener asking for certificates from `clientCAFile`.
     public func server(clientCAFile: String?, socket: String) throws(SocketError) -> NIOSSLContext {
         let cacheKey = clientCAFile ?? ""
         if let made = state.withLock({ $0.servers[cacheKey] }) { return made }
-        let made = try current.server(clientCAFile: clientCAFile, socket: socket)
+        let profile: TLSProfile
+        do throws(ConfigurationError) { profile = try current() } catch { throw SocketError("\(error): \(socket)") }
+        let made = try profile.server(clientCAFile: clientCAFile, socket: socket)
         state.withLock { $0.servers[cacheKey] = made }
         return made
     }
@@ -172,7 +191,7 @@ public final class ReloadableTLS: Sendable {
     /// Reads the files again; nil when the new profile is in use, else why the old one stays.
     public func reload() -> String? {
         do throws(ConfigurationError) {
-            let profile = try TLSProfile(options: options, key: key)
+            let profile = try Self.eagerProfile(options: options, key: key)
             state.withLock { $0 = State(profile: profile) }
             return nil
         } catch {

@@ -418,7 +418,12 @@ extension AMQPHandler {
         tls: AMQPTLS? = nil, onClose: @escaping @Sendable (any Channel) -> Void
     ) async -> Result<any Channel, DeliveryFailure> {
         // The profile as of this connection (SIGHUP may have reloaded it).
-        let tls = tls.map { (context: $0.source.current.client, hostname: $0.hostname) }
+        let profile: (context: NIOSSLContext, hostname: String?)?
+        do throws(ConfigurationError) {
+            profile = try tls.map { tls throws(ConfigurationError) in (try tls.source.current().client, tls.hostname) }
+        } catch {
+            return .failure(DeliveryFailure(.subscriberFailed, "TLS: \(error)"))
+        }
         let target: SocketAddress
         do { target = try address.socketAddress() } catch {
             return .failure(DeliveryFailure(.subscriberFailed, "bad address"))
@@ -434,9 +439,9 @@ extension AMQPHandler {
                     channel.eventLoop.makeCompletedFuture {
                         // amqps: the AMQP handshake's first bytes wait for the TLS one; a TLS
                         // failure reaches the AMQP handler as an error and fails `ready` with it.
-                        if let tls {
+                        if let profile {
                             try channel.pipeline.syncOperations.addHandler(
-                                NIOSSLClientHandler(context: tls.context, serverHostname: tls.hostname))
+                                NIOSSLClientHandler(context: profile.context, serverHostname: profile.hostname))
                         }
                         try channel.pipeline.syncOperations.addHandler(
                             AMQPHandler(settings: settings, ready: ready, onClose: onClose))

@@ -121,7 +121,12 @@ final class StreamConnection: Sendable {
         do { target = try address.socketAddress() } catch {
             return .failure(DeliveryFailure(.subscriberFailed, "bad address"))
         }
-        let tls = self.tls.map { (context: $0.source.current.client, hostname: $0.hostname) }
+        let tls: (context: NIOSSLContext, hostname: String?)?
+        do throws(ConfigurationError) {
+            tls = try self.tls.map { tls throws(ConfigurationError) in (try tls.source.current().client, tls.hostname) }
+        } catch {
+            return .failure(DeliveryFailure(.subscriberFailed, "TLS: \(error)"))
+        }
         // A TLS connection is usable once its handshake is done: watched from the start.
         let handshake = Mutex<EventLoopFuture<Void>?>(nil)
         let bootstrap = ClientBootstrap(group: group)

@@ -144,16 +144,25 @@ func tlsPeer(_ arguments: [String], directory: TemporaryDirectory, name: String)
         options.certFile = certificates.serverCert
         options.keyFile = certificates.serverKey
         let tls = try ReloadableTLS(options: options, key: "modules.event_stream")
-        let before = tls.current.client
+        let before = try tls.current().client
         try "not a certificate".write(toFile: certificates.serverCert, atomically: true, encoding: .utf8)
         let failure = try #require(tls.reload())
         #expect(failure.contains("modules.event_stream"), "\(failure)")
-        #expect(tls.current.client === before)
+        #expect(try tls.current().client === before)
         try FileManager.default.removeItem(atPath: certificates.serverCert)
         try FileManager.default.copyItem(atPath: certificates.clientCert, toPath: certificates.serverCert)
         try FileManager.default.removeItem(atPath: certificates.serverKey)
         try FileManager.default.copyItem(atPath: certificates.clientKey, toPath: certificates.serverKey)
         #expect(tls.reload() == nil)
-        #expect(tls.current.client !== before)
+        #expect(try tls.current().client !== before)
+    }
+
+    /// Without files (the system's trust roots) nothing is loaded until a connection needs it.
+    @Test func aProfileWithoutFilesIsMadeAtFirstUseAndKept() throws {
+        let tls = try ReloadableTLS(options: TLSOptions(), key: "modules.event_stream")
+        let first = try tls.current().client
+        #expect(try tls.current().client === first)
+        #expect(tls.reload() == nil)
+        #expect(try tls.current().client !== first)
     }
 }
