@@ -81,7 +81,10 @@ struct Serve: AsyncParsableCommand {
         let logger = Logger(label: "evi")
         let daemon = try await Daemon.startOrExit(configuration, registry: registry, logger: logger)
         let line = daemon.listeningLine
-        try await daemon.run(logger: logger) { printLine(line) }
+        try await daemon.run(logger: logger) {
+            printLine(line)
+            releaseStartupCode()
+        }
     }
 }
 
