@@ -744,10 +744,9 @@ struct Bench: AsyncParsableCommand {
             EventField("wrk_batch500_events_per_second", number(batch.map { $0.requestsPerSecond * 500 })),
             EventField(
                 "batch500_vs_single_per_event",
-                .double(
-                    evi.flatMap { evi in
-                        batch.map { ($0.requestsPerSecond * 500 / evi.requestsPerSecond * 10).rounded() / 10 }
-                    } ?? 0)),
+                evi.flatMap { evi in
+                    batch.map { .double(($0.requestsPerSecond * 500 / evi.requestsPerSecond * 10).rounded() / 10) }
+                } ?? .null),
         ]
     }
 
