@@ -296,8 +296,8 @@ public final class DeliveryQueue: Sendable {
         for outcome in outcomes where outcome == .delivered { delivered += 1 }
         var bytes = 0
         for item in chunk { bytes += item.event.size }
-        var recovered = false
-        var newlyFailing: DeliveryFailure?
+        // Changes of state, in order, logged once the lock is released (usually none: no allocation).
+        var changes: [DeliveryFailure?] = []
         var newlyGone: DeliveryFailure?
         state.withLock { state in
             state.inFlight -= chunk.count
@@ -311,7 +311,7 @@ public final class DeliveryQueue: Sendable {
                 case .delivered:
                     if state.failing {
                         state.failing = false
-                        recovered = true
+                        changes.append(nil)
                     }
                 case .failed(let failure):
                     if failure.kind == .subscriberGone, !state.gone {
@@ -320,7 +320,7 @@ public final class DeliveryQueue: Sendable {
                     }
                     if !state.failing && (failure.kind == .subscriberFailed || failure.kind == .subscriberGone) {
                         state.failing = true
-                        newlyFailing = failure
+                        changes.append(failure)
                     }
                 }
             }
@@ -337,10 +337,13 @@ public final class DeliveryQueue: Sendable {
         }
         // After the observer, which may have queued the event on another member already.
         for item in chunk { item.event.settlement?.release() }
-        if recovered { logger.info("subscriber delivers again", metadata: ["socket": "\(socket)"]) }
         if let newlyGone { onGone?(newlyGone.reason) }
-        if let newlyFailing {
-            logger.warning("delivery failing", metadata: ["socket": "\(socket)", "reason": "\(newlyFailing.reason)"])
+        for change in changes {
+            if let failure = change {
+                logger.warning("delivery failing", metadata: ["socket": "\(socket)", "reason": "\(failure.reason)"])
+            } else {
+                logger.info("subscriber delivers again", metadata: ["socket": "\(socket)"])
+            }
         }
     }
 }
