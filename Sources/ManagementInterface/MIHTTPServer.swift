@@ -179,8 +179,8 @@ final class MIConnectionGuard: ChannelInboundHandler {
         timer = nil
     }
 
-    /// Schedules the timer toward the deadline, at most the shorter timeout ahead (so a later,
-    /// earlier deadline is never missed by more than that).
+    /// Schedules the timer toward the deadline, at most the shorter timeout ahead: every deadline
+    /// set later is at least that far from its own "now", so the timer never fires after one.
     private func schedule(now: NIODeadline) {
         guard let context, let deadline else { return }
         let at = min(deadline.at, now + min(limits.headerTimeout, limits.idleTimeout))
