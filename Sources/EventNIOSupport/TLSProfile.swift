@@ -19,58 +19,7 @@ public struct TLSOptions: Sendable, Hashable {
     /// Check the peer's certificate chain and host name (the default).
     public var verify = true
 
-    public init() {}
-}
-
-/// The client context of a module whose only TLS option is `ca_file` (sqs, webhooks), made on
-/// first use: the system's trust roots take 3 MB of heap once loaded (heaptrack, idle daemon),
-/// and a daemon that never opens an https connection should not hold them. A `ca_file` that
-/// cannot be read still stops start-up.
-public final class ClientTLS: Sendable {
-    private let caFile: String?
-    private let key: String
-    private let made: Mutex<NIOSSLContext?>
-
-    public init(caFile: String?, key: String) throws(ConfigurationError) {
-        if let caFile {
-            do { _ = try NIOSSLCertificate.fromPEMFile(caFile) } catch {
-                throw ConfigurationError("\(key): TLS files: \(error)")
-            }
-        }
-        self.caFile = caFile
-        self.key = key
-        made = Mutex(nil)
-    }
-
-    /// A context made already (tests, a caller with its own configuration).
-    public init(_ context: NIOSSLContext) {
-        caFile = nil
-        key = ""
-        made = Mutex(context)
-    }
-
-    /// The context of `tls` for an https `socket`, made now if it was not; refused naming the
-    /// module's `ca_file` when there is none or it cannot be made.
-    public static func require(_ tls: ClientTLS?, socket: String, option: String) throws(SocketError) -> NIOSSLContext {
-        do throws(ConfigurationError) {
-            guard let tls else { throw ConfigurationError("no TLS context") }
-            return try tls.context()
-        } catch {
-            throw SocketError("TLS is not available (see \(option)): \(socket)")
-        }
-    }
-
-    /// The context, made at the first call.
-    public func context() throws(ConfigurationError) -> NIOSSLContext {
-        try made.withLock { made throws(ConfigurationError) -> NIOSSLContext in
-            if let made { return made }
-            var options = TLSOptions()
-            options.caFile = caFile
-            let context = try TLSProfile(options: options, key: key).client
-            made = context
-            return context
-        }
-    }
+    public init(caFile: String? = nil) { self.caFile = caFile }
 }
 
 /// The contexts made from ``TLSOptions``: the client side, and the server side of an ingress.
@@ -145,6 +94,7 @@ public struct TLSProfile: Sendable {
 /// Without files (the system's trust roots) the profile is made at the first connection that
 /// needs it: loaded, those roots hold 3 MB of heap (heaptrack), which an idle daemon — or one
 /// that never opens TLS — should not pay. Files are read at once, so a bad one stops start-up.
+/// Modules whose only TLS option is `ca_file` (sqs, webhooks) use it too.
 public final class ReloadableTLS: Sendable {
     private struct State {
         var profile: TLSProfile?
@@ -174,6 +124,19 @@ public final class ReloadableTLS: Sendable {
             let profile = try TLSProfile(options: options, key: key)
             state.profile = profile
             return profile
+        }
+    }
+
+    /// The client context of `tls` for a TLS `socket`, made now if it was left for the first use;
+    /// refused naming the module's `option` when there is none or it cannot be made.
+    public static func client(of tls: ReloadableTLS?, socket: String, option: String) throws(SocketError)
+        -> NIOSSLContext
+    {
+        do throws(ConfigurationError) {
+            guard let tls else { throw ConfigurationError("no TLS context") }
+            return try tls.current().client
+        } catch {
+            throw SocketError("TLS is not available (see \(option)): \(socket)")
         }
     }
 

@@ -6,11 +6,11 @@ import NIOSSL
 public struct SQSModule: EventModule {
     public static let name = "event_sqs"
     public let options: SQSOptions
-    let tls: ClientTLS?
+    let tls: ReloadableTLS?
 
     public init(options: SQSOptions = SQSOptions()) {
         self.options = options
-        tls = try? ClientTLS(caFile: options.caFile, key: "modules.\(Self.name)")
+        tls = try? ReloadableTLS(options: TLSOptions(caFile: options.caFile), key: "modules.\(Self.name)")
     }
 
     public init(section: ConfigurationNode) throws(ConfigurationError) {
@@ -39,7 +39,7 @@ public struct SQSModule: EventModule {
         default: throw ConfigurationError("\(prefix): access_key_id and secret_access_key go together")
         }
         self.options = options
-        tls = try ClientTLS(caFile: options.caFile, key: prefix)
+        tls = try ReloadableTLS(options: TLSOptions(caFile: options.caFile), key: prefix)
     }
 
     public static var defaultSection: [String] {

@@ -33,12 +33,12 @@ public struct SQSOptions: Sendable, Hashable {
 /// does not need).
 public final class SQSTransport: EventTransport {
     public let options: SQSOptions
-    let tls: ClientTLS?
+    let tls: ReloadableTLS?
     let environment: [String: String]
     let group: any EventLoopGroup
 
     public init(
-        options: SQSOptions = SQSOptions(), tls: ClientTLS? = nil,
+        options: SQSOptions = SQSOptions(), tls: ReloadableTLS? = nil,
         environment: [String: String] = ProcessEnvironment.current(),
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
@@ -71,7 +71,9 @@ public final class SQSTransport: EventTransport {
                 "no AWS credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/credentials or modules.event_sqs.access_key_id): \(socket)"
             )
         }
-        if parsed.url.isTLS { _ = try ClientTLS.require(tls, socket: socket, option: "modules.event_sqs.ca_file") }
+        if parsed.url.isTLS {
+            _ = try ReloadableTLS.client(of: tls, socket: socket, option: "modules.event_sqs.ca_file")
+        }
         let resolved = try await context.resolve(
             parsed.url.hostPort, socketType: Int32(SOCK_STREAM.rawValue), socket: socket)
         return SQSSocket(
@@ -98,7 +100,8 @@ public struct SQSSocket: DeliverySocket {
         SQSDeliverer(
             socket: self,
             connection: HTTPConnection(
-                url: address.url, address: resolved, tls: address.url.isTLS ? try? transport.tls?.context() : nil,
+                url: address.url, address: resolved,
+                tls: address.url.isTLS ? try? transport.tls?.current().client : nil,
                 timeout: transport.options.timeout, userAgent: "evi SQS notifier", group: transport.group,
                 logger: context.logger),
             retries: transport.options.retries, logger: context.logger)

@@ -8,11 +8,11 @@ public struct WebhookModule: EventModule {
     public let options: WebhookOptions
     /// Per-subscription secrets from the configuration file.
     public let secrets = WebhookSecrets()
-    let tls: ClientTLS?
+    let tls: ReloadableTLS?
 
     public init(options: WebhookOptions = WebhookOptions()) {
         self.options = options
-        tls = try? ClientTLS(caFile: options.caFile, key: "modules.\(Self.name)")
+        tls = try? ReloadableTLS(options: TLSOptions(caFile: options.caFile), key: "modules.\(Self.name)")
     }
 
     public init(section: ConfigurationNode) throws(ConfigurationError) {
@@ -30,7 +30,7 @@ public struct WebhookModule: EventModule {
             }
         }
         self.options = options
-        tls = try ClientTLS(caFile: options.caFile, key: prefix)
+        tls = try ReloadableTLS(options: TLSOptions(caFile: options.caFile), key: prefix)
     }
 
     public static var defaultSection: [String] {

@@ -60,13 +60,13 @@ public final class WebhookTransport: EventTransport {
     public let scheme: String
     public let options: WebhookOptions
     let secrets: WebhookSecrets
-    let tls: ClientTLS?
+    let tls: ReloadableTLS?
     let group: any EventLoopGroup
 
     /// - Parameter isTLS: the `https` transport (else `http`).
     public init(
         isTLS: Bool, options: WebhookOptions = WebhookOptions(), secrets: WebhookSecrets = WebhookSecrets(),
-        tls: ClientTLS? = nil, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        tls: ReloadableTLS? = nil, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) {
         scheme = isTLS ? "https" : "http"
         self.options = options
@@ -80,7 +80,7 @@ public final class WebhookTransport: EventTransport {
     {
         let text = "\(scheme):\(address)"
         let url = try HTTPURL.parse(text, socket: text)
-        if url.isTLS { _ = try ClientTLS.require(tls, socket: text, option: "modules.event_webhook.ca_file") }
+        if url.isTLS { _ = try ReloadableTLS.client(of: tls, socket: text, option: "modules.event_webhook.ca_file") }
         let resolved = try await context.resolve(url.hostPort, socketType: Int32(SOCK_STREAM.rawValue), socket: text)
         return WebhookSocket(url: url, resolved: resolved, transport: self)
     }
@@ -102,7 +102,7 @@ public struct WebhookSocket: DeliverySocket {
         WebhookDeliverer(
             url: url,
             connection: HTTPConnection(
-                url: url, address: resolved, tls: url.isTLS ? try? transport.tls?.context() : nil,
+                url: url, address: resolved, tls: url.isTLS ? try? transport.tls?.current().client : nil,
                 timeout: transport.options.timeout,
                 userAgent: "evi webhook", group: transport.group, logger: context.logger),
             secret: transport.secrets.secret(for: url) ?? transport.options.secret)

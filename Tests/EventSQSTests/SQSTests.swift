@@ -132,7 +132,7 @@ final class Moto: @unchecked Sendable {
         tls.caFile = caFile
         let hub = EventHub(transports: [
             SQSTransport(
-                options: options, tls: ClientTLS(try TLSProfile(options: tls, key: "modules.event_sqs").client),
+                options: options, tls: try ReloadableTLS(options: tls, key: "modules.event_sqs"),
                 environment: environment),
             UDPTransport(), VirtualTransport(failoverTimeout: failoverTimeout),
         ])

@@ -91,10 +91,10 @@ final class Receiver: @unchecked Sendable {
         options.timeout = timeout
         var tls = TLSOptions()
         tls.caFile = caFile
-        let context = try TLSProfile(options: tls, key: "modules.event_webhook").client
+        let profile = try ReloadableTLS(options: tls, key: "modules.event_webhook")
         let hub = EventHub(transports: [
             WebhookTransport(isTLS: false, options: options, secrets: secrets),
-            WebhookTransport(isTLS: true, options: options, secrets: secrets, tls: ClientTLS(context)),
+            WebhookTransport(isTLS: true, options: options, secrets: secrets, tls: profile),
             UDPTransport(), VirtualTransport(failoverTimeout: failoverTimeout),
         ])
         try hub.publish("E_HOOK")
