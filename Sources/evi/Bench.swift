@@ -706,6 +706,11 @@ struct Bench: AsyncParsableCommand {
         for fd in descriptors { close(fd) }
     }
 
+    /// The issue's `raise_event` request, params as a JSON string (the form OpenSIPS takes).
+    static func raiseRequest(id: Int) -> String {
+        #"{"jsonrpc":"2.0","method":"raise_event","id":\#(id),"params":{"event":"E_BENCH","params":"{\"str\":\"hello\",\"num\":42}"}}"#
+    }
+
     /// mi-http: what wrk (an independent client, `-t2 -c8`, the issue's `raise_event` body with
     /// params as a JSON string) gets from evi's MI on `port`, and from a bare NIOHTTP1 server
     /// answering a fixed 200, in the same run; nulls without wrk.
@@ -713,18 +718,14 @@ struct Bench: AsyncParsableCommand {
         let directory = "/tmp/evi-bench-wrk-\(getpid())"
         _ = mkdir(directory, 0o700)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        let body = Array(
-            #"{"jsonrpc":"2.0","method":"raise_event","id":1,"params":{"event":"E_BENCH","params":"{\"str\":\"hello\",\"num\":42}"}}"#
-                .utf8)
+        let body = Array(raiseRequest(id: 1).utf8)
         let evi = wrk(
             url: "http://127.0.0.1:\(port)/mi", body: body, connections: 8, threads: 2, seconds: 5, directory: directory
         )
         // A JSON-RPC batch of 500 such raises: what one event costs when requests carry many.
         let batchBody = Array(
             ("["
-                + (1...500).map {
-                    #"{"jsonrpc":"2.0","method":"raise_event","id":\#($0),"params":{"event":"E_BENCH","params":"{\"str\":\"hello\",\"num\":42}"}}"#
-                }.joined(separator: ",") + "]").utf8)
+                + (1...500).map { raiseRequest(id: $0) }.joined(separator: ",") + "]").utf8)
         let batch = wrk(
             url: "http://127.0.0.1:\(port)/mi", body: batchBody, connections: 8, threads: 2, seconds: 5,
             directory: directory)
@@ -758,9 +759,7 @@ struct Bench: AsyncParsableCommand {
         _ = withIPv4Address("127.0.0.1", port: port) { connect(fd, $0, $1) }
         var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        let request = Array(
-            #"{"jsonrpc":"2.0","method":"raise_event","id":1,"params":{"event":"E_BENCH","params":"{\"str\":\"hello\",\"num\":42}"}}"#
-                .utf8)
+        let request = Array(raiseRequest(id: 1).utf8)
         func sendOne() { _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) } }
         var reply = [UInt8](repeating: 0, count: 2048)
         var answered = 0
@@ -806,16 +805,10 @@ struct Bench: AsyncParsableCommand {
 
     /// Peak resident set size (VmHWM), bytes.
     static func peakRSS() -> Int {
-        guard let file = fopen("/proc/self/status", "r") else { return 0 }
-        defer { fclose(file) }
-        var line = [CChar](repeating: 0, count: 256)
-        while fgets(&line, Int32(line.count), file) != nil {
-            let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            if text.hasPrefix("VmHWM:") {
-                return (Int(text.dropFirst(6).filter(\.isNumber)) ?? 0) * 1024
-            }
-        }
-        return 0
+        guard let status = try? readFile("/proc/self/status"),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+        else { return 0 }
+        return (Int(line.dropFirst(6).filter(\.isNumber)) ?? 0) * 1024
     }
 }
 

@@ -14,12 +14,9 @@
 /// back in. Only `r-xp` file mappings: nothing in them was ever written (no text relocations), so
 /// nothing is lost; the writable and the relocated read-only (RELRO) pages are left alone.
 func releaseStartupCode() {
-    guard let maps = fopen("/proc/self/maps", "r") else { return }
-    defer { fclose(maps) }
-    var line = [CChar](repeating: 0, count: 4096)
-    while fgets(&line, Int32(line.count), maps) != nil {
-        let text = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        let fields = text.split(separator: " ", omittingEmptySubsequences: true)
+    guard let maps = try? readFile("/proc/self/maps") else { return }
+    for line in maps.split(separator: "\n") {
+        let fields = line.split(separator: " ", omittingEmptySubsequences: true)
         guard fields.count >= 6, fields[1] == "r-xp", fields[5].hasPrefix("/") else { continue }
         let bounds = fields[0].split(separator: "-")
         guard bounds.count == 2, let start = UInt(bounds[0], radix: 16), let end = UInt(bounds[1], radix: 16),
