@@ -111,7 +111,12 @@ struct Bench: AsyncParsableCommand {
             let measured = try await measureOnce()
             runs.append(measured)
             if format == .text && repeats > 1 {
-                printLine("run \(run) of \(repeats): datagrams/s vs floor \(Int((measured.ratio * 100).rounded())) %")
+                let mmsg = measured.fields.first { $0.name == "vs_mmsg_floor_percent" }.map {
+                    ", vs sendmmsg floor \(Self.text($0.value)) %"
+                }
+                printLine(
+                    "run \(run) of \(repeats): datagrams/s vs floor \(Int((measured.ratio * 100).rounded())) %\(mmsg ?? "")"
+                )
             }
         }
         // The run of median ratio, whole: this machine's figures move ±30 % run to run.
