@@ -44,7 +44,8 @@ import Testing
                         "wrk_vs_bare_percent", "wrk_batch500_events_per_second", "batch500_vs_single_per_event",
                         "mi_udp_requests_per_second",
                     ] : [])
-                + (scenario == "tcp-reliable" ? [] : ["floor_mmsg_datagrams_per_second", "vs_mmsg_floor_percent"])
+                + (scenario == "tcp-reliable"
+                    ? [] : ["floor_mmsg_datagrams_per_second", "vs_mmsg_floor_percent", "receiver_reads"])
                 + (durable ? ["delivery", "spool_bytes_per_event", "fsyncs_per_second"] : []))
         func number(_ key: String) -> Double {
             switch fields.first(where: { $0.name == key })?.value {
@@ -59,6 +60,26 @@ import Testing
         #expect(number("floor_datagrams_per_second") > 0)
         #expect(number("rss_bytes") > 0)
         if scenario == "mi-http" { #expect(number("mi_udp_requests_per_second") > 0) }
+    }
+
+    /// The receivers read in batches for throughput (when their buffer could be made deep, as
+    /// root) and at once for latency at a set rate or when asked; nothing is lost either way.
+    @Test(arguments: [
+        (["--events", "20000"], ["batched", "eager"]), (["--events", "2000", "--rate", "20000"], ["eager"]),
+        (["--events", "20000", "--receiver-reads", "eager"], ["eager"]),
+    ])
+    func receiversReadAsAsked(arguments: [String], allowed: [String]) async throws {
+        guard
+            let (fields, last) = try await Self.bench(
+                ["bench", "--scenario", "udp", "--format", "json"] + arguments, timeout: .seconds(60))
+        else { return }
+        guard case .string(let reads)? = fields.first(where: { $0.name == "receiver_reads" })?.value else {
+            Issue.record("no receiver_reads: \(last)")
+            return
+        }
+        #expect(allowed.contains(reads), "\(last)")
+        if getuid() == 0 && allowed.count > 1 { #expect(reads == "batched", "root can make the buffer deep: \(last)") }
+        #expect(fields.first { $0.name == "lost" }?.value == .int(0), "\(last)")
     }
 
     /// The kafka scenario against librdkafka's in-process mock cluster: every report counted.
