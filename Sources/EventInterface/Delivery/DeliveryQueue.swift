@@ -283,6 +283,13 @@ public final class DeliveryQueue: Sendable {
                     counters.recordDeliveryTime(nanoseconds: monotonicNanoseconds() &- started, count: chunk.count)
                 }
                 settle(chunk, outcomes: outcomes, abandoned: abandonedChunk)
+                // A chunk to a udp or unix subscriber is one `sendmmsg` that never suspends, so a
+                // queue with a backlog would keep its cooperative thread until it is empty: on two
+                // cores, the third member of a ROUND-ROBIN got nothing until the first two had
+                // drained (and MI commands and timers waited as long). Going to the back of the
+                // line after each chunk lets every queue move; it also raised parallel3 from
+                // ~122 % to ~143 % of the sendmmsg floor and roundrobin3 from ~100 % to ~113 %.
+                await Task.yield()
             }
         }
         await deliverer.close()
