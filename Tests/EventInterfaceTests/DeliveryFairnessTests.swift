@@ -7,14 +7,9 @@ import Testing
 
 /// A deliverer that keeps its thread for a millisecond a chunk without suspending, as a
 /// `sendmmsg` of a full chunk does, and logs which queue delivered.
-final class BusyDeliverer: EventDeliverer {
+struct BusyDeliverer: EventDeliverer {
     let queue: Int
     let log: SharedLog
-
-    init(queue: Int, log: SharedLog) {
-        self.queue = queue
-        self.log = log
-    }
 
     func deliver(_ event: RaisedEvent) async -> DeliveryOutcome { .delivered }
 
