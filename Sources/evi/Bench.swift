@@ -133,9 +133,7 @@ struct Bench: AsyncParsableCommand {
             let measured = try await measureOnce()
             runs.append(measured)
             if format == .text && repeats > 1 {
-                let mmsg = measured.fields.first { $0.name == "vs_mmsg_floor_percent" }.map {
-                    ", vs sendmmsg floor \(Self.text($0.value)) %"
-                }
+                let mmsg = Self.mmsgPercent(measured.fields).map { ", vs sendmmsg floor \(Int($0)) %" }
                 printLine(
                     "run \(run) of \(repeats): datagrams/s vs floor \(Int((measured.ratio * 100).rounded())) %\(mmsg ?? "")"
                 )
@@ -144,10 +142,7 @@ struct Bench: AsyncParsableCommand {
         // The run of median ratio, whole: this machine's figures move ±30 % run to run. The ratio
         // to the sendmmsg floor where there is one (the physical limit the targets refer to).
         func key(_ run: (fields: [EventField], ratio: Double)) -> Double {
-            if case .double(let percent)? = run.fields.first(where: { $0.name == "vs_mmsg_floor_percent" })?.value {
-                return percent
-            }
-            return run.ratio * 100
+            Self.mmsgPercent(run.fields) ?? run.ratio * 100
         }
         let result = runs.sorted { key($0) < key($1) }[(runs.count - 1) / 2]
         if format == .json {
@@ -161,6 +156,14 @@ struct Bench: AsyncParsableCommand {
                 printLine("(datagrams/s vs floor: \(Int((result.ratio * 100).rounded())) %)")
             }
         }
+    }
+
+    /// A run's `vs_mmsg_floor_percent`, for the scenarios that measure the sendmmsg floor.
+    static func mmsgPercent(_ fields: [EventField]) -> Double? {
+        guard case .double(let percent)? = fields.first(where: { $0.name == "vs_mmsg_floor_percent" })?.value else {
+            return nil
+        }
+        return percent
     }
 
     /// What every in-daemon scenario starts from: no MI, state in memory, E_BENCH published,
@@ -737,17 +740,20 @@ struct Bench: AsyncParsableCommand {
     }
 
     static func sendLoop(ports: [Int], datagrams: Int) {
-        let descriptors = ports.map { port -> Int32 in
-            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-            _ = withIPv4Address("127.0.0.1", port: port) { connect(fd, $0, $1) }
-            return fd
-        }
+        let descriptors = ports.map(connectedUDPSocket)
         payload.withUnsafeBytes { bytes in
             for index in 0..<datagrams {
                 _ = send(descriptors[index % descriptors.count], bytes.baseAddress, bytes.count, 0)
             }
         }
         for fd in descriptors { close(fd) }
+    }
+
+    /// A UDP socket connected to `port` on 127.0.0.1 (the floors' senders, the MI-over-UDP client).
+    static func connectedUDPSocket(port: Int) -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        _ = withIPv4Address("127.0.0.1", port: port) { connect(fd, $0, $1) }
+        return fd
     }
 
     /// The issue's `raise_event` request, params as a JSON string (the form OpenSIPS takes).
@@ -798,9 +804,8 @@ struct Bench: AsyncParsableCommand {
     /// MI over UDP: the same raise request from one client thread keeping 8 requests in flight on
     /// a connected socket for 3 s (a lost datagram is given up after 100 ms).
     static func miUDPFields(port: Int) -> [EventField] {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        let fd = connectedUDPSocket(port: port)
         defer { close(fd) }
-        _ = withIPv4Address("127.0.0.1", port: port) { connect(fd, $0, $1) }
         var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let request = Array(raiseRequest(id: 1).utf8)
@@ -825,11 +830,7 @@ struct Bench: AsyncParsableCommand {
     /// What the kernel can take at best: the notification in `sendmmsg` batches of 64 on
     /// connected sockets, a batch to each receiver in turn (the C helper evi's udp transport uses).
     static func sendmmsgLoop(ports: [Int], datagrams: Int) {
-        let descriptors = ports.map { port -> Int32 in
-            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-            _ = withIPv4Address("127.0.0.1", port: port) { connect(fd, $0, $1) }
-            return fd
-        }
+        let descriptors = ports.map(connectedUDPSocket)
         let batch = 64
         let data = Array((0..<batch).map { _ in payload }.joined())
         let lengths = [Int](repeating: payload.count, count: batch)
