@@ -213,6 +213,13 @@ final class SpoolTotals: Sendable {
         Counter(label: "evi_delivery_retries_total", dimensions: [("transport", transport)]).increment(by: count)
     }
 
+    func recordCorrupt(_ count: Int, event: String, socket: String) {
+        Counter(
+            label: "evi_spool_corrupt_records_total",
+            dimensions: [("event", event), ("socket", redactingCredentials(socket))]
+        ).increment(by: count)
+    }
+
     func recordDeadLetters(_ count: Int, event: String, socket: String) {
         Counter(
             label: "evi_dead_letters_total", dimensions: [("event", event), ("socket", redactingCredentials(socket))]

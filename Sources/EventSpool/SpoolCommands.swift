@@ -23,6 +23,8 @@ extension Spool {
                                 EventField(
                                     "retry_in", report.retryIn.map { .double(($0 * 10).rounded() / 10) } ?? .null),
                                 EventField("last_error", report.lastError.map(EventValue.string) ?? .null),
+                                EventField("corrupt_records", .int(Int64(report.corruptRecords))),
+                                EventField("corrupt_bytes", .int(Int64(report.corruptBytes))),
                             ]
                             return .object(fields)
                         })

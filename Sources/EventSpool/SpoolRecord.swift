@@ -8,7 +8,10 @@ import EventInterface
 ///              event's JSON-RPC notification, byte for byte what udp/tcp/rabbitmq send
 ///
 /// The checksum is how a torn tail after a crash (a record half written when the process or the
-/// machine died) is told from a record: reading stops at the first record that does not check.
+/// machine died) is told from a record, and how damage in the middle of a file is found: the
+/// length and checksum frame each record, so reading resynchronises at the next offset where a
+/// whole record checks (``SpoolReader/FileCursor``) and only the damaged bytes are lost.
+/// A *padding* record (sequence number 0, which no event has, and zeros) is skipped: damaged bytes are overwritten with one once they are moved to `corrupt`.
 /// The notification is the payload because most transports send exactly it, and decoding it
 /// gives back the parameters with their JSON types and order (the ingress decoder).
 struct SpoolRecord: Sendable, Hashable {
@@ -38,6 +41,8 @@ struct SpoolRecord: Sendable, Hashable {
 
     enum Parse: Equatable {
         case record(SpoolRecord, length: Int)
+        /// Filler that stands where damaged bytes were: skipped.
+        case padding(length: Int)
         /// More bytes are needed (or, at the end of a file, a torn tail).
         case incomplete
         /// The bytes are not a record: a torn or corrupt tail.
@@ -54,11 +59,29 @@ struct SpoolRecord: Sendable, Hashable {
         guard bytes.count >= headerSize + length else { return .incomplete }
         let payload = bytes[(start + headerSize)..<(start + headerSize + length)]
         guard CRC32.checksum(payload) == checksum else { return .corrupt }
+        guard payload.readLittleEndian(UInt64.self, at: payload.startIndex) != 0 else {
+            return .padding(length: headerSize + length)
+        }
         let record = SpoolRecord(
             sequence: payload.readLittleEndian(UInt64.self, at: payload.startIndex),
             storedAt: Double(bitPattern: payload.readLittleEndian(UInt64.self, at: payload.startIndex + 8)),
             notification: Array(payload[(payload.startIndex + prefixSize)...]))
         return .record(record, length: headerSize + length)
+    }
+}
+
+extension SpoolRecord {
+    /// The smallest padding record: a header and a prefix.
+    static let minimumPadding = headerSize + prefixSize
+
+    /// A padding record of exactly `size` bytes (at least ``minimumPadding``): zeros that check.
+    static func padding(size: Int) -> [UInt8] {
+        let payload = [UInt8](repeating: 0, count: max(0, size - headerSize))
+        var bytes = [UInt8]()
+        bytes.reserveCapacity(headerSize + payload.count)
+        bytes.appendLittleEndian(UInt32(payload.count))
+        bytes.appendLittleEndian(CRC32.checksum(payload))
+        return bytes + payload
     }
 }
 

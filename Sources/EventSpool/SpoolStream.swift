@@ -95,13 +95,53 @@ final class SpoolStream: Sendable {
         let pending = files.pending
         spool.add(bytes: files.bytes)
         let cursor = files.cursor
+        let cursorWarning = files.cursorWarning
+        let damage = files.damageAtOpening
         state = Mutex(State(files: files, caughtUp: pending == 0, readFrom: cursor))
+        if let warning = cursorWarning {
+            logger.warning(
+                "spool: cursor unreadable, delivering again from the oldest event kept",
+                metadata: ["event": "\(event.name)", "socket": "\(name)", "reason": "\(warning)"])
+        }
+        spool.recordCorrupt(0, event: event.name, socket: stream.name)  // the series exists from the start
         if pending > 0 {
             logger.info(
                 "spool: delivering what an earlier run stored",
                 metadata: ["event": "\(event.name)", "socket": "\(name)", "events": "\(pending)"])
         }
+        announce(damage)
         Task { await self.run() }
+    }
+
+    // MARK: Damage
+
+    /// Moves what readers found damaged aside (``SpoolFiles/quarantine(_:in:)``) and says so.
+    private func quarantine(_ damage: [(segment: UInt64, damage: SpoolReader.Damage)]) {
+        let moved = state.withLock { state in
+            damage.filter { found in
+                do throws(StoreError) {
+                    return try state.files.quarantine(found.damage, in: found.segment)
+                } catch {
+                    logger.error(
+                        "spool: cannot move damaged bytes aside", metadata: ["socket": "\(name)", "reason": "\(error)"])
+                    return false
+                }
+            }
+        }
+        announce(moved)
+    }
+
+    private func announce(_ damage: [(segment: UInt64, damage: SpoolReader.Damage)]) {
+        for (segment, found) in damage {
+            logger.warning(
+                "spool: damaged records skipped, their bytes moved to corrupt",
+                metadata: [
+                    "event": "\(event.name)", "socket": "\(name)", "directory": "\(directory)",
+                    "segment": "\(segment)", "bytes": "\(found.offset)..<\(found.offset + found.length)",
+                    "records": "\(found.missing)",
+                ])
+            spool.recordCorrupt(found.missing, event: event.name, socket: name)
+        }
     }
 
     // MARK: Storing (raising threads)
@@ -199,7 +239,22 @@ final class SpoolStream: Sendable {
                 shed(&reader)
             case .read(let from, let end, let segments):
                 let records = reader.read(from: from, end: end, limit: Self.batchSize, segments: segments)
+                let resume = reader.resumeFrom
+                let damage = reader.takeDamage()
+                if !damage.isEmpty { quarantine(damage) }
                 guard !records.isEmpty else {
+                    if resume > from {
+                        // Only records lost to damage were there: the cursor passes them.
+                        let freed = state.withLock { state -> Int in
+                            guard state.readFrom == from else { return 0 }
+                            let before = state.files.bytes
+                            state.readFrom = resume
+                            if state.files.cursor == from { state.files.advanceCursor(to: resume) }
+                            return before - state.files.bytes
+                        }
+                        _ = spool.add(bytes: -freed)
+                        continue
+                    }
                     // Nothing readable where events should be: the files went away under us (purged).
                     state.withLock { $0.readFrom = max($0.readFrom, $0.files.cursor) }
                     await sleep(upTo: 0.1)
@@ -208,7 +263,7 @@ final class SpoolStream: Sendable {
                 let items = records.map(item(from:))
                 let taken = state.withLock { state -> Bool in
                     guard state.readFrom == from else { return false }
-                    state.readFrom = (records.last?.sequence ?? from) + 1
+                    state.readFrom = max((records.last?.sequence ?? from) + 1, resume)
                     return true
                 }
                 if taken { await deliver(items, generation: nil, backoff: &backoff) }
@@ -324,6 +379,8 @@ final class SpoolStream: Sendable {
                 guard !next.isEmpty else { break }
                 records += next
             }
+            let damage = reader.takeDamage()
+            if !damage.isEmpty { quarantine(damage) }
             reader.close()
             let moved = state.withLock { state -> (Int, Int)? in
                 guard state.files.cursor == plan.from else { return nil }  // purged meanwhile
@@ -391,6 +448,8 @@ final class SpoolStream: Sendable {
         var lastError: String?
         var deadLetters: Int
         var deadOldest: Double?
+        var corruptRecords: Int
+        var corruptBytes: Int
     }
 
     func report() -> Report {
@@ -401,7 +460,8 @@ final class SpoolStream: Sendable {
                 Report(
                     events: files.pending, bytes: files.bytes, oldestStoredAt: state.retry.first?.storedAt,
                     retryIn: state.retryAt.map { max(0, $0 - now) }, lastError: state.lastError,
-                    deadLetters: files.deadCount, deadOldest: files.deadOldest),
+                    deadLetters: files.deadCount, deadOldest: files.deadOldest, corruptRecords: files.corruptRecords,
+                    corruptBytes: files.corruptBytes),
                 files.pending > 0 ? files.cursor : nil,
                 files.segments.map { (first: $0.first, path: files.path(of: $0)) }
             )
