@@ -56,6 +56,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
         .target(
@@ -142,7 +143,7 @@ let package = Package(
         .target(
             name: "ManagementInterface",
             dependencies: [
-                "EventInterface",
+                "EventInterface", "EventNIOSupport",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -205,7 +206,13 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "EventNIOSupportTests", dependencies: ["EventNIOSupport"]),
+        .testTarget(
+            name: "EventNIOSupportTests",
+            dependencies: [
+                "EventNIOSupport", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "EventSpoolTests",
             dependencies: [

@@ -50,6 +50,8 @@ public final class StreamIngress: EventIngress {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        // Nearest the socket: replies a peer does not read pause its requests.
+                        try channel.pipeline.syncOperations.addHandler(WriteBacklogHandler(listener: .ingress))
                         // With TLS, a client without a certificate from client_ca_file (when
                         // set) fails the handshake and never reaches the ingress.
                         if let tls {

@@ -1,4 +1,5 @@
 import EventInterface
+import EventNIOSupport
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -13,7 +14,8 @@ enum BrowserWebSocket {
     static let maximumMessage = 1 << 16
 
     static func upgrader(
-        mi: ManagementInterface, web: MIWeb, guardian: MIConnectionGuard, handler: MIHTTPHandler, logger: Logger
+        mi: ManagementInterface, web: MIWeb, guardian: MIConnectionGuard, backlog: WriteBacklogHandler,
+        handler: MIHTTPHandler, logger: Logger
     ) -> NIOWebSocketServerUpgrader {
         NIOWebSocketServerUpgrader(
             maxFrameSize: maximumMessage,
@@ -37,6 +39,7 @@ enum BrowserWebSocket {
                     try channel.pipeline.syncOperations.removeHandler(handler).whenComplete { _ in }
                     guardian.authenticated()
                     guardian.becameStream()
+                    backlog.listener = .websocket
                     try channel.pipeline.syncOperations.addHandler(
                         NIOWebSocketFrameAggregator(
                             minNonFinalFragmentSize: 1, maxAccumulatedFrameCount: 64,

@@ -1,4 +1,5 @@
 import EventInterface
+import EventNIOSupport
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -37,12 +38,16 @@ public final class MIHTTPServer: MIListener {
                 channel.eventLoop.makeCompletedFuture {
                     // No outbound header validation: every header this server writes is its own
                     // (the one taken from a request, the cookie, must equal the configured token).
+                    // Nearest the socket: replies a peer does not read pause its requests.
+                    let backlog = WriteBacklogHandler(listener: .miHTTP)
+                    try channel.pipeline.syncOperations.addHandler(backlog)
                     let guardian = MIConnectionGuard(connections: connections, limits: limits, logger: logger)
                     try channel.pipeline.syncOperations.addHandler(guardian)
-                    let handler = MIHTTPHandler(mi: mi, metrics: metrics, guardian: guardian, logger: logger, web: web)
+                    let handler = MIHTTPHandler(
+                        mi: mi, metrics: metrics, guardian: guardian, backlog: backlog, logger: logger, web: web)
                     if let web {
                         let upgrader = BrowserWebSocket.upgrader(
-                            mi: mi, web: web, guardian: guardian, handler: handler, logger: logger)
+                            mi: mi, web: web, guardian: guardian, backlog: backlog, handler: handler, logger: logger)
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                             withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }),
                             withErrorHandling: true, withOutboundHeaderValidation: false)
@@ -215,6 +220,7 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let mi: ManagementInterface
     private let metrics: @Sendable () -> [UInt8]
     private let guardian: MIConnectionGuard
+    private let backlog: WriteBacklogHandler
     private let logger: Logger
     private let web: MIWeb?
     private var head: HTTPRequestHead?
@@ -227,11 +233,12 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     init(
         mi: ManagementInterface, metrics: @escaping @Sendable () -> [UInt8], guardian: MIConnectionGuard,
-        logger: Logger, web: MIWeb? = nil
+        backlog: WriteBacklogHandler, logger: Logger, web: MIWeb? = nil
     ) {
         self.mi = mi
         self.metrics = metrics
         self.guardian = guardian
+        self.backlog = backlog
         self.logger = logger
         self.web = web
     }
@@ -558,6 +565,7 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         guardian.authenticated()
         guardian.becameStream()
+        backlog.listener = .sse
         return true
     }
 

@@ -201,12 +201,7 @@ struct DaemonConfiguration {
                 }
             case "queue_size": configuration.queueSize = try value.integer(key: key, range: 1...10_000_000)
             case "queue_bytes":
-                let text = try value.string(key: key)
-                guard let bytes = parseByteSize(text), bytes >= 1024 else {
-                    throw ConfigurationError(
-                        "queue_bytes: expected a size of at least 1k such as 16m, 512k or 1g, got '\(text)'")
-                }
-                configuration.queueBytes = bytes
+                configuration.queueBytes = try value.byteSize(key: key, minimum: 1 << 10)
             case "max_events": configuration.maxEvents = try value.integer(key: key, range: 1...10_000_000)
             case "max_subscriptions":
                 configuration.maxSubscriptions = try value.integer(key: key, range: 1...10_000_000)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import EventInterface
+import EventNIOSupport
 import Logging
 import Metrics
 import Prometheus
@@ -78,6 +79,7 @@ struct Serve: AsyncParsableCommand {
         }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        WriteBacklogHandler.prepareMetrics()
         let logger = Logger(label: "evi")
         let daemon = try await Daemon.startOrExit(configuration, registry: registry, logger: logger)
         let line = daemon.listeningLine

@@ -73,6 +73,20 @@ import Testing
         #expect(bad.malformed > 0)
     }
 
+    /// A prefix of only zeros never exceeded the length cap: it was buffered without bound and
+    /// scanned again from its start at every read (26 MB cost ~7 s of CPU).
+    @Test func aLengthPrefixLongerThanTheLargestLengthIsRefusedAtOnce() {
+        var splitter = NetstringSplitter()
+        #expect(splitter.maximumDigits == 7)
+        let zeros = [UInt8](repeating: UInt8(ascii: "0"), count: 1 << 20)
+        for _ in 0..<26 { #expect(splitter.feed(zeros).isEmpty) }
+        #expect(!splitter.hasPartialFrame, "nothing of the zeros is kept")
+        #expect(splitter.malformed >= 1)
+        // Leading zeros count; seven digits are still a length, and the stream goes on after.
+        #expect(splitter.feed(Array(":x,0000005:hello,".utf8)) == [Array("hello".utf8)])
+        #expect(splitter.feed(Array("00000005:hello,".utf8)).isEmpty)
+    }
+
     @Test func aPlainObjectIsRaisedAsTheEntrysEvent() throws {
         let decoder = IngressDecoder(plainObjectEvent: "E_KAMAILIO")
         let plain = try decoder.decode(Array(#"{"caller":"alice","duration":42}"#.utf8)).get()

@@ -17,7 +17,10 @@ import Testing
     /// characters come through, invalid bytes are refused with the offset after the string.
     @Test func rawUTF8IsKeptAndInvalidUTF8Refused() throws {
         #expect(try EventValue(jsonBytes: Array(#"["plain","é中😀","a\"é"]"#.utf8)) == ["plain", "é中😀", "a\"é"])
-        for bad: [UInt8] in [[0x22, 0xFF, 0x22], [0x22, 0x61, 0xC3, 0x22], [0x22, 0xE0, 0x80, 0x80, 0x22], [0x22, 0xED, 0xA0, 0x80, 0x22]] {
+        for bad: [UInt8] in [
+            [0x22, 0xFF, 0x22], [0x22, 0x61, 0xC3, 0x22], [0x22, 0xE0, 0x80, 0x80, 0x22],
+            [0x22, 0xED, 0xA0, 0x80, 0x22],
+        ] {
             let error = #expect(throws: JSONParseError.self) { try EventValue(jsonBytes: bad) }
             #expect(error?.message == "invalid UTF-8 in string")
             #expect(error?.offset == bad.count)

@@ -8,11 +8,15 @@ import Testing
         let directory = TemporaryDirectory(prefix: "evi-state")
         defer { directory.remove() }
         let store = try SubscriptionStore(directory: directory.path + "/nested/state")
-        try store.save(event: "E_A", canonical: "udp:127.0.0.1:1", socket: "udp:127.0.0.1:1", expiry: .seconds(60), now: 1000)
-        try store.save(event: "E_A", canonical: "rabbitmq:u@h/k", socket: "rabbitmq:u:pw@h/k", expiry: .never, now: 1000)
-        try store.save(event: "E_B", canonical: "udp:127.0.0.1:2", socket: "udp:127.0.0.1:2", expiry: .seconds(10), now: 1000)
+        try store.save(
+            event: "E_A", canonical: "udp:127.0.0.1:1", socket: "udp:127.0.0.1:1", expiry: .seconds(60), now: 1000)
+        try store.save(
+            event: "E_A", canonical: "rabbitmq:u@h/k", socket: "rabbitmq:u:pw@h/k", expiry: .never, now: 1000)
+        try store.save(
+            event: "E_B", canonical: "udp:127.0.0.1:2", socket: "udp:127.0.0.1:2", expiry: .seconds(10), now: 1000)
         // A refresh replaces the row in place.
-        try store.save(event: "E_A", canonical: "udp:127.0.0.1:1", socket: "udp:127.0.0.1:1", expiry: .seconds(120), now: 1010)
+        try store.save(
+            event: "E_A", canonical: "udp:127.0.0.1:1", socket: "udp:127.0.0.1:1", expiry: .seconds(120), now: 1010)
         let loaded = try store.load(now: 1015)
         #expect(
             loaded == [

@@ -240,6 +240,47 @@ import Testing
         #expect(got == stored + [100000])
     }
 
+    /// A disk filled by the spool itself: once the backlog is delivered its space is given back,
+    /// so raising works again without an operator (the delivered segment used to stay, under its
+    /// size, and every later raise was refused).
+    @Test func aDiskTheSpoolFilledTakesRaisesAgainOnceTheBacklogIsDelivered() async throws {
+        let mount = TemporaryDirectory(prefix: "evi-tmpfs")
+        defer { mount.remove() }
+        let mounted = try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mount.path])
+        try #require(mounted.status == 0, "mount a 1 MiB tmpfs (tests run as root): \(mounted.errors)")
+        defer { _ = Glibc.umount2(mount.path, Int32(MNT_DETACH)) }
+        let port = try Self.freePort()
+        let daemon = try await Daemon.start(
+            extra: Self.configuration(
+                spool: mount.file("spool"), subscriptions: "  - { event: E_DURABLE, socket: \"tcp:127.0.0.1:\(port)\" }"
+            ))
+        defer { Task { await daemon.stop() } }
+        let pad = String(repeating: "p", count: 500)
+        var stored: [Int] = []
+        for number in 1...4_000 {
+            let reply = try daemon.mi(
+                #"{"jsonrpc":"2.0","method":"evi:raise","params":["E_DURABLE",{"n":\#(number),"pad":"\#(pad)"}],"id":1}"#
+            )
+            guard reply.contains(#""result":"OK""#) else {
+                #expect(reply.contains("No space left on device"), "\(reply)")
+                break
+            }
+            stored.append(number)
+        }
+        #expect(stored.count > 100 && stored.count < 4_000)
+        let receiver = try JSONRPCTestServer(mode: .replyOK, port: port)
+        defer { receiver.close() }
+        #expect(numbered(await receiver.waitFor(count: stored.count, timeout: .seconds(20))) == stored)
+        #expect(
+            await eventually(timeout: .seconds(10)) {
+                (try? daemon.mi(#"{"jsonrpc":"2.0","method":"evi:spool","id":1}"#))?.contains(#""events":0,"#) == true
+            })
+        let again = try daemon.mi(
+            #"{"jsonrpc":"2.0","method":"evi:raise","params":["E_DURABLE",{"n":100000,"pad":"\#(pad)"}],"id":1}"#)
+        #expect(again.contains(#""result":"OK""#), "\(again)")
+        #expect(numbered(await receiver.waitFor(count: stored.count + 1, timeout: .seconds(10))).last == 100000)
+    }
+
     /// PARALLEL with one member down: the live member gets every event at once, the dead one
     /// gets all of them, in order, when it returns.
     @Test func aDeadParallelMemberHoldsBackNobody() async throws {

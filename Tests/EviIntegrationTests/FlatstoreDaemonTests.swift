@@ -102,6 +102,9 @@ import Testing
             // Hardening: sizes that overflow are errors (this one trapped, exit 132).
             ("modules:\n  event_flatstore: { rotate_size: 99999999999999g }\n", "modules.event_flatstore.rotate_size"),
             ("queue_bytes: 99999999999999g\n", "queue_bytes: expected a size"),
+            // A size under a key's minimum names the minimum, not the syntax.
+            ("spool: { max_bytes: 4k }\n", "spool.max_bytes: at least 64k, got '4k'"),
+            ("queue_bytes: 512\n", "queue_bytes: at least 1k, got '512'"),
             (
                 "modules:\n  event_rabbitmq: { mandatory: sometimes }\n",
                 "modules.event_rabbitmq.mandatory: expected auto, true or false"

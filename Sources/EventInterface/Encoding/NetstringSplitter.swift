@@ -7,8 +7,12 @@ public struct NetstringSplitter: Sendable {
     /// Frames refused as malformed or too long.
     public private(set) var malformed = 0
 
+    /// Digits a length prefix may have: those of `maximumLength` (7 for 1 MiB).
+    public let maximumDigits: Int
+
     public init(maximumLength: Int = 1 << 20) {
         self.maximumLength = maximumLength
+        maximumDigits = String(maximumLength).count
     }
 
     /// Whether a frame has begun and not ended.
@@ -28,10 +32,18 @@ public struct NetstringSplitter: Sendable {
             }
             var length = 0
             var cursor = position
-            while cursor < buffer.count, let digit = Self.digit(buffer[cursor]) {
+            while cursor < buffer.count, cursor - position <= maximumDigits, let digit = Self.digit(buffer[cursor]) {
                 length = length * 10 + digit
                 cursor += 1
-                if length > maximumLength { break }
+            }
+            // At most as many digits as the largest length has, leading zeros counted: a longer
+            // prefix (endless zeros) is refused at once, the whole run of digits with it, rather
+            // than buffered and scanned again at every read.
+            if cursor - position > maximumDigits {
+                malformed += 1
+                while cursor < buffer.count, Self.digit(buffer[cursor]) != nil { cursor += 1 }
+                position = cursor
+                continue
             }
             if cursor == buffer.count { break }  // the length goes on in the next chunk
             guard cursor > position, buffer[cursor] == UInt8(ascii: ":"), length <= maximumLength else {

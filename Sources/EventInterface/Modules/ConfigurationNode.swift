@@ -119,13 +119,26 @@ extension ConfigurationNode {
         .milliseconds(try integer(key: key, range: range))
     }
 
-    /// `10m`, `512k`, `1g`, `1000` (``parseByteSize(_:)``), at least `minimum` bytes.
+    /// `10m`, `512k`, `1g`, `1000` (``parseByteSize(_:)``), at least `minimum` bytes: a size
+    /// below it is refused naming the minimum (`spool.max_bytes: at least 64k, got '4k'`).
     public func byteSize(key: String, minimum: Int = 1) throws(ConfigurationError) -> Int {
         let text = try string(key: key)
-        guard let bytes = parseByteSize(text), bytes >= minimum else {
+        guard let bytes = parseByteSize(text) else {
             throw ConfigurationError("\(key): expected a size such as 10m, 512k or 1000, got '\(text)'")
         }
+        guard bytes >= minimum else {
+            throw ConfigurationError("\(key): at least \(Self.size(minimum)), got '\(text)'")
+        }
         return bytes
+    }
+
+    /// A size as a person writes it: `64k`, `1m`, `1000`.
+    static func size(_ bytes: Int) -> String {
+        for (suffix, unit) in [("g", 1 << 30), ("m", 1 << 20), ("k", 1 << 10)] where bytes >= unit && bytes % unit == 0
+        {
+            return "\(bytes / unit)\(suffix)"
+        }
+        return String(bytes)
     }
 
     private var scalarText: String {
