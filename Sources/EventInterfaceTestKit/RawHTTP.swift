@@ -17,10 +17,11 @@ public enum RawHTTP {
         }
     }
 
-    /// Sends one request with `Connection: close` and reads the whole reply.
+    /// Sends one request with `Connection: close` and reads the whole reply. `Host` is
+    /// `HOST:PORT` unless `headers` name one, or `omitHost` leaves it out.
     public static func request(
         port: Int, method: String, path: String, body: [UInt8] = [], headers: [(String, String)] = [],
-        host: String = "127.0.0.1"
+        host: String = "127.0.0.1", omitHost: Bool = false
     ) throws -> Response {
         let fd = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ReceiverError("socket: errno \(errno)") }
@@ -29,7 +30,9 @@ public enum RawHTTP {
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let connected = withIPv4Address(host, port: port) { connect(fd, $0, $1) }
         guard connected == 0 else { throw ReceiverError("connect \(port): errno \(errno)") }
-        var head = "\(method) \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nConnection: close\r\n"
+        var head = "\(method) \(path) HTTP/1.1\r\n"
+        if !omitHost, !headers.contains(where: { $0.0.lowercased() == "host" }) { head += "Host: \(host):\(port)\r\n" }
+        head += "Connection: close\r\n"
         if !body.isEmpty || method == "POST" { head += "Content-Length: \(body.count)\r\n" }
         // A POST is JSON unless the test says otherwise, as every MI client sends it.
         if method == "POST", !headers.contains(where: { $0.0.lowercased() == "content-type" }) {

@@ -18,13 +18,36 @@ public final class BrowserStreams: Sendable {
     public let maxClients: Int
     /// How often an idle stream gets an SSE comment or a WebSocket ping.
     public let pingInterval: TimeAmount
+    /// Event bytes all subscribers together may have waiting for their sockets
+    /// (`mi.max_stream_bytes`): each is bounded by `queue_bytes` too, but 2,000 of them at 16 MiB
+    /// would be 32 GiB.
+    public let maxBytes: Int
     private let clients = Mutex<[String: BrowserClient]>([:])
     private let streamCount = Atomic<Int>(0)
+    private let queuedBytes = Atomic<Int>(0)
     private let hubLink = Mutex<WeakHub?>(nil)
 
-    public init(maxClients: Int = 2000, pingInterval: TimeAmount = .seconds(15)) {
+    public init(maxClients: Int = 2000, maxBytes: Int = 256 << 20, pingInterval: TimeAmount = .seconds(15)) {
         self.maxClients = maxClients
+        self.maxBytes = maxBytes
         self.pingInterval = pingInterval
+    }
+
+    /// Event bytes waiting for browser subscribers now.
+    public var waitingBytes: Int { queuedBytes.load(ordering: .relaxed) }
+
+    /// A subscriber of `client` queued `bytes` (negative: the kernel took them, or they were
+    /// dropped). Past ``maxBytes`` the client with the largest backlog is dropped.
+    func account(_ bytes: Int, for client: BrowserClient) {
+        client.backlog.add(bytes, ordering: .relaxed)
+        let total = queuedBytes.add(bytes, ordering: .relaxed).newValue
+        guard bytes > 0, total > maxBytes else { return }
+        let largest = clients.withLock { table in
+            table.values.filter { !$0.isDropped }.max {
+                $0.backlog.load(ordering: .relaxed) < $1.backlog.load(ordering: .relaxed)
+            }
+        }
+        largest?.drop(reason: "over the browser streams' memory budget (mi.max_stream_bytes)")
     }
 
     /// The `sse` and `ws` transports, for the hub's list.
@@ -64,7 +87,7 @@ public final class BrowserStreams: Sendable {
         let events = client.takeEvents()
         guard let hub, !events.isEmpty else { return }
         // By the socket itself: the name no longer parses once the connection has left the table.
-        let socket = BrowserSocket(client: client)
+        let socket = BrowserSocket(client: client, streams: self)
         Task {
             for event in events { _ = await hub.unsubscribe(event: event, parsed: socket) }
         }
@@ -80,7 +103,9 @@ public final class BrowserStreams: Sendable {
                 done.append(event)
                 client.addEvent(event)
             } catch {
-                for undo in done { _ = await hub.unsubscribe(event: undo, parsed: BrowserSocket(client: client)) }
+                for undo in done {
+                    _ = await hub.unsubscribe(event: undo, parsed: BrowserSocket(client: client, streams: self))
+                }
                 client.removeEvents(done)
                 return "\(error)"
             }
@@ -97,6 +122,10 @@ final class BrowserClient: Sendable {
     let channel: any Channel
     private let events = Mutex<Set<String>>([])
     private let dropped = Atomic<Bool>(false)
+    /// Event bytes queued for this client and not yet taken by the kernel (``BrowserStreams/account(_:for:)``).
+    let backlog = Atomic<Int>(0)
+
+    var isDropped: Bool { dropped.load(ordering: .relaxed) }
 
     init(kind: BrowserStreams.Kind, channel: any Channel) {
         self.kind = kind
@@ -198,12 +227,13 @@ struct BrowserTransport: EventTransport {
                 "no open \(kind == .sse ? "SSE" : "WebSocket") connection \(name) (browsers subscribe through GET /events)"
             )
         }
-        return BrowserSocket(client: client)
+        return BrowserSocket(client: client, streams: streams)
     }
 }
 
 struct BrowserSocket: EventSocket {
     let client: BrowserClient
+    let streams: BrowserStreams
 
     var scheme: String { client.kind.rawValue }
     var description: String { client.name }
@@ -212,7 +242,7 @@ struct BrowserSocket: EventSocket {
 
     func makeSubscriber(context: SubscriberContext) -> any EventSubscriber {
         BrowserSubscriber(
-            client: client, counters: context.statistics.transport(client.kind.rawValue),
+            client: client, streams: streams, counters: context.statistics.transport(client.kind.rawValue),
             capacity: context.queueCapacity, byteCapacity: context.queueByteCapacity)
     }
 }
@@ -233,14 +263,17 @@ final class BrowserSubscriber: EventSubscriber {
     }
 
     let client: BrowserClient
+    let streams: BrowserStreams
     let counters: TransportCounters
     let counts = SubscriberTally()
     let capacity: Int
     let byteCapacity: Int
     private let state = Mutex(State())
 
-    init(client: BrowserClient, counters: TransportCounters, capacity: Int, byteCapacity: Int) {
+    init(client: BrowserClient, streams: BrowserStreams, counters: TransportCounters, capacity: Int, byteCapacity: Int)
+    {
         self.client = client
+        self.streams = streams
         self.counters = counters
         self.capacity = max(1, capacity)
         self.byteCapacity = max(1, byteCapacity)
@@ -248,24 +281,29 @@ final class BrowserSubscriber: EventSubscriber {
 
     func dispatch(_ event: RaisedEvent) {
         let payload = event.payload(.jsonRPC)
-        enum Action { case none, schedule, drop }
+        enum Action { case ignored, queued(schedule: Bool), drop(freed: Int) }
         let action = state.withLock { state -> Action in
-            if state.closed { return .none }
+            if state.closed { return .ignored }
             if state.inFlight + state.pending.count >= capacity || state.bytes + payload.count > byteCapacity {
                 state.closed = true
+                let freed = state.pending.reduce(0) { $0 + $1.count }
                 state.pending = []
-                return .drop
+                state.bytes -= freed
+                return .drop(freed: freed)
             }
             state.pending.append(payload)
             state.bytes += payload.count
-            if state.scheduled { return .none }
+            if state.scheduled { return .queued(schedule: false) }
             state.scheduled = true
-            return .schedule
+            return .queued(schedule: true)
         }
         switch action {
-        case .none: break
-        case .schedule: client.channel.eventLoop.execute { self.flush() }
-        case .drop:
+        case .ignored: break
+        case .queued(let schedule):
+            streams.account(payload.count, for: client)
+            if schedule { client.channel.eventLoop.execute { self.flush() } }
+        case .drop(let freed):
+            streams.account(-freed, for: client)
             counters.recordDropped()
             counts.dropped.add(1, ordering: .relaxed)
             client.drop(reason: "queue full")
@@ -288,6 +326,7 @@ final class BrowserSubscriber: EventSubscriber {
                 state.inFlight -= batch.count
                 state.bytes -= bytes
             }
+            self.streams.account(-bytes, for: self.client)
             switch result {
             case .success:
                 self.counters.recordDelivered(count: batch.count)

@@ -14,32 +14,29 @@ enum BrowserWebSocket {
     static let maximumMessage = 1 << 16
 
     static func upgrader(
-        mi: ManagementInterface, web: MIWeb, guardian: MIConnectionGuard, backlog: WriteBacklogHandler,
-        handler: MIHTTPHandler, logger: Logger
+        mi: ManagementInterface, web: MIWeb, hosts: MIHostPolicy, guardian: MIConnectionGuard,
+        backlog: WriteBacklogHandler, handler: MIHTTPHandler, logger: Logger
     ) -> NIOWebSocketServerUpgrader {
         NIOWebSocketServerUpgrader(
             maxFrameSize: maximumMessage,
             shouldUpgrade: { channel, head in
-                let path = head.uri.prefix { $0 != "?" }
                 // A refusal makes NIO fail the upgrade; the HTTP handler then answers it with this
-                // status (401 without credentials, 503 at the stream cap, 404 elsewhere).
-                let refusal: HTTPResponseStatus? =
-                    path != "/events"
-                    ? .notFound
-                    : !MIHTTPHandler.isAuthorized(head, mi: mi)
-                        ? .unauthorized : !web.streams.admit() ? .serviceUnavailable : nil
-                if let refusal {
-                    handler.refusedUpgrade = (head, refusal)
+                // status (and body).
+                if let (status, body) = refusal(head, mi: mi, web: web, handler: handler) {
+                    handler.refusedUpgrade = (head, status, body)
                     return channel.eventLoop.makeSucceededFuture(nil)
                 }
+                handler.upgradeHoldsSlot = true
                 return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
             },
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
+                    handler.upgradeHoldsSlot = false  // the subscriber handler gives it back from now on
                     try channel.pipeline.syncOperations.removeHandler(handler).whenComplete { _ in }
                     guardian.authenticated()
                     guardian.becameStream()
                     backlog.listener = .websocket
+                    try channel.pipeline.syncOperations.addHandler(MaskedFramesOnly())
                     try channel.pipeline.syncOperations.addHandler(
                         NIOWebSocketFrameAggregator(
                             minNonFinalFragmentSize: 1, maxAccumulatedFrameCount: 64,
@@ -47,6 +44,49 @@ enum BrowserWebSocket {
                     try channel.pipeline.syncOperations.addHandler(WebSocketSubscriberHandler(streams: web.streams))
                 }
             })
+    }
+
+    /// Why an upgrade request is not answered with 101, or nil: only `GET /events` upgrades (404
+    /// elsewhere, 405 for another method), from a `Host` the listener answers to (403) and an
+    /// `Origin` that is that host's own when there is one (403: browsers apply no CORS to a
+    /// WebSocket, so another site's page could otherwise subscribe), with credentials (401),
+    /// within the stream cap (503; the slot is taken here).
+    static func refusal(_ head: HTTPRequestHead, mi: ManagementInterface, web: MIWeb, handler: MIHTTPHandler)
+        -> (HTTPResponseStatus, [UInt8]?)?
+    {
+        guard head.uri.prefix(while: { $0 != "?" }) == "/events" else { return (.notFound, nil) }
+        guard head.method == .GET else { return (.methodNotAllowed, nil) }
+        if let body = handler.hostRefusal(head) { return (.forbidden, body) }
+        if let origin = head.headers.first(name: "origin"), !MIHTTPHandler.isSameOrigin(origin, head) {
+            return (.forbidden, nil)
+        }
+        guard MIHTTPHandler.isAuthorized(head, mi: mi) else { return (.unauthorized, nil) }
+        guard web.streams.admit() else { return (.serviceUnavailable, nil) }
+        return nil
+    }
+}
+
+/// RFC 6455 5.1: every frame a client sends is masked, and a server that receives an unmasked
+/// one closes the connection (1002, protocol error). NIO's decoder accepts both; this stands
+/// before the aggregator, which drops the mask.
+final class MaskedFramesOnly: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias InboundOut = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+    private var closed = false
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closed else { return }
+        guard unwrapInboundIn(data).maskKey != nil else {
+            closed = true
+            var reason = context.channel.allocator.buffer(capacity: 32)
+            reason.write(webSocketErrorCode: .protocolError)
+            reason.writeString("client frames must be masked")
+            context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: reason)))
+                .whenComplete { _ in context.close(promise: nil) }
+            return
+        }
+        context.fireChannelRead(data)
     }
 }
 

@@ -15,6 +15,12 @@ public struct MIConnectionLimits: Sendable, Hashable {
     /// Open streams (status pages, SSE and WebSocket subscribers) at most; they are not counted
     /// in `maxConnections` and no idle timeout closes them.
     public var maxStreamClients = 2000
+    /// Bytes all stream clients together may have waiting (`mi.max_stream_bytes`): past it the
+    /// client with the largest backlog is dropped.
+    public var maxStreamBytes = 256 << 20
+    /// Names a browser may reach the listener by besides its own address, `localhost` and
+    /// `[::1]` (`mi.allowed_hosts`): what a Prometheus scraping by name, or a reverse proxy, sends.
+    public var allowedHosts: [String] = []
 
     public init(
         maxConnections: Int = 1024, headerTimeout: TimeAmount = .seconds(10), idleTimeout: TimeAmount = .seconds(60)

@@ -29,6 +29,7 @@ public final class MIHTTPServer: MIListener {
         paused: Bool = false, web: MIWeb? = nil
     ) async throws -> MIHTTPServer {
         let connections = MIConnectionTable(limit: limits.maxConnections)
+        let hosts = MIHostPolicy(boundHost: host, allowedHosts: limits.allowedHosts)
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.autoRead, value: !paused)
             .serverChannelOption(.backlog, value: 256)
@@ -44,10 +45,12 @@ public final class MIHTTPServer: MIListener {
                     let guardian = MIConnectionGuard(connections: connections, limits: limits, logger: logger)
                     try channel.pipeline.syncOperations.addHandler(guardian)
                     let handler = MIHTTPHandler(
-                        mi: mi, metrics: metrics, guardian: guardian, backlog: backlog, logger: logger, web: web)
+                        mi: mi, metrics: metrics, guardian: guardian, backlog: backlog, hosts: hosts, logger: logger,
+                        web: web)
                     if let web {
                         let upgrader = BrowserWebSocket.upgrader(
-                            mi: mi, web: web, guardian: guardian, backlog: backlog, handler: handler, logger: logger)
+                            mi: mi, web: web, hosts: hosts, guardian: guardian, backlog: backlog, handler: handler,
+                            logger: logger)
                         try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                             withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }),
                             withErrorHandling: true, withOutboundHeaderValidation: false)
@@ -221,20 +224,34 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private let metrics: @Sendable () -> [UInt8]
     private let guardian: MIConnectionGuard
     private let backlog: WriteBacklogHandler
+    private let hosts: MIHostPolicy
     private let logger: Logger
     private let web: MIWeb?
     private var head: HTTPRequestHead?
     private var body = Body.reading(nil)
-    /// A WebSocket upgrade refused (by ``BrowserWebSocket``): the request, and the status to answer
-    /// when NIO reports the failed upgrade.
-    var refusedUpgrade: (head: HTTPRequestHead, status: HTTPResponseStatus)?
+    /// A WebSocket upgrade refused (by ``BrowserWebSocket``): the request, and the status (and
+    /// body) to answer when NIO reports the failed upgrade.
+    var refusedUpgrade: (head: HTTPRequestHead, status: HTTPResponseStatus, body: [UInt8]?)?
+    /// A WebSocket upgrade took a stream slot and has not become a subscriber yet: if the
+    /// connection closes first (a client gone before the upgrade completed), the slot is given
+    /// back here.
+    var upgradeHoldsSlot = false
+    /// A refused upgrade was answered: the connection closes, what comes after is not read.
+    private var answeredRefusedUpgrade = false
+    /// The address this connection came in on (a `Host` naming it is this listener).
+    private var localAddress: String?
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        localAddress = context.channel.localAddress?.ipAddress
+    }
     /// Set once the connection is a stream: what it is, and its periodic writer.
     private var stream: (client: BrowserClient?, timer: RepeatedTask?)?
 
     init(
         mi: ManagementInterface, metrics: @escaping @Sendable () -> [UInt8], guardian: MIConnectionGuard,
-        backlog: WriteBacklogHandler, logger: Logger, web: MIWeb? = nil
+        backlog: WriteBacklogHandler, hosts: MIHostPolicy, logger: Logger, web: MIWeb? = nil
     ) {
+        self.hosts = hosts
         self.mi = mi
         self.metrics = metrics
         self.guardian = guardian
@@ -244,8 +261,9 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        // A stream reads nothing more: what a client sends on it is dropped.
-        if stream != nil { return }
+        // A stream reads nothing more: what a client sends on it is dropped. Nor does a refused
+        // upgrade: NIO hands its request on after the refusal, which is answered already.
+        if stream != nil || answeredRefusedUpgrade { return }
         switch unwrapInboundIn(data) {
         case .head(let requestHead):
             guardian.headReceived()
@@ -283,6 +301,10 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// make the daemon buffer a body.
     private func refuseEarly(context: ChannelHandlerContext, head: HTTPRequestHead) {
         let path = Self.path(head.uri)
+        if let refusal = hostRefusal(head) {
+            body = .discarding(0)
+            return refuse(context: context, head: head, status: .forbidden, body: refusal)
+        }
         guard path == "/mi" || path == "/metrics" || path == "/events" || path == "/status/stream" else { return }
         if path == "/mi", mi.readiness == .draining {
             body = .discarding(0)
@@ -306,12 +328,24 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func refuse(
-        context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus,
+        context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus, body: [UInt8]? = nil,
         extraHeaders: [(String, String)] = []
     ) {
-        send(context, head, status: status, body: nil, closeHeader: true, extraHeaders: extraHeaders)
+        send(context, head, status: status, body: body, closeHeader: true, extraHeaders: extraHeaders)
         let channel = context.channel
         context.eventLoop.scheduleTask(in: .seconds(1)) { channel.close(promise: nil) }
+    }
+
+    /// Every path but `/health` and `/ready` (probes, which tell nothing) needs a `Host` this
+    /// listener answers to (``MIHostPolicy``): the `403` body that says which, or nil.
+    func hostRefusal(_ head: HTTPRequestHead) -> [UInt8]? {
+        let path = Self.path(head.uri)
+        guard path != "/health", path != "/ready" else { return nil }
+        let host = head.headers.first(name: "host")
+        guard !hosts.allows(host, arrivedAt: localAddress) else { return nil }
+        var writer = JSONWriter()
+        writer.append(.object([EventField("error", .string("Host \(host ?? "") not allowed (mi.allowed_hosts)"))]))
+        return writer.bytes
     }
 
     /// `Authorization: Bearer TOKEN` (scheme in any case), or the `evi_token` cookie the status
@@ -349,13 +383,15 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             type == "application/json"
                 || String(type.prefix { $0 != ";" }).trimmingWhitespace().lowercased() == "application/json"
         else { return .unsupportedMediaType }
-        if let origin = head.headers.first(name: "origin") {
-            guard let host = head.headers.first(name: "host"), origin.lowercased() == "http://\(host.lowercased())"
-            else {
-                return .forbidden
-            }
-        }
+        if let origin = head.headers.first(name: "origin"), !isSameOrigin(origin, head) { return .forbidden }
         return nil
+    }
+
+    /// Whether `origin` is the page of this very listener: `http://` and the request's `Host`
+    /// (which ``hostRefusal(_:)`` has checked is one of the listener's own).
+    static func isSameOrigin(_ origin: String, _ head: HTTPRequestHead) -> Bool {
+        guard let host = head.headers.first(name: "host") else { return false }
+        return origin.lowercased() == "http://\(host.lowercased())"
     }
 
     private static func path(_ uri: String) -> String {
@@ -469,11 +505,13 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is NIOWebSocketUpgradeError, let (head, status) = refusedUpgrade {
+        if error is NIOWebSocketUpgradeError, let (head, status, body) = refusedUpgrade {
             refusedUpgrade = nil
+            answeredRefusedUpgrade = true
             var headers: [(String, String)] = []
             if status == .unauthorized { headers.append(("WWW-Authenticate", "Bearer")) }
-            send(context, head, status: status, body: nil, closeHeader: true, extraHeaders: headers)
+            if status == .methodNotAllowed { headers.append(("Allow", "GET")) }
+            send(context, head, status: status, body: body, closeHeader: true, extraHeaders: headers)
             let channel = context.channel
             context.eventLoop.scheduleTask(in: .milliseconds(100)) { channel.close(promise: nil) }
             return
@@ -483,9 +521,13 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        if upgradeHoldsSlot, let web {
+            upgradeHoldsSlot = false
+            web.streams.release()
+        }
         if let stream, let web {
             stream.timer?.cancel()
-            if let client = stream.client { web.streams.closed(client) }
+            if let client = stream.client { web.streams.closed(client) } else { web.feed.remove(context.channel) }
             web.streams.release()
             self.stream = nil
         }
@@ -577,21 +619,8 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         guard admitStream(context: context, head: head, web: web) else { return }
         startStream(context: context, head: head, comment: "evi status")
-        let channel = context.channel
-        let status = web.status
-        let timer = context.eventLoop.scheduleRepeatedAsyncTask(initialDelay: .zero, delay: .milliseconds(500)) { _ in
-            let promise = channel.eventLoop.makePromise(of: Void.self)
-            promise.completeWithTask {
-                let snapshot = await status()
-                var buffer = channel.allocator.buffer(capacity: snapshot.count + 8)
-                buffer.writeString("data: ")
-                buffer.writeBytes(snapshot)
-                buffer.writeString("\n\n")
-                try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(buffer)))
-            }
-            return promise.futureResult
-        }
-        stream = (nil, timer)
+        web.feed.add(context.channel)
+        stream = (nil, nil)
     }
 
     /// `GET /events?event=E_A&event=E_B`: this connection becomes a subscriber of those events
@@ -637,9 +666,12 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
 public struct MIWeb: Sendable {
     public let streams: BrowserStreams
     public let status: @Sendable () async -> [UInt8]
+    /// The open status pages, fed one rendering per tick.
+    let feed: StatusFeed
 
     public init(streams: BrowserStreams, status: @escaping @Sendable () async -> [UInt8]) {
         self.streams = streams
         self.status = status
+        feed = StatusFeed(render: status)
     }
 }

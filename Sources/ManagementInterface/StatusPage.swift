@@ -111,6 +111,7 @@ enum StatusPage {
                 <td class="num">${s.dropped ?? 0}</td>
                 <td class="num wide">${rate(s.delivered, old[e.name + " " + s.socket], seconds)}</td>
                 <td><button class="unsubscribe" data-event="${text(e.name)}" data-socket="${text(s.socket)}">Unsubscribe</button></td></tr>`).join("")}
+              ${e.more ? `<tr class="more"><td colspan="8">and ${e.more} more</td></tr>` : ""}
               </tbody></table>` : `<p class="empty">No subscribers.</p>`}
             </section>`).join("") : `<section class="empty">No events published yet (evi publish E_NAME).</section>`;
           const ingress = snapshot.ingress && snapshot.ingress.Ingress;

@@ -5,6 +5,10 @@ import EventInterface
 /// browser streams, and the MI's own replies for ingresses, spools and dead letters when those
 /// commands exist. Rates are worked out by the page from successive snapshots.
 public enum StatusSnapshot {
+    /// Subscribers listed per event at most; the rest are counted (`"more": K`), so that one
+    /// snapshot stays small however many subscriptions there are.
+    public static let maximumSubscribersListed = 100
+
     public static func render(hub: EventHub, mi: ManagementInterface, streams: BrowserStreams?, version: String)
         async -> [UInt8]
     {
@@ -12,7 +16,7 @@ public enum StatusSnapshot {
         for event in hub.events {
             let subscribers = (try? hub.subscribers(of: event.name)) ?? []
             var list: [EventValue] = []
-            for info in subscribers {
+            for info in subscribers.prefix(maximumSubscribersListed) {
                 var fields: [EventField] = [
                     EventField("socket", .string(info.socket)),
                     EventField("transport", .string(String(info.socket.prefix { $0 != ":" }))),
@@ -27,12 +31,15 @@ public enum StatusSnapshot {
                 list.append(.object(fields))
             }
             let counters = hub.statistics.event(event.name)
-            events.append(
-                .object([
-                    EventField("name", .string(event.name)),
-                    EventField("raised", .int(Int64(counters.raised.load(ordering: .relaxed)))),
-                    EventField("subscribers", .array(list)),
-                ]))
+            var fields: [EventField] = [
+                EventField("name", .string(event.name)),
+                EventField("raised", .int(Int64(counters.raised.load(ordering: .relaxed)))),
+                EventField("subscribers", .array(list)),
+            ]
+            if subscribers.count > list.count {
+                fields.append(EventField("more", .int(Int64(subscribers.count - list.count))))
+            }
+            events.append(.object(fields))
         }
         var fields: [EventField] = [
             EventField("version", .string(version)),

@@ -111,6 +111,7 @@ struct DaemonConfiguration {
     ]
     static let miKeys = [
         "http", "datagram", "token", "max_connections", "header_timeout", "idle_timeout", "max_stream_clients",
+        "max_stream_bytes", "allowed_hosts",
     ]
 
     var miHTTP: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8888)
@@ -244,6 +245,15 @@ struct DaemonConfiguration {
                 if token?.isEmpty == true { throw ConfigurationError("mi.token must not be empty") }
             case "max_connections": miLimits.maxConnections = try value.integer(key: key, range: 1...1_000_000)
             case "max_stream_clients": miLimits.maxStreamClients = try value.integer(key: key, range: 0...1_000_000)
+            case "max_stream_bytes": miLimits.maxStreamBytes = try value.byteSize(key: key, minimum: 1 << 20)
+            case "allowed_hosts":
+                miLimits.allowedHosts =
+                    try value.optionalStrings(key: key)?.map { text throws(ConfigurationError) in
+                        guard !text.isEmpty, !text.contains(where: { $0 == "/" || $0 == " " || $0 == "," }) else {
+                            throw ConfigurationError("mi.allowed_hosts: '\(text)' is not a host name or address")
+                        }
+                        return text
+                    } ?? []
             case "header_timeout":
                 miLimits.headerTimeout = .milliseconds(Int64(try value.number(key: key, range: 0.01...3600) * 1000))
             default:  // idle_timeout

@@ -99,7 +99,8 @@ final class Daemon: Sendable {
             }
         }
         let spool = try openSpool(configuration, logger: logger)
-        let streams = BrowserStreams(maxClients: configuration.miLimits.maxStreamClients)
+        let streams = BrowserStreams(
+            maxClients: configuration.miLimits.maxStreamClients, maxBytes: configuration.miLimits.maxStreamBytes)
         let hub = try await makeHub(configuration, spool: spool, streams: streams, logger: logger)
         streams.attach(hub)
         let ingresses = try await startIngresses(configuration, hub: hub)
@@ -121,6 +122,11 @@ final class Daemon: Sendable {
             }
             (http, datagram) = try await bindListeners(
                 configuration, mi: mi, metrics: metrics, web: web, logger: logger)
+            if let http, let address = configuration.miHTTP {
+                var own = DestinationPolicy.OwnAddresses()
+                own.add(listening: "tcp:" + ListenAddress(host: address.host, port: http.localPort).description)
+                hub.registry.addOwnAddresses(own)
+            }
         } catch {
             for entry in ingresses { await entry.ingress.close() }
             throw error
@@ -228,6 +234,9 @@ final class Daemon: Sendable {
             }
         }
         if let address = configuration.miDatagram { own.add(listening: "udp:\(address)") }
+        // MI over HTTP too: a webhook to it would turn one evi:raise into raises without end.
+        // (With port 0 its real port is added once it is bound.)
+        if let address = configuration.miHTTP, address.port != 0 { own.add(listening: "tcp:\(address)") }
         hub.registry.addOwnAddresses(own)
         for (index, subscription) in configuration.subscriptions.enumerated() {
             if let secret = subscription.secret {

@@ -31,6 +31,8 @@ extension DaemonConfiguration {
               header_timeout: \(seconds(d.miLimits.headerTimeout))         # s for a request's head once started, as long again for its body
               idle_timeout: \(seconds(d.miLimits.idleTimeout))           # s an HTTP connection may wait between requests
               max_stream_clients: \(d.miLimits.maxStreamClients)    # status pages, SSE and WebSocket subscribers (GET /events)
+              max_stream_bytes: \(d.miLimits.maxStreamBytes >> 20)m     # waiting for all stream clients together; past it the largest backlog is dropped
+              allowed_hosts: []           # Host names browsers and scrapers may use besides the bound address, localhost, [::1]
             state: \(d.state)             # directory of subscriptions.sqlite, relative to this file; "memory" keeps nothing
             queue_size: \(d.queueSize)             # events queued per subscriber and per virtual member
             queue_bytes: \(d.queueBytes >> 20)m            # and bytes (k, m, g): past either, "queue full"

@@ -52,7 +52,7 @@ import Testing
         ] {
             let connection = try RawConnection(port: daemon.httpPort)
             defer { connection.close() }
-            try connection.send("POST /mi HTTP/1.1\r\nHost: x\r\n\(headers)\r\n")
+            try connection.send("POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\n\(headers)\r\n")
             let reply = connection.read(timeoutMilliseconds: 2000)
             #expect(reply.hasPrefix("HTTP/1.1 \(status)"), "\(reply)")
             #expect(reply.lowercased().contains("connection: close"))
@@ -89,7 +89,7 @@ import Testing
         defer { trusted.close() }
         let body = #"{"jsonrpc":"2.0","method":"version","id":1}"#
         try trusted.send(
-            "POST /mi HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            "POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
         )
         #expect(trusted.read(timeoutMilliseconds: 2000).contains("evi 0.2.0"))
         let first = try RawConnection(port: daemon.httpPort)
@@ -105,7 +105,7 @@ import Testing
         #expect(!second.isClosedByPeer)
         // The trusted connection still works.
         try trusted.send(
-            "POST /mi HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            "POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
         )
         #expect(trusted.read(timeoutMilliseconds: 2000).contains("evi 0.2.0"))
     }
@@ -230,6 +230,12 @@ final class RawConnection: @unchecked Sendable {
         fd = descriptor
     }
 
+    func send(bytes: [UInt8]) throws {
+        guard Glibc.send(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count else {
+            throw DaemonError(message: "send failed: errno \(errno)")
+        }
+    }
+
     func send(_ text: String) throws {
         let bytes = Array(text.utf8)
         guard Glibc.send(fd, bytes, bytes.count, Int32(MSG_NOSIGNAL)) == bytes.count else {
@@ -239,6 +245,11 @@ final class RawConnection: @unchecked Sendable {
 
     /// What arrives within the timeout (until the peer closes or goes quiet for 200 ms).
     func read(timeoutMilliseconds: Int) -> String {
+        String(decoding: readBytes(timeoutMilliseconds: timeoutMilliseconds), as: UTF8.self)
+    }
+
+    /// The same, as bytes (a WebSocket frame is not text).
+    func readBytes(timeoutMilliseconds: Int) -> [UInt8] {
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65_536)
         let deadline = ContinuousClock.now + .milliseconds(timeoutMilliseconds)
@@ -252,7 +263,7 @@ final class RawConnection: @unchecked Sendable {
             guard count > 0 else { break }
             received += buffer[0..<count]
         }
-        return String(decoding: received, as: UTF8.self)
+        return received
     }
 
     /// Whether the peer has closed (end of file or a reset), without blocking; what it sent
