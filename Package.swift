@@ -245,7 +245,8 @@ let package = Package(
             name: "ManagementInterfaceTests",
             dependencies: [
                 "ManagementInterface", "EventInterface", "EventInterfaceTestKit", "EventDatagramTestKit",
-                "EventDatagram", "EventVirtual",
+                "EventDatagram", "EventVirtual", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
             ]
         ),
         .testTarget(

@@ -76,7 +76,8 @@ public struct StreamModule: EventModule {
         var server: ReloadableTLS?
         if settings.socket.hasPrefix("tls:") {
             guard let tls else { throw SocketError("TLS is not available: \(settings.socket)") }
-            _ = try tls.server(clientCAFile: settings.clientCAFile, socket: settings.socket)  // fails now, not per client
+            // Fails now, not once per client.
+            _ = try tls.server(clientCAFile: settings.clientCAFile, socket: settings.socket)
             server = tls
         }
         return try await StreamIngress.start(

@@ -240,6 +240,8 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var answeredRefusedUpgrade = false
     /// The address this connection came in on (a `Host` naming it is this listener).
     private var localAddress: String?
+    /// The `Host` this connection's last request named, once allowed.
+    private var allowedHost: String?
 
     func handlerAdded(context: ChannelHandlerContext) {
         localAddress = context.channel.localAddress?.ipAddress
@@ -342,7 +344,12 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         let path = Self.path(head.uri)
         guard path != "/health", path != "/ready" else { return nil }
         let host = head.headers.first(name: "host")
-        guard !hosts.allows(host, arrivedAt: localAddress) else { return nil }
+        // A connection's requests name the same host: it is checked once, not at every request.
+        if let host, host == allowedHost { return nil }
+        guard !hosts.allows(host, arrivedAt: localAddress) else {
+            allowedHost = host
+            return nil
+        }
         var writer = JSONWriter()
         writer.append(.object([EventField("error", .string("Host \(host ?? "") not allowed (mi.allowed_hosts)"))]))
         return writer.bytes

@@ -47,8 +47,13 @@ final class Receiver: @unchecked Sendable {
         var body: String
         var verdict: String?
         var id: String?
-        var content_type: String?
+        var contentType: String?
         var answer: String
+
+        enum CodingKeys: String, CodingKey {
+            case path, body, verdict, id, answer
+            case contentType = "content_type"
+        }
     }
 
     var records: [Record] {
@@ -118,7 +123,7 @@ final class Receiver: @unchecked Sendable {
         let records = await receiver.waitFor(count: 40)
         #expect(records.map(\.body) == expected)
         #expect(records.allSatisfy { $0.verdict == "ok" }, "\(records.compactMap(\.verdict).filter { $0 != "ok" })")
-        #expect(records.allSatisfy { $0.path == "/hooks/evi" && $0.content_type == "application/json" })
+        #expect(records.allSatisfy { $0.path == "/hooks/evi" && $0.contentType == "application/json" })
         #expect(Set(records.compactMap(\.id)).count == 40)
         #expect(
             await eventually { hub.statistics.snapshot().transports["https"]?.delivered == 40 },

@@ -486,6 +486,19 @@ extension FuzzTests {
         for _ in 0..<max(100, fuzzIterations / 10) {
             try? connection.send(mutate(frames.randomElement(using: &random) ?? "", &random, pool: frames))
         }
+        // Length prefixes: runs of digits of every length, leading zeros, and 8 MB of zeros (once
+        // buffered without bound and scanned again at every read, quadratic).
+        let resident = HardeningRoundTwoTests.residentBytes(of: daemon.process.child.pid)
+        for _ in 0..<max(100, fuzzIterations / 10) {
+            let digits = (0..<Int(random.next() % 40 + 1)).map { _ in String(random.next() % 10) }.joined()
+            let zeros = String(repeating: "0", count: Int(random.next() % 12))
+            try? connection.send(zeros + digits + (random.next() % 2 == 0 ? ":" : ""))
+        }
+        let zeros = String(repeating: "0", count: 65_536)
+        for _ in 0..<128 { try? connection.send(zeros) }
+        try await Task.sleep(for: .milliseconds(500))
+        let grown = HardeningRoundTwoTests.residentBytes(of: daemon.process.child.pid) - resident
+        #expect(grown < 32 << 20, "8 MB of a length prefix grew evi by \(grown >> 20) MiB")
         connection.close()
         connection = try #require(listener.accept(), "evi did not reconnect")
         let before = Self.ingressTotals(daemon)?.received ?? 0
@@ -497,6 +510,56 @@ extension FuzzTests {
         print(
             "fuzz: \(fuzzIterations) netstrings from an evapi server, \(raisable) raised, then mutated framing, 0 crashes"
         )
+    }
+
+    /// WebSocket frames of every kind from a subscriber: random opcodes, FIN bits, masks, lengths
+    /// (the 16- and 64-bit forms too, with lengths that lie), reserved bits and payloads, many
+    /// to a connection. Nothing is promised but survival: afterwards a proper client subscribes
+    /// and is answered.
+    @Test func browserWebSocketsSurviveRandomFrames() async throws {
+        let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\n")
+        defer { Task { await daemon.stop() } }
+        let port = daemon.httpPort
+        var random = SplitMix(state: 0x5EB5)
+        func randomFrame() -> [UInt8] {
+            let first = UInt8(truncatingIfNeeded: random.next())
+            let masked = random.next() % 8 != 0
+            let length = Int(random.next() % 200)
+            var frame: [UInt8] = [first]
+            switch random.next() % 6 {
+            case 0: frame += [(masked ? 0x80 : 0) | 126, UInt8(length >> 8), UInt8(length & 0xFF)]
+            case 1:
+                frame.append((masked ? 0x80 : 0) | 127)
+                frame += (0..<8).map { _ in UInt8(truncatingIfNeeded: random.next()) }  // a length that lies
+            default: frame.append((masked ? 0x80 : 0) | UInt8(min(length, 125)))
+            }
+            if masked { frame += (0..<4).map { _ in UInt8(truncatingIfNeeded: random.next()) } }
+            frame += (0..<min(length, 125)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+            return frame
+        }
+        var frames = 0
+        var connections = 0
+        while frames < max(200, fuzzIterations / 5) {
+            let connection = try RawConnection(port: port)
+            connections += 1
+            guard try HardeningRoundTwoTests.upgrade(connection, port: port).hasPrefix("HTTP/1.1 101") else {
+                connection.close()
+                continue
+            }
+            for _ in 0..<Int(random.next() % 40 + 1) {
+                frames += 1
+                guard (try? connection.send(bytes: randomFrame())) != nil else { break }
+            }
+            connection.close()
+        }
+        #expect(daemon.process.isRunning)
+        let client = try RawConnection(port: port)
+        defer { client.close() }
+        #expect(try HardeningRoundTwoTests.upgrade(client, port: port).hasPrefix("HTTP/1.1 101"))
+        try client.send(bytes: HardeningRoundTwoTests.frame(opcode: 0x1, Array(#"{"subscribe":["E_FUZZ"]}"#.utf8)))
+        let reply = client.readBytes(timeoutMilliseconds: 3000)
+        #expect(String(decoding: reply.dropFirst(2), as: UTF8.self) == #"{"subscribed":["E_FUZZ"]}"#)
+        print("fuzz: \(frames) random WebSocket frames on \(connections) connections, 0 crashes")
     }
 
     /// Random and mutated messages published with pika to a queue a rabbitmq ingress consumes:
