@@ -16,7 +16,7 @@ import EventInterface
 ///     stream                     what the directory is for (event and socket), for the operator
 ///
 /// Append-only segment files rather than SQLite: one write(2) per event and no per-event
-/// transaction (README "Durable delivery" gives the measurement). Only the last segment can end in
+/// transaction (Docs/durable.md gives the measurement). Only the last segment can end in
 /// a torn record (the process or the machine died mid-write); opening truncates it there. Damage
 /// anywhere else (a flipped byte, a bad sector) costs only the records it touched: readers step
 /// over it to the next whole record, and ``quarantine(_:in:)`` copies the bytes to `corrupt` and
