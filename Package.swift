@@ -209,8 +209,8 @@ let package = Package(
         .testTarget(
             name: "EventNIOSupportTests",
             dependencies: [
-                "EventNIOSupport", .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOEmbedded", package: "swift-nio"),
+                "EventNIOSupport", "EventInterface", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

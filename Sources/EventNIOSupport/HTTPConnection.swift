@@ -77,6 +77,12 @@ public final class HTTPConnection: Sendable {
     private var connection: ReconnectingChannel? { link.withLock { $0 } }
 
     private func open(group: any EventLoopGroup) async -> Result<any Channel, DeliveryFailure> {
+        // An https URL never goes out in clear: without a TLS context (one that failed to load
+        // when the deliverer was made) there is no connection, and the reason says why.
+        guard tls != nil || !url.isTLS else {
+            return .failure(
+                DeliveryFailure(.subscriberFailed, "no TLS context for \(url.description): not sent in clear"))
+        }
         let onClose: @Sendable (any Channel, String?) -> Void = { [weak self] channel, failure in
             if let failure {
                 self?.connection?.lost(channel, reason: failure)

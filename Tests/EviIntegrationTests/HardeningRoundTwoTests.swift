@@ -92,6 +92,7 @@ import Testing
                     == "1"
             })
         let grown = Self.residentBytes(of: daemon.process.child.pid) - before
+        print("hardening: pipelined MI requests never read: \(sent) bytes taken, +\(grown >> 20) MiB resident")
         #expect(grown < 128 << 20, "resident memory grew by \(grown >> 20) MiB")
         // The listener still answers.
         #expect(try daemon.mi(#"{"jsonrpc":"2.0","method":"core:version","id":1}"#).contains("evi"))
@@ -111,6 +112,7 @@ import Testing
         let sent = Self.flood(connection, Array(requests.joined().utf8), limit: 96 << 20)
         #expect(sent < 48 << 20, "evi kept reading from a peer that reads nothing: \(sent) bytes taken")
         let grown = Self.residentBytes(of: daemon.process.child.pid) - before
+        print("hardening: tcp ingress replies never read: \(sent) bytes taken, +\(grown >> 20) MiB resident")
         #expect(grown < 128 << 20, "resident memory grew by \(grown >> 20) MiB")
     }
 
@@ -144,6 +146,7 @@ import Testing
         let sent = Self.flood(connection, pings, limit: 96 << 20)
         #expect(sent < 48 << 20, "evi kept reading from a peer that reads nothing: \(sent) bytes taken")
         let grown = Self.residentBytes(of: daemon.process.child.pid) - before
+        print("hardening: WebSocket pongs never read: \(sent) bytes taken, +\(grown >> 20) MiB resident")
         #expect(grown < 128 << 20, "resident memory grew by \(grown >> 20) MiB")
     }
 
