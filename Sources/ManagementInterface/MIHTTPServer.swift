@@ -341,15 +341,16 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Every path but `/health` and `/ready` (probes, which tell nothing) needs a `Host` this
     /// listener answers to (``MIHostPolicy``): the `403` body that says which, or nil.
     func hostRefusal(_ head: HTTPRequestHead) -> [UInt8]? {
-        let path = Self.path(head.uri)
-        guard path != "/health", path != "/ready" else { return nil }
         let host = head.headers.first(name: "host")
-        // A connection's requests name the same host: it is checked once, not at every request.
+        // A connection's requests name the same host: the policy is asked once, and a request
+        // after it compares one string.
         if let host, host == allowedHost { return nil }
         guard !hosts.allows(host, arrivedAt: localAddress) else {
             allowedHost = host
             return nil
         }
+        let path = Self.path(head.uri)
+        guard path != "/health", path != "/ready" else { return nil }
         var writer = JSONWriter()
         writer.append(.object([EventField("error", .string("Host \(host ?? "") not allowed (mi.allowed_hosts)"))]))
         return writer.bytes

@@ -43,10 +43,7 @@ import Testing
     }
 
     /// A small receive buffer: what the daemon sends piles up on its side, as with a peer far away.
-    static func shrinkReceiveBuffer(_ connection: RawConnection) {
-        var size: Int32 = 4096
-        setsockopt(connection.fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
-    }
+    static let smallReceiveBuffer: Int32 = 4096
 
     static func metric(_ daemon: Daemon, _ series: String) throws -> String? {
         let text = try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").bodyText
@@ -58,39 +55,47 @@ import Testing
     // MARK: Peers that write and never read
 
     /// Pipelined `evi:subscribers` requests whose replies are never read: evi stops reading from
-    /// the connection, and closes it once its replies pass 16 MiB (before: every reply was held,
-    /// +539–700 MB from 4 MB of requests).
+    /// the connection (before: every reply was held, +539–700 MB from 4 MB of requests), and
+    /// closes it once what it holds passes 16 MiB.
     @Test func pipelinedMIRequestsNeverReadAreBoundedAndClosed() async throws {
         let daemon = try await Daemon.start(extra: "events: [E_X]\n")
         defer { Task { await daemon.stop() } }
-        #expect(
-            try Self.metric(daemon, #"evi_connections_closed_total{listener="mi_http",reason="write_backlog"}"#) == "0")
+        let closed = #"evi_connections_closed_total{listener="mi_http",reason="write_backlog"}"#
+        #expect(try Self.metric(daemon, closed) == "0")
         #expect(
             try Self.metric(daemon, #"evi_connections_closed_total{listener="ingress",reason="write_backlog"}"#) == "0")
-        // 3,000 subscriptions: each reply lists them all (~250 KB), so that the replies to what one
-        // read brought in pass the hard limit.
+        // 3,000 subscriptions: each evi:subscribers reply lists them all (~250 KB).
         for start in stride(from: 0, to: 3_000, by: 1_000) {
             let batch = (start..<start + 1_000).map {
                 #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","udp:127.0.0.1:\#(20_000 + $0)"],"id":\#($0)}"#
             }
             _ = try daemon.mi("[" + batch.joined(separator: ",") + "]")
         }
+        func post(_ body: String) -> [UInt8] {
+            Array(
+                "POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+                    .utf8)
+        }
         let before = Self.residentBytes(of: daemon.process.child.pid)
-        let body = #"{"jsonrpc":"2.0","method":"evi:subscribers","id":1}"#
-        let request = Array(
-            "POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-                .utf8)
-        let connection = try RawConnection(port: daemon.httpPort)
+
+        // Two batches whose replies are ~15.7 MB each (under the 16 MiB a batch's replies may
+        // take), sent together and never read: closed once the second reply is queued.
+        let batch =
+            "[" + (1...90).map { #"{"jsonrpc":"2.0","method":"evi:subscribers","id":\#($0)}"# }.joined(separator: ",")
+            + "]"
+        let heavy = try RawConnection(port: daemon.httpPort, receiveBuffer: Self.smallReceiveBuffer)
+        defer { heavy.close() }
+        try heavy.send(bytes: post(batch) + post(batch))
+        // Counted before anything is read (reading would drain the backlog).
+        #expect(await eventually(timeout: .seconds(20)) { (try? Self.metric(daemon, closed)) == "1" })
+        #expect(await eventually { heavy.isClosedByPeer }, "closed past 16 MiB of replies")
+
+        // Single requests, pipelined without end: not read from.
+        let request = post(#"{"jsonrpc":"2.0","method":"evi:subscribers","id":1}"#)
+        let connection = try RawConnection(port: daemon.httpPort, receiveBuffer: Self.smallReceiveBuffer)
         defer { connection.close() }
-        Self.shrinkReceiveBuffer(connection)
         let sent = Self.flood(connection, Array(repeating: request, count: 100).flatMap { $0 }, limit: 64 << 20)
         #expect(sent < 32 << 20, "evi kept reading from a peer that reads nothing: \(sent) bytes taken")
-        #expect(await eventually(timeout: .seconds(10)) { connection.isClosedByPeer }, "closed past 16 MiB of replies")
-        #expect(
-            await eventually {
-                (try? Self.metric(daemon, #"evi_connections_closed_total{listener="mi_http",reason="write_backlog"}"#))
-                    == "1"
-            })
         let grown = Self.residentBytes(of: daemon.process.child.pid) - before
         print("hardening: pipelined MI requests never read: \(sent) bytes taken, +\(grown >> 20) MiB resident")
         #expect(grown < 128 << 20, "resident memory grew by \(grown >> 20) MiB")
@@ -105,9 +110,8 @@ import Testing
         defer { Task { await daemon.stop() } }
         let port = try daemon.ingressPort("tcp")
         let before = Self.residentBytes(of: daemon.process.child.pid)
-        let connection = try RawConnection(port: port)
+        let connection = try RawConnection(port: port, receiveBuffer: Self.smallReceiveBuffer)
         defer { connection.close() }
-        Self.shrinkReceiveBuffer(connection)
         let requests = (0..<1000).map { #"{"jsonrpc":"2.0","method":"E_X","params":{"n":\#($0)},"id":\#($0)}"# }
         let sent = Self.flood(connection, Array(requests.joined().utf8), limit: 96 << 20)
         #expect(sent < 48 << 20, "evi kept reading from a peer that reads nothing: \(sent) bytes taken")
@@ -137,10 +141,9 @@ import Testing
     @Test func aWebSocketClientThatPingsAndNeverReadsIsNotReadFrom() async throws {
         let daemon = try await Daemon.start(extra: "events: [E_X]\n")
         defer { Task { await daemon.stop() } }
-        let connection = try RawConnection(port: daemon.httpPort)
+        let connection = try RawConnection(port: daemon.httpPort, receiveBuffer: Self.smallReceiveBuffer)
         defer { connection.close() }
         #expect(try Self.upgrade(connection, port: daemon.httpPort).hasPrefix("HTTP/1.1 101"))
-        Self.shrinkReceiveBuffer(connection)
         let before = Self.residentBytes(of: daemon.process.child.pid)
         let pings = (0..<500).flatMap { _ in Self.frame(opcode: 0x9, [UInt8](repeating: 0x70, count: 125)) }
         let sent = Self.flood(connection, pings, limit: 96 << 20)

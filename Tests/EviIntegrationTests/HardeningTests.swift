@@ -219,8 +219,13 @@ import Testing
 final class RawConnection: @unchecked Sendable {
     let fd: Int32
 
-    init(port: Int) throws {
+    /// Connects to 127.0.0.1:`port`; with `receiveBuffer`, a receive buffer that small (set
+    /// before connecting, so that the window the peer sees is small from the start).
+    init(port: Int, receiveBuffer: Int32? = nil) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        if var size = receiveBuffer {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         let connected = withLoopbackAddress(port: port) { [fd] in connect(fd, $0, $1) }
         guard connected == 0 else { throw DaemonError(message: "connect \(port): errno \(errno)") }
     }
