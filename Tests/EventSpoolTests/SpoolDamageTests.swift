@@ -9,23 +9,7 @@ import Testing
 /// Damage on disk (a flipped byte, a foreign cursor, a full disk) costs only what it touched:
 /// every intact record is delivered, what was lost is counted and kept in `corrupt`, and nothing
 /// is skipped in silence.
-@Suite struct SpoolDamageTests {
-    let directory = TemporaryDirectory(prefix: "evi-spool-damage")
-
-    func open(segmentSize: Int = 1 << 20) throws -> SpoolFiles {
-        try SpoolFiles(
-            directory: directory.file("stream"), describing: "E_X udp:127.0.0.1:1", segmentSize: segmentSize,
-            fsyncAlways: false)
-    }
-
-    func notification(_ number: Int) -> [UInt8] {
-        Array(#"{"jsonrpc":"2.0","method":"E_X","params":{"n":\#(number)}}"#.utf8)
-    }
-
-    func segments(_ files: SpoolFiles) -> [(first: UInt64, path: String)] {
-        files.segments.map { ($0.first, files.path(of: $0)) }
-    }
-
+extension SpoolFilesTests {
     /// Reads everything from `from`, as the delivery task does, quarantining what it finds.
     func readAll(_ files: SpoolFiles, from: UInt64 = 1) throws -> (records: [UInt64], damage: Int) {
         var reader = SpoolReader()

@@ -195,14 +195,27 @@ import Testing
         #expect(unknown.contains(#""code":404,"message":"Subscription not found""#), "\(unknown)")
     }
 
+    /// A 1 MiB tmpfs of the test's own (tests run as root), for a disk that fills.
+    static func mountTmpfs() async throws -> TemporaryDirectory {
+        let mount = TemporaryDirectory(prefix: "evi-tmpfs")
+        let mounted = try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mount.path])
+        guard mounted.status == 0 else {
+            mount.remove()
+            throw DaemonError(message: "mount a 1 MiB tmpfs (tests run as root): \(mounted.errors)")
+        }
+        return mount
+    }
+
+    static func unmount(_ mount: TemporaryDirectory) {
+        _ = Glibc.umount2(mount.path, Int32(MNT_DETACH))
+        mount.remove()
+    }
+
     /// A disk that fills: the raise is refused with a clear error and nothing accepted is lost;
     /// once space returns, raising works again and everything accepted is delivered.
     @Test func aFullDiskRefusesRaisesAndRecovers() async throws {
-        let mount = TemporaryDirectory(prefix: "evi-tmpfs")
-        defer { mount.remove() }
-        let mounted = try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mount.path])
-        try #require(mounted.status == 0, "mount a 1 MiB tmpfs (tests run as root): \(mounted.errors)")
-        defer { _ = Glibc.umount2(mount.path, Int32(MNT_DETACH)) }
+        let mount = try await Self.mountTmpfs()
+        defer { Self.unmount(mount) }
         // Most of the disk taken by something else.
         let filler = mount.file("filler")
         try Data(count: 900 << 10).write(to: URL(fileURLWithPath: filler))
@@ -244,11 +257,8 @@ import Testing
     /// so raising works again without an operator (the delivered segment used to stay, under its
     /// size, and every later raise was refused).
     @Test func aDiskTheSpoolFilledTakesRaisesAgainOnceTheBacklogIsDelivered() async throws {
-        let mount = TemporaryDirectory(prefix: "evi-tmpfs")
-        defer { mount.remove() }
-        let mounted = try await run("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mount.path])
-        try #require(mounted.status == 0, "mount a 1 MiB tmpfs (tests run as root): \(mounted.errors)")
-        defer { _ = Glibc.umount2(mount.path, Int32(MNT_DETACH)) }
+        let mount = try await Self.mountTmpfs()
+        defer { Self.unmount(mount) }
         let port = try Self.freePort()
         let daemon = try await Daemon.start(
             extra: Self.configuration(

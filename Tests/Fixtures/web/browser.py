@@ -16,6 +16,7 @@ import urllib.request
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -86,6 +87,31 @@ for argument in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-d
 options.binary_location = "/usr/bin/chromium"
 driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 wait = lambda seconds: WebDriverWait(driver, seconds, poll_frequency=0.05)
+
+
+def text_of(selector):
+    """The text of the first element matching selector, or None: the page replaces its rows at
+    every snapshot, so an element found may be gone by the time its text is read."""
+    for _ in range(10):
+        try:
+            elements = driver.find_elements(By.CSS_SELECTOR, selector)
+            return elements[0].text if elements else None
+        except StaleElementReferenceException:
+            continue
+    return None
+
+
+def click(selector):
+    """Clicks the first element matching selector, finding it again if the page replaced it."""
+    for _ in range(10):
+        try:
+            driver.find_element(By.CSS_SELECTOR, selector).click()
+            return
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError("could not click " + selector)
+
+
 try:
     driver.get(base + "/?token=" + token)
     wait(10).until(lambda d: d.find_element(By.ID, "live").get_attribute("class") == "on")
@@ -105,18 +131,17 @@ try:
     mi("evi:raise", ["E_WEB", {"n": 1}])
     selector = f'li.member[data-member="{member}"] .state'
     wait(5).until(lambda d: d.find_elements(By.CSS_SELECTOR, selector))
-    assert driver.find_element(By.CSS_SELECTOR, selector).text == "up"
+    assert text_of(selector) == "up"
     step("FAILOVER member up")
 
     receiver.stop()
     deadline = time.time() + 15
     while time.time() < deadline:
         mi("evi:raise", ["E_WEB", {"n": 2}])
-        elements = driver.find_elements(By.CSS_SELECTOR, selector)
-        if elements and elements[0].text == "failed":
+        if text_of(selector) == "failed":
             break
         time.sleep(0.3)
-    assert driver.find_element(By.CSS_SELECTOR, selector).text == "failed", "the member never showed failed"
+    assert text_of(selector) == "failed", "the member never showed failed"
     step("member failed once its receiver died")
     driver.save_screenshot(screenshot)
 
@@ -124,15 +149,13 @@ try:
     deadline = time.time() + 20
     while time.time() < deadline:
         mi("evi:raise", ["E_WEB", {"n": 3}])
-        elements = driver.find_elements(By.CSS_SELECTOR, selector)
-        if elements and elements[0].text == "up":
+        if text_of(selector) == "up":
             break
         time.sleep(0.5)
-    assert driver.find_element(By.CSS_SELECTOR, selector).text == "up", "the member never came back up"
+    assert text_of(selector) == "up", "the member never came back up"
     step("member up again after its receiver returned")
 
-    button = driver.find_element(By.CSS_SELECTOR, 'button.unsubscribe[data-socket="udp:127.0.0.1:9"]')
-    button.click()
+    click('button.unsubscribe[data-socket="udp:127.0.0.1:9"]')
     wait(5).until(lambda d: not d.find_elements(By.CSS_SELECTOR, 'tr.subscriber[data-socket="udp:127.0.0.1:9"]'))
     remaining = [s["socket"] for e in mi("evi:subscribers")["Events"] for s in e.get("Subscribers", [])]
     assert "udp:127.0.0.1:9" not in remaining, remaining
