@@ -54,18 +54,16 @@ public final class DatagramListener: Sendable {
         } else {
             hostPort = try HostPort.parse(String(text.dropFirst(4)), scheme: "udp", socket: text)
         }
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_DGRAM.rawValue)
-        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
-        var list: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(hostPort.host, String(hostPort.port), &hints, &list) == 0, let entry = list else {
+        guard
+            let address = Resolver.addresses(
+                host: hostPort.host, port: hostPort.port, socketType: Int32(SOCK_DGRAM.rawValue), passive: true
+            ).first
+        else {
             throw SocketError("cannot resolve host '\(hostPort.host)' in \(text)")
         }
-        defer { freeaddrinfo(list) }
-        let fd = Glibc.socket(entry.pointee.ai_family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = Glibc.socket(address.family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SocketError("cannot create a socket: \(Self.errorText())") }
-        guard Glibc.bind(fd, entry.pointee.ai_addr, entry.pointee.ai_addrlen) == 0 else {
+        guard address.withSockAddr({ Glibc.bind(fd, $0, $1) }) == 0 else {
             let reason = Self.errorText()
             Glibc.close(fd)
             throw SocketError("cannot bind \(text): \(reason)")

@@ -8,6 +8,7 @@ public struct DatagramModule: EventModule {
 
     public init(unixAllowedDirs: [String]? = nil) {
         self.unixAllowedDirs = unixAllowedDirs
+        transports = [UDPTransport(), UnixTransport(allowedDirs: unixAllowedDirs)]
     }
 
     public init(section: ConfigurationNode) throws(ConfigurationError) {
@@ -27,9 +28,18 @@ public struct DatagramModule: EventModule {
         "allowed_dirs: null  # e.g. [/run/evi]: where unix sockets may point; required for unix over an exposed MI"
     ]
 
-    public var transports: [any EventTransport] { [UDPTransport(), UnixTransport(allowedDirs: unixAllowedDirs)] }
+    public let transports: [any EventTransport]
 
     public static let ingressSchemes = ["udp", "unix"]
+
+    /// Both listen here: a udp ingress off loopback needs `allowed_sources`.
+    public static func localListener(_ settings: IngressSettings, key: String) throws(ConfigurationError)
+        -> LocalListener?
+    {
+        let (scheme, rest) = settings.schemeAndRest
+        if scheme == "unix" { return .unixPath(rest) }
+        return .network(try ListenAddress.parse(rest, key: "\(key).socket"), offLoopbackNeeds: "allowed_sources")
+    }
 
     public func startIngress(_ settings: IngressSettings, sink: IngressSink) async throws(SocketError)
         -> any EventIngress

@@ -6,7 +6,10 @@ public struct KafkaModule: EventModule {
     public static let name = "event_kafka"
     public let options: KafkaOptions
 
-    public init(options: KafkaOptions = KafkaOptions()) { self.options = options }
+    public init(options: KafkaOptions = KafkaOptions()) {
+        self.options = options
+        transports = [KafkaTransport(options: options)]
+    }
 
     public init(section: ConfigurationNode) throws(ConfigurationError) {
         let prefix = "modules.\(Self.name)"
@@ -23,7 +26,7 @@ public struct KafkaModule: EventModule {
         ]
     }
 
-    public var transports: [any EventTransport] { [KafkaTransport(options: options)] }
+    public let transports: [any EventTransport]
 
     public static let ingressSchemes = ["kafka"]
 

@@ -19,6 +19,7 @@ public struct RabbitMQModule: EventModule {
             profiles[name] = try? ReloadableTLS(options: domain, key: "modules.\(Self.name).tls_domains.\(name)")
         }
         tlsProfiles = profiles
+        transports = [RabbitMQTransport(options: options, tlsProfiles: tlsProfiles)]
     }
 
     public init(section: ConfigurationNode) throws(ConfigurationError) {
@@ -55,6 +56,7 @@ public struct RabbitMQModule: EventModule {
             profiles[name] = try ReloadableTLS(options: domain, key: "\(prefix).tls_domains.\(name)")
         }
         tlsProfiles = profiles
+        transports = [RabbitMQTransport(options: options, tlsProfiles: tlsProfiles)]
     }
 
     /// SIGHUP: every TLS profile's files are read again; a bad one keeps the old (logged).
@@ -92,7 +94,7 @@ public struct RabbitMQModule: EventModule {
         ]
     }
 
-    public var transports: [any EventTransport] { [RabbitMQTransport(options: options, tlsProfiles: tlsProfiles)] }
+    public let transports: [any EventTransport]
 
     public static let ingressSchemes = ["rabbitmq"]
 

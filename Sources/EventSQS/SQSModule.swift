@@ -11,6 +11,7 @@ public struct SQSModule: EventModule {
     public init(options: SQSOptions = SQSOptions()) {
         self.options = options
         tls = try? ReloadableTLS(options: TLSOptions(caFile: options.caFile), key: "modules.\(Self.name)")
+        transports = [SQSTransport(options: options, tls: tls)]
     }
 
     public init(section: ConfigurationNode) throws(ConfigurationError) {
@@ -40,6 +41,7 @@ public struct SQSModule: EventModule {
         }
         self.options = options
         tls = try ReloadableTLS(options: TLSOptions(caFile: options.caFile), key: prefix)
+        transports = [SQSTransport(options: options, tls: tls)]
     }
 
     public static var defaultSection: [String] {
@@ -55,5 +57,5 @@ public struct SQSModule: EventModule {
         ]
     }
 
-    public var transports: [any EventTransport] { [SQSTransport(options: options, tls: tls)] }
+    public let transports: [any EventTransport]
 }

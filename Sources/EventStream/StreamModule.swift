@@ -15,6 +15,8 @@ public struct StreamModule: EventModule {
     public init(options: StreamOptions = StreamOptions()) {
         self.options = options
         tls = try? ReloadableTLS(options: options.tls, key: "modules.\(Self.name)")
+        transports =
+            [StreamTransport(options: options)] + (tls.map { [StreamTransport(options: options, tls: $0)] } ?? [])
     }
 
     public init(section: ConfigurationNode) throws(ConfigurationError) {
@@ -35,6 +37,8 @@ public struct StreamModule: EventModule {
         }
         self.options = options
         tls = try ReloadableTLS(options: options.tls, key: prefix)
+        transports =
+            [StreamTransport(options: options)] + (tls.map { [StreamTransport(options: options, tls: $0)] } ?? [])
     }
 
     /// SIGHUP: the TLS files are read again; a bad one keeps the old profile (logged).
@@ -57,13 +61,24 @@ public struct StreamModule: EventModule {
         ]
     }
 
-    public var transports: [any EventTransport] {
-        [StreamTransport(options: options)] + (tls.map { [StreamTransport(options: options, tls: $0)] } ?? [])
-    }
+    public let transports: [any EventTransport]
 
     /// `tcp:` (the peer of OpenSIPS' event_stream), `tls:` (the same over TLS) and `evapi:` (a
     /// client of Kamailio's evapi).
     public static let ingressSchemes = ["tcp", "tls", "evapi"]
+
+    /// tcp and tls listen here (off loopback: `allowed_sources`, or for tls client certificates);
+    /// evapi connects out to Kamailio.
+    public static func localListener(_ settings: IngressSettings, key: String) throws(ConfigurationError)
+        -> LocalListener?
+    {
+        let (scheme, rest) = settings.schemeAndRest
+        guard scheme != "evapi" else { return nil }
+        let needs =
+            scheme == "tcp"
+            ? "allowed_sources" : settings.clientCAFile == nil ? "client_ca_file or allowed_sources" : nil
+        return .network(try ListenAddress.parse(rest, key: "\(key).socket"), offLoopbackNeeds: needs)
+    }
 
     public func startIngress(_ settings: IngressSettings, sink: IngressSink) async throws(SocketError)
         -> any EventIngress

@@ -8,6 +8,7 @@ public struct VirtualModule: EventModule {
 
     public init(failoverTimeout: Double = 30) {
         self.failoverTimeout = failoverTimeout
+        transports = [VirtualTransport(failoverTimeout: failoverTimeout)]
     }
 
     public init(section: ConfigurationNode) throws(ConfigurationError) {
@@ -24,5 +25,5 @@ public struct VirtualModule: EventModule {
         return ["failover_timeout: \(Int(seconds))  # seconds a failed FAILOVER member is skipped"]
     }
 
-    public var transports: [any EventTransport] { [VirtualTransport(failoverTimeout: failoverTimeout)] }
+    public let transports: [any EventTransport]
 }

@@ -13,6 +13,10 @@ public struct WebhookModule: EventModule {
     public init(options: WebhookOptions = WebhookOptions()) {
         self.options = options
         tls = try? ReloadableTLS(options: TLSOptions(caFile: options.caFile), key: "modules.\(Self.name)")
+        transports = [
+            WebhookTransport(isTLS: false, options: options, secrets: secrets),
+            WebhookTransport(isTLS: true, options: options, secrets: secrets, tls: tls),
+        ]
     }
 
     public init(section: ConfigurationNode) throws(ConfigurationError) {
@@ -31,6 +35,10 @@ public struct WebhookModule: EventModule {
         }
         self.options = options
         tls = try ReloadableTLS(options: TLSOptions(caFile: options.caFile), key: prefix)
+        transports = [
+            WebhookTransport(isTLS: false, options: options, secrets: secrets),
+            WebhookTransport(isTLS: true, options: options, secrets: secrets, tls: tls),
+        ]
     }
 
     public static var defaultSection: [String] {
@@ -41,10 +49,20 @@ public struct WebhookModule: EventModule {
         ]
     }
 
-    public var transports: [any EventTransport] {
-        [
-            WebhookTransport(isTLS: false, options: options, secrets: secrets),
-            WebhookTransport(isTLS: true, options: options, secrets: secrets, tls: tls),
-        ]
+    public let transports: [any EventTransport]
+
+    /// `secret`: a configured subscription's own signing secret (never over MI, so that secrets
+    /// do not travel in requests).
+    public static let subscriptionKeys = ["secret"]
+
+    public func applySubscriptionKeys(_ entries: [ConfigurationEntry], socket: String, key: String)
+        throws(ConfigurationError)
+    {
+        for entry in entries {
+            let secret = try WebhookSecret(try entry.value.string(key: "\(key).secret"), key: "\(key).secret")
+            do throws(ConfigurationError) { try secrets.assign(secret, socket: socket) } catch {
+                throw ConfigurationError("\(key).secret: \(error)")
+            }
+        }
     }
 }

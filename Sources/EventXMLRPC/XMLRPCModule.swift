@@ -7,6 +7,7 @@ public struct XMLRPCModule: EventModule {
 
     public init(options: XMLRPCOptions = XMLRPCOptions()) {
         self.options = options
+        transports = [XMLRPCTransport(options: options)]
     }
 
     public init(section: ConfigurationNode) throws(ConfigurationError) {
@@ -30,5 +31,5 @@ public struct XMLRPCModule: EventModule {
         ]
     }
 
-    public var transports: [any EventTransport] { [XMLRPCTransport(options: options)] }
+    public let transports: [any EventTransport]
 }

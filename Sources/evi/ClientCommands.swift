@@ -1,5 +1,6 @@
 import ArgumentParser
 import EventInterface
+import EviDaemon
 
 #if canImport(Glibc)
     import Glibc

@@ -1,7 +1,7 @@
 import ArgumentParser
-import EventDatagram
 import EventInterface
-import EventVirtual
+import EviDaemon
+import EviModules
 import Logging
 import Prometheus
 import Synchronization
@@ -18,17 +18,16 @@ struct Demo: AsyncParsableCommand {
     var failoverTimeout = 3
 
     func run() async throws {
-        var configuration = DaemonConfiguration()
-        configuration.miHTTP = ListenAddress(host: "127.0.0.1", port: 0)
-        configuration.miDatagram = ListenAddress(host: "127.0.0.1", port: 0)
-        configuration.state = "memory"
-        configuration.modules = configuration.modules.map {
-            $0 is VirtualModule ? VirtualModule(failoverTimeout: Double(failoverTimeout)) : $0
-        }
-        configuration.events = ["E_DEMO_PARALLEL", "E_DEMO_ROUND_ROBIN", "E_DEMO_FAILOVER"]
+        let configuration = try DaemonConfiguration.load(
+            yaml: """
+                mi: { http: "127.0.0.1:0", datagram: "127.0.0.1:0" }
+                state: memory
+                events: [E_DEMO_PARALLEL, E_DEMO_ROUND_ROBIN, E_DEMO_FAILOVER]
+                modules: { event_virtual: { failover_timeout: \(failoverTimeout) } }
+                """)
         var logger = Logger(label: "evi-demo")
         logger.logLevel = .critical
-        let daemon = try await Daemon.startOrExit(
+        let daemon = await Daemon.startOrExit(
             configuration, registry: PrometheusCollectorRegistry(), logger: logger)
         let hub = daemon.hub
         let directory = "/tmp/evi-demo-\(getpid())"
@@ -37,7 +36,7 @@ struct Demo: AsyncParsableCommand {
         var b = try DemoReceiver(name: "B", socket: "unix:\(directory)/b.sock")
         let c = try DemoReceiver(name: "C", socket: "udp:127.0.0.1:0")
         let watcher = try DemoReceiver(name: "notices", socket: "udp:127.0.0.1:0")
-        for event in [VirtualTransport.memberDownEvent, VirtualTransport.memberUpEvent] {
+        for event in BuiltInModules.memberNotices {
             try await hub.subscribe(event: event, socket: watcher.socket)
         }
 
@@ -133,7 +132,7 @@ struct Demo: AsyncParsableCommand {
 /// A demo receiver that remembers the `n` of each event it got.
 final class DemoReceiver: Sendable {
     let name: String
-    private let listener: DatagramListener
+    private let listener: any MessageReceiver
     private let inbox: Inbox
 
     final class Inbox: Sendable {
@@ -147,7 +146,7 @@ final class DemoReceiver: Sendable {
         self.name = name
         let inbox = Inbox()
         self.inbox = inbox
-        listener = try DatagramListener(socket: socket) { datagram in
+        listener = try BuiltInModules.receiver(socket: socket) { datagram in
             if let value = try? EventValue(jsonBytes: datagram) { inbox.messages.withLock { $0.append(value) } }
         }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
-import EventDatagram
 import EventInterface
+import EviDaemon
+import EviModules
 import Synchronization
 import UnixSignals
 
@@ -38,25 +39,12 @@ struct Listen: AsyncParsableCommand {
             line.append(UInt8(ascii: "\n"))
             line.withUnsafeBytes { _ = write(1, $0.baseAddress, $0.count) }
         }
-        let bound: String
-        var closer: @Sendable () async -> Void
-        if socket.hasPrefix("tcp:") {
-            let listener: TCPJSONListener
-            do { listener = try TCPJSONListener(socket: socket, onMessage: print) } catch {
-                printError("evi: \(error)")
-                throw ExitCode(1)
-            }
-            bound = listener.socket
-            closer = { listener.close() }
-        } else {
-            let listener: DatagramListener
-            do { listener = try DatagramListener(socket: socket, onDatagram: print) } catch {
-                printError("evi: \(error.message)")
-                throw ExitCode(1)
-            }
-            bound = listener.socket
-            closer = { await listener.close() }
+        let listener: any MessageReceiver
+        do { listener = try BuiltInModules.receiver(socket: socket, onMessage: print) } catch {
+            printError("evi: \(error.message)")
+            throw ExitCode(1)
         }
+        let bound = listener.socket
         printError("evi: listening on \(bound)")
         let signals = await UnixSignalsSequence(trapping: .sigint, .sigterm)
         var refresher: Task<Void, Never>?
@@ -70,7 +58,7 @@ struct Listen: AsyncParsableCommand {
         }
         for await _ in signals { break }
         refresher?.cancel()
-        await closer()
+        await listener.close()
         if let event = subscribe {
             do {
                 let client = try MIClient(url: options.mi, token: options.resolvedToken)
@@ -127,80 +115,4 @@ struct Listen: AsyncParsableCommand {
                 EventField("expire", .int(Int64(expire))),
             ])
     }
-}
-
-/// A TCP listener for `evi listen tcp:…`: every connection's stream is split into JSON messages;
-/// requests carrying an `id` (reliable mode) get `{"jsonrpc":"2.0","result":"OK","id":…}`.
-final class TCPJSONListener: Sendable {
-    let socket: String
-    private let descriptor: Int32
-    private let stopped = Atomic<Bool>(false)
-
-    init(socket text: String, onMessage: @escaping @Sendable ([UInt8]) -> Void) throws {
-        let address = String(text.dropFirst(4))
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
-            throw ListenError(description: "expected tcp:HOST:PORT, got \(text)")
-        }
-        var host = String(address[..<colon])
-        if host.hasPrefix("[") { host = String(host.dropFirst().dropLast()) }
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV
-        var list: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, String(port), &hints, &list) == 0, let entry = list else {
-            throw ListenError(description: "cannot resolve \(host)")
-        }
-        defer { freeaddrinfo(list) }
-        let fd = Glibc.socket(entry.pointee.ai_family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        guard fd >= 0, bind(fd, entry.pointee.ai_addr, entry.pointee.ai_addrlen) == 0, listen(fd, 64) == 0 else {
-            let reason = String(cString: strerror(errno))
-            if fd >= 0 { Glibc.close(fd) }
-            throw ListenError(description: "cannot listen on \(text): \(reason)")
-        }
-        let boundPort = port == 0 ? (localPort(of: fd) ?? 0) : port
-        descriptor = fd
-        socket = "tcp:" + HostPort(host: host, port: boundPort).description
-        detachThread { [self, fd] in
-            while !stopped.load(ordering: .relaxed) {
-                let connection = accept(fd, nil, nil)
-                guard connection >= 0 else { continue }
-                detachThread { Self.serve(connection, onMessage: onMessage) }
-            }
-        }
-    }
-
-    private static func serve(_ connection: Int32, onMessage: @Sendable ([UInt8]) -> Void) {
-        defer { Glibc.close(connection) }
-        var splitter = JSONStreamSplitter()
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { recv(connection, $0.baseAddress, $0.count, 0) }
-            guard count > 0 else { return }
-            for message in splitter.feed(buffer[0..<count]) {
-                onMessage(message)
-                if case .object(let fields)? = try? EventValue(jsonBytes: message),
-                    let id = fields.first(where: { $0.name == "id" })?.value
-                {
-                    var reply = JSONWriter()
-                    reply.append(raw: "{\"jsonrpc\":\"2.0\",\"result\":\"OK\",\"id\":")
-                    reply.append(id)
-                    reply.append(raw: "}")
-                    _ = reply.bytes.withUnsafeBytes { send(connection, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                }
-            }
-        }
-    }
-
-    func close() {
-        stopped.store(true, ordering: .relaxed)
-        shutdown(descriptor, Int32(SHUT_RDWR))
-        Glibc.close(descriptor)
-    }
-}
-
-struct ListenError: Error, CustomStringConvertible {
-    var description: String
 }

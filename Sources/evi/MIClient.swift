@@ -1,4 +1,5 @@
 import EventInterface
+import EventNIOSupport
 
 #if canImport(Glibc)
     import Glibc
@@ -74,20 +75,14 @@ struct MIClient {
     }
 
     private func connectedSocket(host: String, port: Int, type: Int32) throws -> Int32 {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = type
-        var list: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, String(port), &hints, &list) == 0, let entry = list else {
+        guard let address = Resolver.addresses(host: host, port: port, socketType: type).first else {
             throw Failure(description: "cannot resolve \(host)")
         }
-        defer { freeaddrinfo(list) }
-        let fd = socket(entry.pointee.ai_family, type, 0)
+        let fd = socket(address.family, type, 0)
         guard fd >= 0 else { throw Failure(description: "cannot create a socket") }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        guard connect(fd, entry.pointee.ai_addr, entry.pointee.ai_addrlen) == 0 else {
+        guard address.withSockAddr({ connect(fd, $0, $1) }) == 0 else {
             let reason = String(cString: strerror(errno))
             close(fd)
             throw Failure(description: "cannot reach MI at \(host):\(port): \(reason)")
@@ -96,37 +91,21 @@ struct MIClient {
     }
 
     private func postHTTP(host: String, port: Int, path: String, body: [UInt8]) throws -> [UInt8] {
-        let fd = try connectedSocket(host: host, port: port, type: Int32(SOCK_STREAM.rawValue))
-        defer { close(fd) }
-        var head = "POST \(path) HTTP/1.1\r\nHost: \(host):\(port)\r\nContent-Type: application/json\r\n"
-        head += "Content-Length: \(body.count)\r\nConnection: close\r\n"
-        if let token { head += "Authorization: Bearer \(token)\r\n" }
-        head += "\r\n"
-        let request = Array(head.utf8) + body
-        var sent = 0
-        while sent < request.count {
-            let count = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard count > 0 else { throw Failure(description: "MI connection lost while sending") }
-            sent += count
+        var headers = [("Content-Type", "application/json")]
+        if let token { headers.append(("Authorization", "Bearer \(token)")) }
+        let reply: BlockingHTTP.Response
+        do {
+            reply = try BlockingHTTP.request(
+                host: host, port: port, method: "POST", path: path, headers: headers, body: body,
+                timeoutSeconds: timeoutSeconds)
+        } catch {
+            let reason = error.description
+            throw Failure(
+                description: reason.hasPrefix("cannot reach ")
+                    ? "cannot reach MI at " + reason.dropFirst(13) : "MI at \(host):\(port): \(reason)")
         }
-        var response: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if count == 0 { break }
-            guard count > 0 else { throw Failure(description: "no reply from MI within \(timeoutSeconds) s") }
-            response += buffer[0..<count]
-        }
-        guard let split = response.firstRange(of: Array("\r\n\r\n".utf8)) else {
-            throw Failure(description: "malformed HTTP reply")
-        }
-        let statusLine = String(decoding: response[..<(response.firstIndex(of: 13) ?? split.lowerBound)], as: UTF8.self)
-        let status = statusLine.split(separator: " ").dropFirst().first.flatMap { Int($0) } ?? 0
-        let payload = Array(response[split.upperBound...])
-        guard status == 200 else {
-            throw Failure(description: "HTTP \(statusLine.split(separator: " ", maxSplits: 1).last ?? "error")")
-        }
-        return payload
+        guard reply.status == 200 else { throw Failure(description: "HTTP \(reply.status) \(reply.reason)") }
+        return reply.body
     }
 
     private func exchangeUDP(host: String, port: Int, body: [UInt8]) throws -> [UInt8] {

@@ -29,6 +29,12 @@ public struct IngressSettings: Sendable, Hashable {
         case json
     }
 
+    /// The socket's scheme and what follows its colon (`("udp", "127.0.0.1:9000")`).
+    public var schemeAndRest: (scheme: String, rest: String) {
+        guard let colon = socket.firstIndex(of: ":") else { return (socket, "") }
+        return (String(socket[..<colon]), String(socket[socket.index(after: colon)...]))
+    }
+
     public init(socket: String, eventParam: String? = nil, publishUnknown: Bool = false, allowedSources: [CIDR]? = nil)
     {
         self.socket = socket

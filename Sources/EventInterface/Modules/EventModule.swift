@@ -15,7 +15,8 @@ public protocol EventModule: Sendable {
     /// Builds the module from `modules.NAME` (`.null` when absent). Unknown keys and bad values
     /// throw, naming the key.
     init(section: ConfigurationNode) throws(ConfigurationError)
-    /// Its transports, configured.
+    /// Its transports, configured: made once, in `init`, and kept (a transport may hold state:
+    /// connections, files, secrets), so every caller sees the same ones.
     var transports: [any EventTransport] { get }
     /// The MI commands it adds.
     var commands: [ModuleCommand] { get }
@@ -28,6 +29,17 @@ public protocol EventModule: Sendable {
     static var ingressSchemes: [String] { get }
     /// Starts listening (or consuming) as `settings` says, handing every message to `sink`.
     func startIngress(_ settings: IngressSettings, sink: IngressSink) async throws(SocketError) -> any EventIngress
+    /// Where an ingress entry of this module listens on this machine (nil: it connects out to a
+    /// broker or a peer). The daemon refuses one off loopback without what it names, and makes
+    /// every one a forbidden destination. `key` names the entry in errors.
+    static func localListener(_ settings: IngressSettings, key: String) throws(ConfigurationError) -> LocalListener?
+    /// The keys a `subscriptions:` entry of the configuration may carry for this module's sockets,
+    /// besides `event`, `socket`, `expire` and `delivery` (the webhook `secret`).
+    static var subscriptionKeys: [String] { get }
+    /// Checks and keeps what those keys say for the subscription of `socket` (`entries` holds only
+    /// this module's keys). Throws naming the key; called once per entry, before it is subscribed.
+    func applySubscriptionKeys(_ entries: [ConfigurationEntry], socket: String, key: String)
+        throws(ConfigurationError)
 }
 
 extension EventModule {
@@ -41,6 +53,25 @@ extension EventModule {
     public var commands: [ModuleCommand] { [] }
     public func hangup() async {}
     public func refusalOverExposedMI(_ socket: any EventSocket) -> String? { nil }
+    public static func localListener(_ settings: IngressSettings, key: String) throws(ConfigurationError)
+        -> LocalListener?
+    { nil }
+    public static var subscriptionKeys: [String] { [] }
+    public func applySubscriptionKeys(_ entries: [ConfigurationEntry], socket: String, key: String)
+        throws(ConfigurationError)
+    {
+        if let entry = entries.first { throw ConfigurationError("\(key).\(entry.key): unknown key") }
+    }
+}
+
+/// Where an ingress listens on this machine, as the module that owns its scheme reads it.
+public enum LocalListener: Sendable, Hashable {
+    /// `HOST:PORT`; `offLoopbackNeeds` is what an entry listening off loopback must also have, in
+    /// words for the error ("allowed_sources"), or nil when the entry proves its peers itself (a
+    /// tls ingress checking client certificates).
+    case network(ListenAddress, offLoopbackNeeds: String?)
+    /// A Unix socket path.
+    case unixPath(String)
 }
 
 /// An MI command a module adds, in the core's terms (the management interface adapts it), so a

@@ -118,45 +118,31 @@ extension HostPort {
             if let address = Self.lookup(host: host, port: port, socketType: socketType) { return address }
             throw SocketError("bad address '\(host)' in \(socket)")
         }
-        let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<ResolvedAddress?, Never>) in
-            let once = Mutex(false)
-            let finish: @Sendable (ResolvedAddress?) -> Void = { result in
-                let first = once.withLock { done -> Bool in
-                    defer { done = true }
-                    return !done
-                }
-                if first { continuation.resume(returning: result) }
-            }
-            detachThread { finish(Self.lookup(host: host, port: port, socketType: socketType)) }
-            Task {
-                try? await Task.sleep(for: timeout)
-                finish(nil)
-            }
-        }
+        let found = await Resolver.lookUp(host: host, port: port, socketType: socketType, timeout: timeout)
+        let outcome = found.map(Self.preferringIPv4)
         guard let outcome else { throw SocketError("cannot resolve host '\(host)' in \(socket)") }
         return outcome
     }
 
     private static func lookup(host: String, port: Int, socketType: Int32) -> ResolvedAddress? {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = socketType
-        hints.ai_flags = AI_NUMERICSERV
-        var list: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, String(port), &hints, &list) == 0, let first = list else { return nil }
-        defer { freeaddrinfo(list) }
-        // Prefer IPv4 when a name has both, as loopback receivers usually bind 127.0.0.1.
-        var chosen: UnsafeMutablePointer<addrinfo>? = first
-        var cursor: UnsafeMutablePointer<addrinfo>? = first
-        while let entry = cursor {
-            if entry.pointee.ai_family == AF_INET {
-                chosen = entry
-                break
+        let found = Resolver.addresses(host: host, port: port, socketType: socketType)
+        return found.isEmpty ? nil : preferringIPv4(found)
+    }
+
+    /// The first IPv4 address when a name has both, as loopback receivers usually bind 127.0.0.1.
+    private static func preferringIPv4(_ addresses: [ResolvedAddress]) -> ResolvedAddress {
+        addresses.first { $0.family == AF_INET } ?? addresses[0]
+    }
+
+    /// Whether every address the host resolves to is a loopback one (127.0.0.0/8, ::1), decided
+    /// on the addresses, not the name: `127.example.com` is not loopback, and a name that does
+    /// not resolve is not either.
+    public static func isLoopback(_ host: String) -> Bool {
+        let found = Resolver.addresses(host: host, port: nil, socketType: Int32(SOCK_STREAM.rawValue))
+        return !found.isEmpty
+            && found.allSatisfy { address in
+                guard let (ip, _) = address.ipAndPort else { return false }
+                return ip.count == 4 ? ip[0] == 127 : ip == [UInt8](repeating: 0, count: 15) + [1]
             }
-            cursor = entry.pointee.ai_next
-        }
-        guard let entry = chosen, let address = entry.pointee.ai_addr else { return nil }
-        let bytes = UnsafeRawBufferPointer(start: address, count: Int(entry.pointee.ai_addrlen))
-        return ResolvedAddress(family: entry.pointee.ai_family, storage: Array(bytes))
     }
 }

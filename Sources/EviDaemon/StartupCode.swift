@@ -13,7 +13,7 @@
 /// only: the pages stay in the page cache (shared, clean, reclaimable) and what runs next faults
 /// back in. Only `r-xp` file mappings: nothing in them was ever written (no text relocations), so
 /// nothing is lost; the writable and the relocated read-only (RELRO) pages are left alone.
-func releaseStartupCode() {
+package func releaseStartupCode() {
     guard let maps = try? readFile("/proc/self/maps") else { return }
     for line in maps.split(separator: "\n") {
         let fields = line.split(separator: " ", omittingEmptySubsequences: true)

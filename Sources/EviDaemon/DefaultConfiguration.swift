@@ -1,11 +1,14 @@
-import EventFlatstore
+import EventInterface
+import EviModules
 import NIOCore
 
 extension DaemonConfiguration {
     /// `evi serve --print-config`: every key at its built-in value, with what it means. Written
     /// from the defaults themselves, so it cannot drift from what `evi serve` runs with.
-    static var annotatedDefaults: String {
-        let d = DaemonConfiguration()
+    package static func annotatedDefaults(
+        modules: [any EventModule.Type] = BuiltInModules.all
+    ) throws(ConfigurationError) -> String {
+        let d = try DaemonConfiguration(modules: modules)
         func address(_ value: ListenAddress?) -> String { value.map(\.description) ?? "off" }
         func milliseconds(_ value: Duration) -> Int64 {
             value.components.seconds * 1000 + value.components.attoseconds / 1_000_000_000_000_000
@@ -14,7 +17,7 @@ extension DaemonConfiguration {
         func optional(_ value: Int?) -> String { value.map(String.init) ?? "null" }
         func seconds(_ value: TimeAmount) -> String { number(Double(value.nanoseconds) / 1e9) }
         // Each module's own keys, from the module's defaults.
-        let moduleSections = builtInModules.map { module in
+        let moduleSections = d.moduleTypes.map { module in
             "\n  \(module.name):"
                 + module.defaultSection.map { "\n    " + $0 }
                 .joined()

@@ -7,6 +7,7 @@ import EventRabbitMQ
 import EventSQS
 import EventStream
 import EventVirtual
+import EviDaemon
 import Foundation
 import Logging
 import NIOCore
@@ -22,8 +23,10 @@ import Synchronization
 /// `evi bench`: raises `E_BENCH` through the library's public API (in-process, as OpenSIPS raises
 /// from its workers) to loopback receivers that count and timestamp what arrives, and measures
 /// the same run's floor: a plain send loop of the same bytes to the same receivers.
+@main
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "evi bench",
         abstract:
             "Measure the raise path on loopback (udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp, relay-tcp, tcp-reliable, kafka, rabbitmq)."
     )
@@ -168,8 +171,8 @@ struct Bench: AsyncParsableCommand {
 
     /// What every in-daemon scenario starts from: no MI, state in memory, E_BENCH published,
     /// queues with room for every event, and with `--durable` a spool in `directory`.
-    func benchConfiguration(directory: String) -> DaemonConfiguration {
-        var configuration = DaemonConfiguration()
+    func benchConfiguration(directory: String) throws -> DaemonConfiguration {
+        var configuration = try DaemonConfiguration()
         configuration.miHTTP = nil
         configuration.miDatagram = nil
         configuration.state = "memory"
@@ -227,7 +230,7 @@ struct Bench: AsyncParsableCommand {
         _ = mkdir(directory, 0o700)
         defer { try? FileManager.default.removeItem(atPath: directory) }
 
-        var configuration = benchConfiguration(directory: directory)
+        var configuration = try benchConfiguration(directory: directory)
         configuration.miHTTP = scenario == .miHTTP ? ListenAddress(host: "127.0.0.1", port: 0) : nil
         configuration.miDatagram = scenario == .miHTTP ? ListenAddress(host: "127.0.0.1", port: 0) : nil
         configuration.maxSubscriptions = max(configuration.maxSubscriptions, subscriptions + 10)
@@ -239,7 +242,7 @@ struct Bench: AsyncParsableCommand {
                     ? StreamModule(options: StreamOptions(reliableMode: true)) : module
             }
         }
-        let daemon = try await Daemon.startOrExit(
+        let daemon = await Daemon.startOrExit(
             configuration, registry: PrometheusCollectorRegistry(), logger: logger)
         let hub = daemon.hub
         var subscribeLatencies: [UInt64] = []
@@ -522,13 +525,13 @@ struct Bench: AsyncParsableCommand {
         let directory = "/tmp/evi-bench-\(getpid())"
         _ = mkdir(directory, 0o700)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        var configuration = benchConfiguration(directory: directory)
+        var configuration = try benchConfiguration(directory: directory)
         for module in modules {
             configuration.modules = configuration.modules.map {
                 type(of: $0).name == type(of: module).name ? module : $0
             }
         }
-        let daemon = try await Daemon.startOrExit(
+        let daemon = await Daemon.startOrExit(
             configuration, registry: PrometheusCollectorRegistry(), logger: logger)
         let hub = daemon.hub
         let event = try hub.publish("E_BENCH")

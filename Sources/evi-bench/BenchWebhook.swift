@@ -1,6 +1,7 @@
 import ArgumentParser
 import EventInterface
 import EventWebhook
+import EviDaemon
 import Foundation
 import NIOCore
 import NIOHTTP1

@@ -1,5 +1,6 @@
 import ArgumentParser
 import EventInterface
+import EviDaemon
 import Foundation
 import Logging
 import Prometheus
@@ -20,10 +21,10 @@ extension Bench {
         let directory = "/tmp/evi-bench-\(getpid())"
         _ = mkdir(directory, 0o700)
         defer { try? FileManager.default.removeItem(atPath: directory) }
-        var configuration = benchConfiguration(directory: directory)
+        var configuration = try benchConfiguration(directory: directory)
         configuration.miHTTP = ListenAddress(host: "127.0.0.1", port: 0)
         configuration.miLimits.maxStreamClients = max(clients + 10, 2000)
-        let daemon = try await Daemon.startOrExit(
+        let daemon = await Daemon.startOrExit(
             configuration, registry: PrometheusCollectorRegistry(), logger: logger)
         guard let port = daemon.http?.localPort else { throw ValidationError("the MI listener did not start") }
         let hub = daemon.hub

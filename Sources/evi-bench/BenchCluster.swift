@@ -1,6 +1,7 @@
 import ArgumentParser
 import EventCluster
 import EventInterface
+import EviDaemon
 import Foundation
 import Logging
 import Prometheus
@@ -19,17 +20,17 @@ extension Bench {
         let url = try PostgresURL.parse(state, environment: ProcessEnvironment.current())
         let admin = try await PostgresConnection.connect(to: url)
         func node(_ name: String) async throws -> Daemon {
-            var configuration = benchConfiguration(directory: "/tmp/evi-bench-\(getpid())")
+            var configuration = try benchConfiguration(directory: "/tmp/evi-bench-\(getpid())")
             configuration.state = state
             configuration.postgres = url
             configuration.clusterNode = name
             configuration.events = ["E_BENCH_CLUSTER"]
-            return try await Daemon.startOrExit(configuration, registry: PrometheusCollectorRegistry(), logger: logger)
+            return await Daemon.startOrExit(configuration, registry: PrometheusCollectorRegistry(), logger: logger)
         }
         _ = try? await admin.query("DELETE FROM evi_subscriptions WHERE event = 'E_BENCH_CLUSTER'")
         let a = try await node("bench-A")
         let b = try await node("bench-B")
-        guard let store = a.cluster else { throw ValidationError("no cluster store") }
+        guard let store = a.state else { throw ValidationError("no cluster store") }
         let changes = 1000
         var latencies: [UInt64] = []
         for index in 0..<changes {
@@ -59,7 +60,7 @@ extension Bench {
         let resync = Double(monotonicNanoseconds() - resyncStarted) / 1e9
         let synchronised = (try? c.hub.subscribers(of: "E_BENCH_CLUSTER").count) ?? 0
         for daemon in [a, b, c] {
-            await daemon.cluster?.stop()
+            await daemon.state?.stop()
             await daemon.hub.shutdown(grace: .seconds(1))
         }
         _ = try? await admin.query(

@@ -1,14 +1,6 @@
 import EventCluster
-import EventDatagram
-import EventFlatstore
 import EventInterface
-import EventKafka
-import EventRabbitMQ
-import EventSQS
-import EventStream
-import EventVirtual
-import EventWebhook
-import EventXMLRPC
+import EviModules
 import Logging
 import ManagementInterface
 import Yams
@@ -17,152 +9,114 @@ import Yams
     import Glibc
 #endif
 
-/// The modules this build has, in the order `modules:` lists them: a transport module is its
-/// folder plus one line here.
-let builtInModules: [any EventModule.Type] = [
-    VirtualModule.self, DatagramModule.self, FlatstoreModule.self, StreamModule.self, XMLRPCModule.self,
-    RabbitMQModule.self, KafkaModule.self, SQSModule.self, WebhookModule.self,
-]
-
-/// `HOST:PORT` a listener binds, or off.
-struct ListenAddress: Equatable, CustomStringConvertible {
-    var host: String
-    var port: Int
-    var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
-
-    /// Whether every address the host resolves to is a loopback one (127.0.0.0/8, ::1), decided
-    /// on the addresses, not the name: `127.example.com` is not loopback, and a name that does
-    /// not resolve is not either.
-    var isLoopback: Bool {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var list: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(host, nil, &hints, &list) == 0, let first = list else { return false }
-        defer { freeaddrinfo(list) }
-        var entry: UnsafeMutablePointer<addrinfo>? = first
-        while let current = entry {
-            switch current.pointee.ai_family {
-            case AF_INET:
-                let address = current.pointee.ai_addr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) {
-                    UInt32(bigEndian: $0.pointee.sin_addr.s_addr)
-                }
-                guard address >> 24 == 127 else { return false }
-            case AF_INET6:
-                let bytes = current.pointee.ai_addr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) {
-                    withUnsafeBytes(of: $0.pointee.sin6_addr) { Array($0) }
-                }
-                guard bytes == [UInt8](repeating: 0, count: 15) + [1] else { return false }
-            default: return false
-            }
-            entry = current.pointee.ai_next
-        }
-        return true
-    }
-
-    /// `HOST:PORT` or `[IPv6]:PORT`; port 0 asks the system for a free one.
-    static func parse(_ text: String, key: String) throws(ConfigurationError) -> ListenAddress {
-        let failure = ConfigurationError("\(key): expected HOST:PORT or off, got '\(text)'")
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-            (0...65_535).contains(port)
-        else { throw failure }
-        var host = String(text[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty, !host.contains(where: \.isWhitespace) else { throw failure }
-        return ListenAddress(host: host, port: port)
-    }
-}
-
 /// Everything `evi serve` runs with: built-in defaults, overridden by the YAML file. The daemon's
 /// own keys are read here; each module reads its own section (`EventModule`).
-struct DaemonConfiguration {
-    struct Subscription {
-        var event: String
-        var socket: String
+package struct DaemonConfiguration {
+    package struct Subscription {
+        package var event: String
+        package var socket: String
         /// `nil`: never expires.
-        var expire: Int?
+        package var expire: Int?
         /// `nil`: the event's (or the top-level) `delivery`.
-        var delivery: DeliveryMode?
-        /// The webhook secret of this subscription's http(s) sockets (only settable here).
-        var secret: WebhookSecret?
+        package var delivery: DeliveryMode?
+        /// Keys a module adds (the webhook `secret`), for that module to read.
+        package var moduleKeys: [ConfigurationEntry] = []
     }
 
     /// The `spool:` section (durable delivery). `dir` nil: `<state>/spool`.
-    struct SpoolSection {
-        var dir: String?
-        var maxBytes = 1 << 30
-        var maxTotalBytes = 10 << 30
-        var maxAge = 86_400.0
-        var retryMin = 1.0
-        var retryMax = 60.0
-        var fsyncIntervalMs = 5
-        var fsyncAlways = false
-        var idParam: String?
+    package struct SpoolSection {
+        package var dir: String?
+        package var maxBytes = 1 << 30
+        package var maxTotalBytes = 10 << 30
+        package var maxAge = 86_400.0
+        package var retryMin = 1.0
+        package var retryMax = 60.0
+        package var fsyncIntervalMs = 5
+        package var fsyncAlways = false
+        package var idParam: String?
     }
-    static let spoolKeys = [
+    package static let spoolKeys = [
         "dir", "max_bytes", "max_total_bytes", "max_age", "retry_min", "retry_max", "fsync_interval_ms", "fsync",
         "id_param",
     ]
 
     /// The top-level keys, for "did you mean".
-    static let topLevelKeys = [
+    package static let topLevelKeys = [
         "mi", "state", "queue_size", "queue_bytes", "max_events", "max_subscriptions", "shutdown_grace", "log_level",
         "allowed_destinations", "events", "subscriptions", "ingress", "modules", "delivery", "spool", "cluster",
     ]
-    static let miKeys = [
+    package static let miKeys = [
         "http", "datagram", "token", "max_connections", "header_timeout", "idle_timeout", "max_stream_clients",
         "max_stream_bytes", "allowed_hosts",
     ]
 
-    var miHTTP: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8888)
-    var miDatagram: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8080)
-    var token: String?
-    var miLimits = MIConnectionLimits()
+    package var miHTTP: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8888)
+    package var miDatagram: ListenAddress? = ListenAddress(host: "127.0.0.1", port: 8080)
+    package var token: String?
+    package var miLimits = MIConnectionLimits()
     /// Directory of subscriptions.sqlite, or "memory".
-    var state = "./evi-state"
-    var queueSize = 10_000
-    var queueBytes = 16 << 20
-    var maxEvents = 10_000
-    var maxSubscriptions = 100_000
-    var shutdownGrace = 5.0
-    var logLevel = Logger.Level.info
-    var allowedDestinations: [CIDR]?
-    var events: [String] = []
+    package var state = "./evi-state"
+    package var queueSize = 10_000
+    package var queueBytes = 16 << 20
+    package var maxEvents = 10_000
+    package var maxSubscriptions = 100_000
+    package var shutdownGrace = 5.0
+    package var logLevel = Logger.Level.info
+    package var allowedDestinations: [CIDR]?
+    package var events: [String] = []
     /// `events:` items given as `{name, delivery}`.
-    var eventDelivery: [String: DeliveryMode] = [:]
-    var subscriptions: [Subscription] = []
+    package var eventDelivery: [String: DeliveryMode] = [:]
+    package var subscriptions: [Subscription] = []
     /// How subscriptions keep their events (`delivery:`), unless their event or they say otherwise.
-    var delivery = DeliveryMode.memory
-    var spool = SpoolSection()
+    package var delivery = DeliveryMode.memory
+    package var spool = SpoolSection()
 
     /// Whether anything is delivered durably: then a spool is needed.
-    var usesDurableDelivery: Bool {
+    package var usesDurableDelivery: Bool {
         delivery == .durable || eventDelivery.values.contains(.durable)
             || subscriptions.contains { $0.delivery == .durable }
     }
 
     /// Where the spool lives: `spool.dir`, else `<state>/spool` when state is a directory.
     /// `state: postgres://…`: the cluster's shared store.
-    var postgres: PostgresURL?
+    package var postgres: PostgresURL?
     /// `state` as printed: a postgres URL without its password.
-    var printedState: String { postgres?.description ?? state }
+    package var printedState: String { postgres?.description ?? state }
     /// `cluster.node`: this daemon's name among the cluster's (default `HOST:MIPORT`).
-    var clusterNode: String?
-    var spoolDirectory: String? {
+    package var clusterNode: String?
+    package var spoolDirectory: String? {
         spool.dir ?? (state == "memory" || state.contains("://") ? nil : state + "/spool")
     }
     /// Where evi takes events in (`ingress:`).
-    var ingress: [IngressSettings] = []
-    /// Every module of this build, configured (by its defaults when the file does not name it).
-    var modules: [any EventModule] = DaemonConfiguration.defaultModules()
+    package var ingress: [IngressSettings] = []
+    /// The modules this daemon composes (``BuiltInModules/all`` unless a test or an embedder
+    /// chooses others), in the order `modules:` lists them.
+    package let moduleTypes: [any EventModule.Type]
+    /// Every module, configured (by its defaults when the file does not name it).
+    package var modules: [any EventModule]
 
-    static func defaultModules() -> [any EventModule] {
-        builtInModules.compactMap { try? $0.init(section: .null) }
+    /// The built-in configuration. A module whose defaults cannot be made (its TLS defaults fail
+    /// to load) stops start-up with the reason rather than vanishing.
+    package init(modules moduleTypes: [any EventModule.Type] = BuiltInModules.all) throws(ConfigurationError) {
+        self.moduleTypes = moduleTypes
+        var modules: [any EventModule] = []
+        for type in moduleTypes {
+            do throws(ConfigurationError) { modules.append(try type.init(section: .null)) } catch {
+                throw ConfigurationError("modules.\(type.name): its defaults cannot be used: \(error)")
+            }
+        }
+        self.modules = modules
+    }
+
+    /// The module whose scheme list has `socket`'s scheme, with its type.
+    package func ingressModule(for socket: String) -> (any EventModule)? {
+        let scheme = String(socket.prefix { $0 != ":" })
+        return modules.first { type(of: $0).ingressSchemes.contains(scheme) }
     }
 
     /// `state` made absolute against `directory` ("memory", URLs and absolute paths stay), with
     /// `.` components and a trailing `/` removed, so the start line prints where state really is.
-    static func resolve(state: String, relativeTo directory: String) -> String {
+    package static func resolve(state: String, relativeTo directory: String) -> String {
         guard state != "memory", !state.contains("://") else { return state }
         let joined = state.hasPrefix("/") ? state : directory + "/" + state
         var parts: [Substring] = []
@@ -173,18 +127,22 @@ struct DaemonConfiguration {
     }
 
     /// Reads a configuration file; unknown keys and bad values are errors naming them.
-    static func load(yaml text: String) throws(ConfigurationError) -> DaemonConfiguration {
+    package static func load(
+        yaml text: String, modules: [any EventModule.Type] = BuiltInModules.all
+    ) throws(ConfigurationError) -> DaemonConfiguration {
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
         } catch {
             throw ConfigurationError("not valid YAML: \(error)")
         }
-        return try read(root.map(ConfigurationNode.init) ?? .null)
+        return try read(root.map(ConfigurationNode.init) ?? .null, modules: modules)
     }
 
-    static func read(_ root: ConfigurationNode) throws(ConfigurationError) -> DaemonConfiguration {
-        var configuration = DaemonConfiguration()
+    package static func read(
+        _ root: ConfigurationNode, modules: [any EventModule.Type] = BuiltInModules.all
+    ) throws(ConfigurationError) -> DaemonConfiguration {
+        var configuration = try DaemonConfiguration(modules: modules)
         for entry in try root.entries(key: "", known: topLevelKeys) {
             let key = entry.key
             let value = entry.value
@@ -230,7 +188,21 @@ struct DaemonConfiguration {
             default: try configuration.readModules(value)  // modules
             }
         }
+        try configuration.applySubscriptionKeys()
         return configuration
+    }
+
+    /// Hands each subscription's module keys (`secret`) to the modules that define them, once
+    /// every module has read its own section.
+    private func applySubscriptionKeys() throws(ConfigurationError) {
+        for (index, subscription) in subscriptions.enumerated() where !subscription.moduleKeys.isEmpty {
+            for module in modules {
+                let keys = type(of: module).subscriptionKeys
+                let mine = subscription.moduleKeys.filter { keys.contains($0.key) }
+                guard !mine.isEmpty else { continue }
+                try module.applySubscriptionKeys(mine, socket: subscription.socket, key: "subscriptions[\(index)]")
+            }
+        }
     }
 
     private mutating func readMI(_ node: ConfigurationNode) throws(ConfigurationError) {
@@ -288,7 +260,8 @@ struct DaemonConfiguration {
         }
     }
 
-    static func deliveryMode(_ node: ConfigurationNode, key: String) throws(ConfigurationError) -> DeliveryMode {
+    package static func deliveryMode(_ node: ConfigurationNode, key: String) throws(ConfigurationError) -> DeliveryMode
+    {
         let text = try node.string(key: key)
         guard let mode = DeliveryMode(rawValue: text) else {
             throw ConfigurationError("\(key): expected memory or durable, got '\(text)'")
@@ -332,21 +305,22 @@ struct DaemonConfiguration {
             var socket: String?
             var expire: Int?
             var delivery: DeliveryMode?
-            var secret: WebhookSecret?
-            for entry in try item.entries(key: prefix, known: ["event", "socket", "expire", "delivery", "secret"]) {
+            var moduleKeys: [ConfigurationEntry] = []
+            let known = ["event", "socket", "expire", "delivery"] + moduleTypes.flatMap { $0.subscriptionKeys }
+            for entry in try item.entries(key: prefix, known: known) {
                 let key = "\(prefix).\(entry.key)"
                 switch entry.key {
-                case "secret": secret = try WebhookSecret(try entry.value.string(key: key), key: key)
                 case "event": event = try entry.value.string(key: key)
                 case "socket": socket = try entry.value.string(key: key)
                 case "delivery": delivery = try Self.deliveryMode(entry.value, key: key)
-                default: expire = try entry.value.integer(key: key, range: 1...Int(Int32.max))  // expire
+                case "expire": expire = try entry.value.integer(key: key, range: 1...Int(Int32.max))
+                default: moduleKeys.append(entry)
                 }
             }
             guard let event else { throw ConfigurationError("\(prefix): missing key 'event'") }
             guard let socket else { throw ConfigurationError("\(prefix): missing key 'socket'") }
             subscriptions.append(
-                Subscription(event: event, socket: socket, expire: expire, delivery: delivery, secret: secret))
+                Subscription(event: event, socket: socket, expire: expire, delivery: delivery, moduleKeys: moduleKeys))
         }
     }
 
@@ -390,27 +364,16 @@ struct DaemonConfiguration {
                     }
                 }
             }
-            guard let colon = settings.socket.firstIndex(of: ":"),
-                let module = modules.first(where: {
-                    type(of: $0).ingressSchemes.contains(String(settings.socket[..<colon]))
-                })
-            else {
+            guard let module = ingressModule(for: settings.socket) else {
                 let schemes = modules.flatMap { type(of: $0).ingressSchemes }.joined(separator: ", ")
                 throw ConfigurationError(
                     "\(prefix): '\(redactingCredentials(settings.socket))' is not an ingress this build has (schemes: \(schemes))"
                 )
             }
-            _ = module
-            if settings.socket.hasPrefix("udp:") || settings.socket.hasPrefix("tcp:")
-                || settings.socket.hasPrefix("tls:") && settings.clientCAFile == nil,
-                settings.allowedSources == nil
+            if case .network(let address, let needs?) = try type(of: module).localListener(settings, key: prefix),
+                settings.allowedSources == nil, !address.isLoopback
             {
-                let address = try ListenAddress.parse(String(settings.socket.dropFirst(4)), key: "\(prefix).socket")
-                guard address.isLoopback else {
-                    let needs =
-                        settings.socket.hasPrefix("tls:") ? "client_ca_file or allowed_sources" : "allowed_sources"
-                    throw ConfigurationError("\(prefix): listening on \(address), not loopback, requires \(needs)")
-                }
+                throw ConfigurationError("\(prefix): listening on \(address), not loopback, requires \(needs)")
             }
             ingress.append(settings)
         }
@@ -418,9 +381,9 @@ struct DaemonConfiguration {
 
     /// Each module named under `modules:` reads its own section; the others keep their defaults.
     private mutating func readModules(_ node: ConfigurationNode) throws(ConfigurationError) {
-        let names = builtInModules.map { $0.name }
+        let names = moduleTypes.map { $0.name }
         for entry in try node.entries(key: "modules") {
-            guard let moduleType = builtInModules.first(where: { $0.name == entry.key }) else {
+            guard let moduleType = moduleTypes.first(where: { $0.name == entry.key }) else {
                 var message = "unknown module 'modules.\(entry.key)'"
                 if let suggestion = closest(to: entry.key, among: names) {
                     message += " (did you mean '\(suggestion)'?)"
@@ -443,7 +406,7 @@ struct DaemonConfiguration {
 
 extension ConfigurationNode {
     /// The YAML library's node as the file-format-free tree modules read.
-    init(_ node: Node) {
+    package init(_ node: Node) {
         switch node {
         case .scalar(let scalar):
             self = node.null != nil ? .null : .scalar(scalar.string)
