@@ -73,23 +73,27 @@ final class MockCluster: @unchecked Sendable {
     }
 
     @Test func eventsArriveByteForByteWithTheirKeys() async throws {
-        let cluster = try await MockCluster(topics: ["calls:1"])
-        defer { Task { await cluster.stop() } }
-        let hub = try makeHub()
-        try await hub.subscribe(event: "E_CALL", socket: "kafka:\(cluster.bootstrap)/calls?key=callid")
-        try hub.raise("E_CALL", ["callid": "abc@10.0.0.1", "duration": 42])
-        try hub.raise("E_CALL", ["duration": 7])
-        try hub.raise("E_CALL", ["callid": 12345, "note": "naïve \"quoted\""])
-        #expect(
-            await eventually(timeout: .seconds(15)) { hub.statistics.snapshot().transports["kafka"]?.delivered == 3 })
-        let records = try await cluster.consume("calls")
-        #expect(
-            records == [
-                #"abc@10.0.0.1|{"jsonrpc":"2.0","method":"E_CALL","params":{"callid":"abc@10.0.0.1","duration":42}}"#,
-                #"|{"jsonrpc":"2.0","method":"E_CALL","params":{"duration":7}}"#,
-                #"12345|{"jsonrpc":"2.0","method":"E_CALL","params":{"callid":12345,"note":"naïve \"quoted\""}}"#,
-            ], "\(records)")
-        await hub.shutdown()
+        try await withTeardown { teardown in
+            let cluster = try await MockCluster(topics: ["calls:1"])
+            teardown.add { await cluster.stop() }
+            let hub = try makeHub()
+            try await hub.subscribe(event: "E_CALL", socket: "kafka:\(cluster.bootstrap)/calls?key=callid")
+            try hub.raise("E_CALL", ["callid": "abc@10.0.0.1", "duration": 42])
+            try hub.raise("E_CALL", ["duration": 7])
+            try hub.raise("E_CALL", ["callid": 12345, "note": "naïve \"quoted\""])
+            #expect(
+                await eventually(timeout: .seconds(15)) {
+                    hub.statistics.snapshot().transports["kafka"]?.delivered == 3
+                })
+            let records = try await cluster.consume("calls")
+            #expect(
+                records == [
+                    #"abc@10.0.0.1|{"jsonrpc":"2.0","method":"E_CALL","params":{"callid":"abc@10.0.0.1","duration":42}}"#,
+                    #"|{"jsonrpc":"2.0","method":"E_CALL","params":{"duration":7}}"#,
+                    #"12345|{"jsonrpc":"2.0","method":"E_CALL","params":{"callid":12345,"note":"naïve \"quoted\""}}"#,
+                ], "\(records)")
+            await hub.shutdown()
+        }
     }
 
     @Test func badSocketsAreRefusedAtSubscribeTime() async throws {
@@ -139,33 +143,37 @@ final class MockCluster: @unchecked Sendable {
     /// kafka member; brokers up and the failover timeout passed: events go to Kafka again. Every
     /// event is in one place or the other.
     @Test func failoverMovesToUDPWhileTheBrokersAreDownAndComesBack() async throws {
-        let cluster = try await MockCluster(topics: ["t1:1"])
-        defer { Task { await cluster.stop() } }
-        let backup = try DatagramReceiver()
-        let hub = try makeHub(timeout: .milliseconds(1000), failoverTimeout: 2)
-        try await hub.subscribe(
-            event: "E_CALL", socket: "virtual:FAILOVER kafka:\(cluster.bootstrap)/t1 \(backup.socket)")
-        try hub.raise("E_CALL", ["n": 1])
-        #expect(
-            await eventually(timeout: .seconds(15)) { hub.statistics.snapshot().transports["kafka"]?.delivered == 1 })
-        await cluster.setBrokers(up: false)
-        for number in 2...5 { try hub.raise("E_CALL", ["n": .int(Int64(number))]) }
-        #expect(await backup.waitFor(count: 4, timeout: .seconds(15)).count == 4)
-        let members = try hub.subscribers(of: "E_CALL").first?.members ?? []
-        #expect(members.first?.state == .failed, "\(members)")
-        await cluster.setBrokers(up: true)
-        var raised = 5
-        while raised < 40, hub.statistics.snapshot().transports["kafka"]?.delivered ?? 0 < 2 {
-            raised += 1
-            try hub.raise("E_CALL", ["n": .int(Int64(raised))])
+        try await withTeardown { teardown in
+            let cluster = try await MockCluster(topics: ["t1:1"])
+            teardown.add { await cluster.stop() }
+            let backup = try DatagramReceiver()
+            let hub = try makeHub(timeout: .milliseconds(1000), failoverTimeout: 2)
+            try await hub.subscribe(
+                event: "E_CALL", socket: "virtual:FAILOVER kafka:\(cluster.bootstrap)/t1 \(backup.socket)")
+            try hub.raise("E_CALL", ["n": 1])
+            #expect(
+                await eventually(timeout: .seconds(15)) {
+                    hub.statistics.snapshot().transports["kafka"]?.delivered == 1
+                })
+            await cluster.setBrokers(up: false)
+            for number in 2...5 { try hub.raise("E_CALL", ["n": .int(Int64(number))]) }
+            #expect(await backup.waitFor(count: 4, timeout: .seconds(15)).count == 4)
+            let members = try hub.subscribers(of: "E_CALL").first?.members ?? []
+            #expect(members.first?.state == .failed, "\(members)")
+            await cluster.setBrokers(up: true)
+            var raised = 5
+            while raised < 40, hub.statistics.snapshot().transports["kafka"]?.delivered ?? 0 < 2 {
+                raised += 1
+                try hub.raise("E_CALL", ["n": .int(Int64(raised))])
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            #expect((hub.statistics.snapshot().transports["kafka"]?.delivered ?? 0) >= 2, "Kafka took events again")
             try await Task.sleep(for: .milliseconds(500))
+            let inKafka = numbered(try await cluster.consume("t1").map { String($0.drop { $0 != "|" }.dropFirst()) })
+            let inUDP = numbered(backup.messages)
+            #expect(Set(inKafka + inUDP) == Set(1...raised), "kafka \(inKafka) udp \(inUDP)")
+            await backup.close()
+            await hub.shutdown()
         }
-        #expect((hub.statistics.snapshot().transports["kafka"]?.delivered ?? 0) >= 2, "Kafka took events again")
-        try await Task.sleep(for: .milliseconds(500))
-        let inKafka = numbered(try await cluster.consume("t1").map { String($0.drop { $0 != "|" }.dropFirst()) })
-        let inUDP = numbered(backup.messages)
-        #expect(Set(inKafka + inUDP) == Set(1...raised), "kafka \(inKafka) udp \(inUDP)")
-        await backup.close()
-        await hub.shutdown()
     }
 }

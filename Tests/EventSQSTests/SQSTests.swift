@@ -148,94 +148,102 @@ final class Moto: @unchecked Sendable {
     }
 
     @Test func eventsArriveByteForByteAndAFIFOQueueKeepsTheirOrder() async throws {
-        let moto = try await Moto(queues: ["calls", "calls.fifo"])
-        defer { Task { await moto.remove() } }
-        let hub = try makeHub(environment: moto.environment)
-        let plain = try #require(moto.urls["calls"])
-        let fifo = try #require(moto.urls["calls.fifo"])
-        try await hub.subscribe(event: "E_CALL", socket: "sqs:\(plain)")
-        try await hub.subscribe(event: "E_CALL", socket: "sqs:\(fifo)?group_param=callid")
-        var expected: [String] = []
-        for number in 0..<25 {
-            let params: EventParams = [
-                "callid": .string("c\(number % 3)"), "n": .int(Int64(number)),
-                "note": .string("naïve \"quoted\" \\ \u{1F4DE}"),
-            ]
-            try hub.raise("E_CALL", params)
-            expected.append(JSONRPCNotification.encode(method: "E_CALL", params: params).utf8String)
-        }
-        #expect(
-            await eventually(timeout: .seconds(30)) { hub.statistics.snapshot().transports["sqs"]?.delivered == 50 },
-            "\(hub.statistics.snapshot().transports["sqs"].map { "\($0)" } ?? "nothing")")
-        let received = try await moto.receive("calls", count: 25)
-        #expect(received.map(\.body).sorted() == expected.sorted())
-        let ordered = try await moto.receive("calls.fifo", count: 25)
-        // One message group per callid: within each, the raise order.
-        for group in ["c0", "c1", "c2"] {
+        try await withTeardown { teardown in
+            let moto = try await Moto(queues: ["calls", "calls.fifo"])
+            teardown.add { await moto.remove() }
+            let hub = try makeHub(environment: moto.environment)
+            let plain = try #require(moto.urls["calls"])
+            let fifo = try #require(moto.urls["calls.fifo"])
+            try await hub.subscribe(event: "E_CALL", socket: "sqs:\(plain)")
+            try await hub.subscribe(event: "E_CALL", socket: "sqs:\(fifo)?group_param=callid")
+            var expected: [String] = []
+            for number in 0..<25 {
+                let params: EventParams = [
+                    "callid": .string("c\(number % 3)"), "n": .int(Int64(number)),
+                    "note": .string("naïve \"quoted\" \\ \u{1F4DE}"),
+                ]
+                try hub.raise("E_CALL", params)
+                expected.append(JSONRPCNotification.encode(method: "E_CALL", params: params).utf8String)
+            }
             #expect(
-                ordered.filter { $0.group == group }.map(\.body)
-                    == expected.filter { $0.contains("\"callid\":\"\(group)\"") }, "\(group)")
+                await eventually(timeout: .seconds(30)) {
+                    hub.statistics.snapshot().transports["sqs"]?.delivered == 50
+                },
+                "\(hub.statistics.snapshot().transports["sqs"].map { "\($0)" } ?? "nothing")")
+            let received = try await moto.receive("calls", count: 25)
+            #expect(received.map(\.body).sorted() == expected.sorted())
+            let ordered = try await moto.receive("calls.fifo", count: 25)
+            // One message group per callid: within each, the raise order.
+            for group in ["c0", "c1", "c2"] {
+                #expect(
+                    ordered.filter { $0.group == group }.map(\.body)
+                        == expected.filter { $0.contains("\"callid\":\"\(group)\"") }, "\(group)")
+            }
+            #expect(Set(ordered.compactMap(\.dedup)).count == 25, "a deduplication id per event")
+            await hub.shutdown()
         }
-        #expect(Set(ordered.compactMap(\.dedup)).count == 25, "a deduplication id per event")
-        await hub.shutdown()
     }
 
     @Test func aWrongSecretIsA403ThatFailsTheDeliveryAndMarksTheMember() async throws {
-        let moto = try await Moto(queues: ["calls"])
-        defer { Task { await moto.remove() } }
-        let url = try #require(moto.urls["calls"])
-        var environment = moto.environment
-        environment["AWS_SECRET_ACCESS_KEY"] = "not-" + moto.secret
-        let hub = try makeHub(environment: environment)
-        let deliverer = try await deliverer(hub, "sqs:\(url)")
-        let outcome = await deliverer.deliver(
-            RaisedEvent(event: try hub.publish("E_CALL"), params: ["n": .int(1)]))
-        guard case .failed(let failure) = outcome else {
-            Issue.record("delivered with a wrong secret")
-            return
-        }
-        #expect(failure.reason.hasPrefix("HTTP 403"), "\(failure.reason)")
-        #expect(!failure.reason.contains(moto.secret))
-        await deliverer.close()
+        try await withTeardown { teardown in
+            let moto = try await Moto(queues: ["calls"])
+            teardown.add { await moto.remove() }
+            let url = try #require(moto.urls["calls"])
+            var environment = moto.environment
+            environment["AWS_SECRET_ACCESS_KEY"] = "not-" + moto.secret
+            let hub = try makeHub(environment: environment)
+            let deliverer = try await deliverer(hub, "sqs:\(url)")
+            let outcome = await deliverer.deliver(
+                RaisedEvent(event: try hub.publish("E_CALL"), params: ["n": .int(1)]))
+            guard case .failed(let failure) = outcome else {
+                Issue.record("delivered with a wrong secret")
+                return
+            }
+            #expect(failure.reason.hasPrefix("HTTP 403"), "\(failure.reason)")
+            #expect(!failure.reason.contains(moto.secret))
+            await deliverer.close()
 
-        let backup = try DatagramReceiver()
-        try await hub.subscribe(event: "E_CALL", socket: "virtual:FAILOVER sqs:\(url) \(backup.socket)")
-        try hub.raise("E_CALL", ["n": 2])
-        #expect(await backup.waitFor(count: 1, timeout: .seconds(10)).count == 1)
-        let member = try hub.subscribers(of: "E_CALL").first?.members?.first
-        #expect(member?.state == .failed, "\(String(describing: member))")
-        #expect(try await moto.receive("calls", count: 1).isEmpty)
-        await backup.close()
-        await hub.shutdown()
+            let backup = try DatagramReceiver()
+            try await hub.subscribe(event: "E_CALL", socket: "virtual:FAILOVER sqs:\(url) \(backup.socket)")
+            try hub.raise("E_CALL", ["n": 2])
+            #expect(await backup.waitFor(count: 1, timeout: .seconds(10)).count == 1)
+            let member = try hub.subscribers(of: "E_CALL").first?.members?.first
+            #expect(member?.state == .failed, "\(String(describing: member))")
+            #expect(try await moto.receive("calls", count: 1).isEmpty)
+            await backup.close()
+            await hub.shutdown()
+        }
     }
 
     @Test func failoverGoesToUDPWhileSQSIsDownAndBackOnceItReturns() async throws {
-        let moto = try await Moto(queues: ["calls"], checksSignatures: false)
-        defer { Task { await moto.remove() } }
-        let url = try #require(moto.urls["calls"])
-        let hub = try makeHub(environment: moto.environment, failoverTimeout: 1, timeout: .seconds(2))
-        let backup = try DatagramReceiver()
-        try await hub.subscribe(event: "E_CALL", socket: "virtual:FAILOVER sqs:\(url) \(backup.socket)")
-        try hub.raise("E_CALL", ["n": 1])
-        #expect(
-            await eventually(timeout: .seconds(10)) { hub.statistics.snapshot().transports["sqs"]?.delivered == 1 })
-        await moto.stop()
-        for number in 2...4 { try hub.raise("E_CALL", ["n": .int(Int64(number))]) }
-        #expect(await backup.waitFor(count: 3, timeout: .seconds(15)).count == 3)
-        try await moto.start(queues: ["calls"])
-        // Past the failed mark (1 s) and the reconnection backoff, SQS takes events again.
-        var number = 5
-        let back = await eventually(timeout: .seconds(30)) {
-            try? hub.raise("E_CALL", ["n": .int(Int64(number))])
-            number += 1
-            try? await Task.sleep(for: .milliseconds(500))
-            return (hub.statistics.snapshot().transports["sqs"]?.delivered ?? 0) >= 2
+        try await withTeardown { teardown in
+            let moto = try await Moto(queues: ["calls"], checksSignatures: false)
+            teardown.add { await moto.remove() }
+            let url = try #require(moto.urls["calls"])
+            let hub = try makeHub(environment: moto.environment, failoverTimeout: 1, timeout: .seconds(2))
+            let backup = try DatagramReceiver()
+            try await hub.subscribe(event: "E_CALL", socket: "virtual:FAILOVER sqs:\(url) \(backup.socket)")
+            try hub.raise("E_CALL", ["n": 1])
+            #expect(
+                await eventually(timeout: .seconds(10)) { hub.statistics.snapshot().transports["sqs"]?.delivered == 1 })
+            await moto.stop()
+            for number in 2...4 { try hub.raise("E_CALL", ["n": .int(Int64(number))]) }
+            #expect(await backup.waitFor(count: 3, timeout: .seconds(15)).count == 3)
+            try await moto.start(queues: ["calls"])
+            // Past the failed mark (1 s) and the reconnection backoff, SQS takes events again.
+            var number = 5
+            let back = await eventually(timeout: .seconds(30)) {
+                try? hub.raise("E_CALL", ["n": .int(Int64(number))])
+                number += 1
+                try? await Task.sleep(for: .milliseconds(500))
+                return (hub.statistics.snapshot().transports["sqs"]?.delivered ?? 0) >= 2
+            }
+            #expect(back)
+            let received = try await moto.receive("calls", count: 1)
+            #expect(received.first?.body.contains("\"method\":\"E_CALL\"") == true)
+            await backup.close()
+            await hub.shutdown()
         }
-        #expect(back)
-        let received = try await moto.receive("calls", count: 1)
-        #expect(received.first?.body.contains("\"method\":\"E_CALL\"") == true)
-        await backup.close()
-        await hub.shutdown()
     }
 
     /// For the same inputs, evi's canonical request, string to sign and signature equal those
@@ -394,30 +402,32 @@ final class Moto: @unchecked Sendable {
     /// moto_server over TLS with a certificate from a test CA: trusted through ca_file it takes
     /// events; with another CA trusted the delivery fails with the TLS reason.
     @Test func httpsQueuesAreTrustedThroughCAFileAndOthersFail() async throws {
-        let certificates = try await TestCertificates()
-        defer { certificates.directory.remove() }
-        let moto = try await Moto(queues: ["secure"], certificates: certificates)
-        defer { Task { await moto.remove() } }
-        let url = try #require(moto.urls["secure"])
-        #expect(url.hasPrefix("https://"))
-        let hub = try makeHub(environment: moto.environment, caFile: certificates.ca)
-        try await hub.subscribe(event: "E_CALL", socket: "sqs:\(url)")
-        try hub.raise("E_CALL", ["n": 1])
-        #expect(
-            await eventually(timeout: .seconds(15)) { hub.statistics.snapshot().transports["sqs"]?.delivered == 1 })
-        #expect(try await moto.receive("secure", count: 1).count == 1)
-        await hub.shutdown()
+        try await withTeardown { teardown in
+            let certificates = try await TestCertificates()
+            defer { certificates.directory.remove() }
+            let moto = try await Moto(queues: ["secure"], certificates: certificates)
+            teardown.add { await moto.remove() }
+            let url = try #require(moto.urls["secure"])
+            #expect(url.hasPrefix("https://"))
+            let hub = try makeHub(environment: moto.environment, caFile: certificates.ca)
+            try await hub.subscribe(event: "E_CALL", socket: "sqs:\(url)")
+            try hub.raise("E_CALL", ["n": 1])
+            #expect(
+                await eventually(timeout: .seconds(15)) { hub.statistics.snapshot().transports["sqs"]?.delivered == 1 })
+            #expect(try await moto.receive("secure", count: 1).count == 1)
+            await hub.shutdown()
 
-        let untrusting = try makeHub(environment: moto.environment, caFile: certificates.otherCA)
-        let deliverer = try await deliverer(untrusting, "sqs:\(url)")
-        let outcome = await deliverer.deliver(
-            RaisedEvent(event: try untrusting.publish("E_CALL"), params: ["n": .int(2)]))
-        guard case .failed(let failure) = outcome else {
-            Issue.record("delivered to an untrusted server")
-            return
+            let untrusting = try makeHub(environment: moto.environment, caFile: certificates.otherCA)
+            let deliverer = try await deliverer(untrusting, "sqs:\(url)")
+            let outcome = await deliverer.deliver(
+                RaisedEvent(event: try untrusting.publish("E_CALL"), params: ["n": .int(2)]))
+            guard case .failed(let failure) = outcome else {
+                Issue.record("delivered to an untrusted server")
+                return
+            }
+            #expect(failure.reason.contains("TLS"), "\(failure.reason)")
+            await deliverer.close()
         }
-        #expect(failure.reason.contains("TLS"), "\(failure.reason)")
-        await deliverer.close()
     }
 }
 

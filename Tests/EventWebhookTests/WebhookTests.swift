@@ -107,129 +107,144 @@ final class Receiver: @unchecked Sendable {
     }
 
     @Test func signedWebhooksOverTLSVerifyWithTheStandardWebhooksLibrary() async throws {
-        let certificates = try await TestCertificates()
-        defer { certificates.directory.remove() }
-        let receiver = try await Receiver(certificates: certificates, secret: Self.secret)
-        defer { Task { await receiver.stop() } }
-        let hub = try makeHub(caFile: certificates.ca)
-        try await hub.subscribe(event: "E_HOOK", socket: receiver.url)
-        var expected: [String] = []
-        for number in 0..<40 {
-            let params: EventParams = ["n": .int(Int64(number)), "note": .string("naïve \"quoted\" \u{1F4DE}")]
-            try hub.raise("E_HOOK", params)
-            expected.append(
-                String(decoding: JSONRPCNotification.encode(method: "E_HOOK", params: params), as: UTF8.self))
+        try await withTeardown { teardown in
+            let certificates = try await TestCertificates()
+            defer { certificates.directory.remove() }
+            let receiver = try await Receiver(certificates: certificates, secret: Self.secret)
+            teardown.add { await receiver.stop() }
+            let hub = try makeHub(caFile: certificates.ca)
+            try await hub.subscribe(event: "E_HOOK", socket: receiver.url)
+            var expected: [String] = []
+            for number in 0..<40 {
+                let params: EventParams = ["n": .int(Int64(number)), "note": .string("naïve \"quoted\" \u{1F4DE}")]
+                try hub.raise("E_HOOK", params)
+                expected.append(
+                    String(decoding: JSONRPCNotification.encode(method: "E_HOOK", params: params), as: UTF8.self))
+            }
+            let records = await receiver.waitFor(count: 40)
+            #expect(records.map(\.body) == expected)
+            #expect(records.allSatisfy { $0.verdict == "ok" }, "\(records.compactMap(\.verdict).filter { $0 != "ok" })")
+            #expect(records.allSatisfy { $0.path == "/hooks/evi" && $0.contentType == "application/json" })
+            #expect(Set(records.compactMap(\.id)).count == 40)
+            #expect(
+                await eventually { hub.statistics.snapshot().transports["https"]?.delivered == 40 },
+                "\(String(describing: hub.statistics.snapshot().transports["https"]))")
+            #expect(try hub.subscribers(of: "E_HOOK").first?.socket == receiver.url)
+            await hub.shutdown()
         }
-        let records = await receiver.waitFor(count: 40)
-        #expect(records.map(\.body) == expected)
-        #expect(records.allSatisfy { $0.verdict == "ok" }, "\(records.compactMap(\.verdict).filter { $0 != "ok" })")
-        #expect(records.allSatisfy { $0.path == "/hooks/evi" && $0.contentType == "application/json" })
-        #expect(Set(records.compactMap(\.id)).count == 40)
-        #expect(
-            await eventually { hub.statistics.snapshot().transports["https"]?.delivered == 40 },
-            "\(String(describing: hub.statistics.snapshot().transports["https"]))")
-        #expect(try hub.subscribers(of: "E_HOOK").first?.socket == receiver.url)
-        await hub.shutdown()
     }
 
     @Test func aTamperedSecretFailsTheReceiversVerification() async throws {
-        let receiver = try await Receiver(secret: Self.secret)
-        defer { Task { await receiver.stop() } }
-        let hub = try makeHub(secret: "whsec_" + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
-        try await hub.subscribe(event: "E_HOOK", socket: receiver.url)
-        try hub.raise("E_HOOK", ["n": 1])
-        let records = await receiver.waitFor(count: 1)
-        #expect(records.first?.verdict?.contains("WebhookVerificationError") == true, "\(records.map(\.verdict))")
-        await hub.shutdown()
+        try await withTeardown { teardown in
+            let receiver = try await Receiver(secret: Self.secret)
+            teardown.add { await receiver.stop() }
+            let hub = try makeHub(secret: "whsec_" + "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+            try await hub.subscribe(event: "E_HOOK", socket: receiver.url)
+            try hub.raise("E_HOOK", ["n": 1])
+            let records = await receiver.waitFor(count: 1)
+            #expect(records.first?.verdict?.contains("WebhookVerificationError") == true, "\(records.map(\.verdict))")
+            await hub.shutdown()
+        }
     }
 
     @Test func failoverMovesFromAFailingWebhookToUDPAndBack() async throws {
-        let receiver = try await Receiver(secret: Self.secret)
-        defer { Task { await receiver.stop() } }
-        let backup = try DatagramReceiver()
-        let hub = try makeHub(failoverTimeout: 1)
-        try await hub.subscribe(event: "E_HOOK", socket: "virtual:FAILOVER \(receiver.url) \(backup.socket)")
-        try await receiver.answer("500")
-        try hub.raise("E_HOOK", ["n": 1])
-        #expect(await backup.waitFor(count: 1, timeout: .seconds(10)).count == 1)
-        let member = try hub.subscribers(of: "E_HOOK").first?.members?.first
-        #expect(member?.state == .failed, "\(String(describing: member))")
-        try await receiver.answer("200")
-        try await Task.sleep(for: .milliseconds(1200))
-        try hub.raise("E_HOOK", ["n": 2])
-        let records = await receiver.waitFor(count: 2)
-        #expect(records.last?.body.contains("\"n\":2") == true)
-        #expect(records.last?.answer == "200")
-        #expect(try hub.subscribers(of: "E_HOOK").first?.members?.first?.state == .up)
-        await backup.close()
-        await hub.shutdown()
+        try await withTeardown { teardown in
+            let receiver = try await Receiver(secret: Self.secret)
+            teardown.add { await receiver.stop() }
+            let backup = try DatagramReceiver()
+            let hub = try makeHub(failoverTimeout: 1)
+            try await hub.subscribe(event: "E_HOOK", socket: "virtual:FAILOVER \(receiver.url) \(backup.socket)")
+            try await receiver.answer("500")
+            try hub.raise("E_HOOK", ["n": 1])
+            #expect(await backup.waitFor(count: 1, timeout: .seconds(10)).count == 1)
+            let member = try hub.subscribers(of: "E_HOOK").first?.members?.first
+            #expect(member?.state == .failed, "\(String(describing: member))")
+            try await receiver.answer("200")
+            try await Task.sleep(for: .milliseconds(1200))
+            try hub.raise("E_HOOK", ["n": 2])
+            let records = await receiver.waitFor(count: 2)
+            #expect(records.last?.body.contains("\"n\":2") == true)
+            #expect(records.last?.answer == "200")
+            #expect(try hub.subscribers(of: "E_HOOK").first?.members?.first?.state == .up)
+            await backup.close()
+            await hub.shutdown()
+        }
     }
 
     @Test func gone410RemovesAPlainSubscriptionAndMarksAVirtualMember() async throws {
-        let receiver = try await Receiver(secret: Self.secret)
-        defer { Task { await receiver.stop() } }
-        let backup = try DatagramReceiver()
-        let hub = try makeHub()
-        try hub.publish("E_OTHER")
-        try await hub.subscribe(event: "E_HOOK", socket: receiver.url)
-        try await hub.subscribe(event: "E_OTHER", socket: "virtual:FAILOVER \(receiver.url) \(backup.socket)")
-        try await receiver.answer("410")
-        try hub.raise("E_HOOK", ["n": 1])
-        #expect(await eventually(timeout: .seconds(10)) { (try? hub.subscribers(of: "E_HOOK").isEmpty) == true })
-        try hub.raise("E_OTHER", ["n": 2])
-        #expect(await backup.waitFor(count: 1, timeout: .seconds(10)).count == 1)
-        #expect(try hub.subscribers(of: "E_OTHER").first?.members?.first?.state == .failed)
-        await backup.close()
-        await hub.shutdown()
+        try await withTeardown { teardown in
+            let receiver = try await Receiver(secret: Self.secret)
+            teardown.add { await receiver.stop() }
+            let backup = try DatagramReceiver()
+            let hub = try makeHub()
+            try hub.publish("E_OTHER")
+            try await hub.subscribe(event: "E_HOOK", socket: receiver.url)
+            try await hub.subscribe(event: "E_OTHER", socket: "virtual:FAILOVER \(receiver.url) \(backup.socket)")
+            try await receiver.answer("410")
+            try hub.raise("E_HOOK", ["n": 1])
+            #expect(await eventually(timeout: .seconds(10)) { (try? hub.subscribers(of: "E_HOOK").isEmpty) == true })
+            try hub.raise("E_OTHER", ["n": 2])
+            #expect(await backup.waitFor(count: 1, timeout: .seconds(10)).count == 1)
+            #expect(try hub.subscribers(of: "E_OTHER").first?.members?.first?.state == .failed)
+            await backup.close()
+            await hub.shutdown()
+        }
     }
 
     @Test func aSilentReceiverTimesOutAndAnUntrustedOneFailsOnTLS() async throws {
-        let receiver = try await Receiver()
-        defer { Task { await receiver.stop() } }
-        let hub = try makeHub(timeout: .milliseconds(500))
-        try await receiver.answer("silent")
-        let event = try hub.publish("E_HOOK")
-        let socket = try #require(try await hub.registry.parseSocket(receiver.url) as? any DeliverySocket)
-        let deliverer = socket.makeDeliverer(
-            context: DelivererContext(event: event, socket: receiver.url, logger: hub.logger, clock: hub.clock))
-        let outcome = await deliverer.deliver(RaisedEvent(event: event, params: ["n": .int(1)]))
-        #expect(outcome == .failed(DeliveryFailure(.subscriberFailed, "reply timeout")))
-        await deliverer.close()
+        try await withTeardown { teardown in
+            let receiver = try await Receiver()
+            teardown.add { await receiver.stop() }
+            let hub = try makeHub(timeout: .milliseconds(500))
+            try await receiver.answer("silent")
+            let event = try hub.publish("E_HOOK")
+            let socket = try #require(try await hub.registry.parseSocket(receiver.url) as? any DeliverySocket)
+            let deliverer = socket.makeDeliverer(
+                context: DelivererContext(event: event, socket: receiver.url, logger: hub.logger, clock: hub.clock))
+            let outcome = await deliverer.deliver(RaisedEvent(event: event, params: ["n": .int(1)]))
+            #expect(outcome == .failed(DeliveryFailure(.subscriberFailed, "reply timeout")))
+            await deliverer.close()
 
-        let certificates = try await TestCertificates()
-        defer { certificates.directory.remove() }
-        let secure = try await Receiver(certificates: certificates)
-        defer { Task { await secure.stop() } }
-        let untrusting = try makeHub(caFile: certificates.otherCA)
-        let tlsSocket = try #require(try await untrusting.registry.parseSocket(secure.url) as? any DeliverySocket)
-        let tlsDeliverer = tlsSocket.makeDeliverer(
-            context: DelivererContext(event: event, socket: secure.url, logger: hub.logger, clock: hub.clock))
-        guard case .failed(let failure) = await tlsDeliverer.deliver(RaisedEvent(event: event, params: ["n": .int(2)]))
-        else {
-            Issue.record("delivered to an untrusted receiver")
-            return
+            let certificates = try await TestCertificates()
+            defer { certificates.directory.remove() }
+            let secure = try await Receiver(certificates: certificates)
+            teardown.add { await secure.stop() }
+            let untrusting = try makeHub(caFile: certificates.otherCA)
+            let tlsSocket = try #require(try await untrusting.registry.parseSocket(secure.url) as? any DeliverySocket)
+            let tlsDeliverer = tlsSocket.makeDeliverer(
+                context: DelivererContext(event: event, socket: secure.url, logger: hub.logger, clock: hub.clock))
+            guard
+                case .failed(let failure) = await tlsDeliverer.deliver(
+                    RaisedEvent(event: event, params: ["n": .int(2)]))
+            else {
+                Issue.record("delivered to an untrusted receiver")
+                return
+            }
+            #expect(failure.reason.contains("TLS"), "\(failure.reason)")
+            await tlsDeliverer.close()
         }
-        #expect(failure.reason.contains("TLS"), "\(failure.reason)")
-        await tlsDeliverer.close()
     }
 
     @Test func aSubscriptionsOwnSecretOverridesTheModules() async throws {
-        let own = "whsec_" + "c2Vjb25kIHNlY3JldCBmb3IgdGhpcyBvbmU="
-        let receiver = try await Receiver(secret: own)
-        defer { Task { await receiver.stop() } }
-        let secrets = WebhookSecrets()
-        try secrets.assign(try WebhookSecret(own, key: "s"), socket: "virtual:PARALLEL \(receiver.url) udp:127.0.0.1:9")
-        let hub = try makeHub(secrets: secrets)
-        try await hub.subscribe(event: "E_HOOK", socket: receiver.url)
-        try hub.raise("E_HOOK", ["n": 1])
-        #expect(await receiver.waitFor(count: 1).first?.verdict == "ok")
-        #expect(throws: ConfigurationError.self) {
-            try secrets.assign(try WebhookSecret(Self.secret, key: "s"), socket: receiver.url)
+        try await withTeardown { teardown in
+            let own = "whsec_" + "c2Vjb25kIHNlY3JldCBmb3IgdGhpcyBvbmU="
+            let receiver = try await Receiver(secret: own)
+            teardown.add { await receiver.stop() }
+            let secrets = WebhookSecrets()
+            try secrets.assign(
+                try WebhookSecret(own, key: "s"), socket: "virtual:PARALLEL \(receiver.url) udp:127.0.0.1:9")
+            let hub = try makeHub(secrets: secrets)
+            try await hub.subscribe(event: "E_HOOK", socket: receiver.url)
+            try hub.raise("E_HOOK", ["n": 1])
+            #expect(await receiver.waitFor(count: 1).first?.verdict == "ok")
+            #expect(throws: ConfigurationError.self) {
+                try secrets.assign(try WebhookSecret(Self.secret, key: "s"), socket: receiver.url)
+            }
+            #expect(throws: ConfigurationError.self) {
+                try secrets.assign(try WebhookSecret(Self.secret, key: "s"), socket: "udp:127.0.0.1:9")
+            }
+            await hub.shutdown()
         }
-        #expect(throws: ConfigurationError.self) {
-            try secrets.assign(try WebhookSecret(Self.secret, key: "s"), socket: "udp:127.0.0.1:9")
-        }
-        await hub.shutdown()
     }
 
     @Test func badSocketsAndSecretsAreRefused() async throws {

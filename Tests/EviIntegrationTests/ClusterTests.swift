@@ -54,128 +54,141 @@ import Testing
     }
 
     @Test func aSubscriptionMadeOnOneNodeHoldsOnAll() async throws {
-        let url = try await Self.database("evi_cluster_a")
-        let a = try await Self.node("A", url: url)
-        defer { Task { await a.stop() } }
-        let b = try await Self.node("B", url: url)
-        defer { Task { await b.stop() } }
-        let c = try await Self.node("C", url: url)
-        defer { Task { await c.stop() } }
-        let plain = try DatagramReceiver()
-        let backup = try DatagramReceiver()
-        let dead = try freeTCPPort()
-        #expect(try Self.call(a, "evi:subscribe", #"["E_CL","\#(plain.socket)"]"#).contains(#""result":"OK""#))
-        #expect(
-            try Self.call(a, "evi:subscribe", #"["E_CL","virtual:FAILOVER tcp:127.0.0.1:\#(dead) \#(backup.socket)"]"#)
+        try await withTeardown { teardown in
+            let url = try await Self.database("evi_cluster_a")
+            let a = try await Self.node("A", url: url)
+            teardown.add { await a.stop() }
+            let b = try await Self.node("B", url: url)
+            teardown.add { await b.stop() }
+            let c = try await Self.node("C", url: url)
+            teardown.add { await c.stop() }
+            let plain = try DatagramReceiver()
+            let backup = try DatagramReceiver()
+            let dead = try freeTCPPort()
+            #expect(try Self.call(a, "evi:subscribe", #"["E_CL","\#(plain.socket)"]"#).contains(#""result":"OK""#))
+            #expect(
+                try Self.call(
+                    a, "evi:subscribe", #"["E_CL","virtual:FAILOVER tcp:127.0.0.1:\#(dead) \#(backup.socket)"]"#
+                )
                 .contains(#""result":"OK""#))
-        let started = ContinuousClock.now
-        #expect(await eventually(timeout: .seconds(5)) { Self.subscriberCount(b) == 2 && Self.subscriberCount(c) == 2 })
-        let propagation = ContinuousClock.now - started
-        #expect(propagation < .seconds(1), "propagation took \(propagation)")
-        _ = try Self.call(b, "evi:raise", #"["E_CL",{"n":1}]"#)
-        _ = try Self.call(c, "evi:raise", #"["E_CL",{"n":2}]"#)
-        #expect(await plain.waitFor(count: 2, timeout: .seconds(10)).count == 2)
-        #expect(await backup.waitFor(count: 2, timeout: .seconds(10)).count == 2)
-        #expect(try Self.call(b, "evi:subscribers").contains(#""Node":"B""#))
-        let nodes = try Self.call(b, "evi:nodes")
-        #expect(nodes.contains(#""name":"A""#) && nodes.contains(#""name":"C""#), "\(nodes)")
-        #expect(nodes.contains(#""name":"B","started":"#) && nodes.contains(#""self":true"#), "\(nodes)")
+            let started = ContinuousClock.now
+            #expect(
+                await eventually(timeout: .seconds(5)) { Self.subscriberCount(b) == 2 && Self.subscriberCount(c) == 2 })
+            let propagation = ContinuousClock.now - started
+            #expect(propagation < .seconds(1), "propagation took \(propagation)")
+            _ = try Self.call(b, "evi:raise", #"["E_CL",{"n":1}]"#)
+            _ = try Self.call(c, "evi:raise", #"["E_CL",{"n":2}]"#)
+            #expect(await plain.waitFor(count: 2, timeout: .seconds(10)).count == 2)
+            #expect(await backup.waitFor(count: 2, timeout: .seconds(10)).count == 2)
+            #expect(try Self.call(b, "evi:subscribers").contains(#""Node":"B""#))
+            let nodes = try Self.call(b, "evi:nodes")
+            #expect(nodes.contains(#""name":"A""#) && nodes.contains(#""name":"C""#), "\(nodes)")
+            #expect(nodes.contains(#""name":"B","started":"#) && nodes.contains(#""self":true"#), "\(nodes)")
 
-        // Unsubscribed on C: none of the three delivers any more.
-        _ = try Self.call(c, "evi:unsubscribe", #"["E_CL","\#(plain.socket)"]"#)
-        _ = try Self.call(
-            c, "evi:unsubscribe", #"["E_CL","virtual:FAILOVER tcp:127.0.0.1:\#(dead) \#(backup.socket)"]"#)
-        #expect(
-            await eventually(timeout: .seconds(5)) {
-                [a, b, c].allSatisfy { Self.subscriberCount($0) == 0 }
-            })
-        let before = (plain.count, backup.count)
-        for node in [a, b, c] { _ = try Self.call(node, "evi:raise", #"["E_CL",{"n":3}]"#) }
-        try await Task.sleep(for: .milliseconds(300))
-        #expect(plain.count == before.0 && backup.count == before.1)
+            // Unsubscribed on C: none of the three delivers any more.
+            _ = try Self.call(c, "evi:unsubscribe", #"["E_CL","\#(plain.socket)"]"#)
+            _ = try Self.call(
+                c, "evi:unsubscribe", #"["E_CL","virtual:FAILOVER tcp:127.0.0.1:\#(dead) \#(backup.socket)"]"#)
+            #expect(
+                await eventually(timeout: .seconds(5)) {
+                    [a, b, c].allSatisfy { Self.subscriberCount($0) == 0 }
+                })
+            let before = (plain.count, backup.count)
+            for node in [a, b, c] { _ = try Self.call(node, "evi:raise", #"["E_CL",{"n":3}]"#) }
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(plain.count == before.0 && backup.count == before.1)
 
-        // Expiry is absolute time, honoured by all three.
-        _ = try Self.call(b, "evi:subscribe", #"["E_CL","\#(plain.socket)",2]"#)
-        #expect(await eventually(timeout: .seconds(3)) { [a, c].allSatisfy { Self.subscriberCount($0) == 1 } })
-        try await Task.sleep(for: .milliseconds(2300))
-        let beforeExpiry = plain.count
-        for node in [a, b, c] { _ = try Self.call(node, "evi:raise", #"["E_CL",{"n":4}]"#) }
-        try await Task.sleep(for: .milliseconds(300))
-        #expect(plain.count == beforeExpiry, "\(plain.count - beforeExpiry) delivered after expiry")
-        #expect(!a.process.standardOutput.contains("evi-"), "the URL's password is printed")
-        #expect(a.process.standardOutput.contains("as node A"), "\(a.process.standardOutput)")
-        await plain.close()
-        await backup.close()
+            // Expiry is absolute time, honoured by all three.
+            _ = try Self.call(b, "evi:subscribe", #"["E_CL","\#(plain.socket)",2]"#)
+            #expect(await eventually(timeout: .seconds(3)) { [a, c].allSatisfy { Self.subscriberCount($0) == 1 } })
+            try await Task.sleep(for: .milliseconds(2300))
+            let beforeExpiry = plain.count
+            for node in [a, b, c] { _ = try Self.call(node, "evi:raise", #"["E_CL",{"n":4}]"#) }
+            try await Task.sleep(for: .milliseconds(300))
+            #expect(plain.count == beforeExpiry, "\(plain.count - beforeExpiry) delivered after expiry")
+            #expect(!a.process.standardOutput.contains("evi-"), "the URL's password is printed")
+            #expect(a.process.standardOutput.contains("as node A"), "\(a.process.standardOutput)")
+            await plain.close()
+            await backup.close()
+        }
     }
 
     @Test func theDaemonsKeepDeliveringThroughARestartOfPostgreSQLAndResynchronise() async throws {
-        let url = try await Self.database("evi_cluster_b")
-        let a = try await Self.node("A", url: url)
-        defer { Task { await a.stop() } }
-        let b = try await Self.node("B", url: url)
-        defer { Task { await b.stop() } }
-        let first = try DatagramReceiver()
-        let second = try DatagramReceiver()
-        _ = try Self.call(a, "evi:subscribe", #"["E_CL","\#(first.socket)"]"#)
-        #expect(await eventually(timeout: .seconds(5)) { Self.subscriberCount(b) == 1 })
-        try await Self.postgres("stop")
-        // Down: delivery goes on with what each node knows; changes are refused, not pretended.
-        _ = try Self.call(b, "evi:raise", #"["E_CL",{"n":1}]"#)
-        #expect(await first.waitFor(count: 1, timeout: .seconds(5)).count == 1)
-        let refused = try Self.call(a, "evi:subscribe", #"["E_CL","\#(second.socket)"]"#)
-        #expect(
-            refused.contains(#""code":500"#) && refused.contains("not stored: state store unreachable"), "\(refused)")
-        let ready = try RawHTTP.request(port: a.httpPort, method: "GET", path: "/ready")
-        #expect(ready.status == 200 && ready.bodyText.contains(#""state_store":"unreachable""#), "\(ready.bodyText)")
-        let metrics = try RawHTTP.request(port: a.httpPort, method: "GET", path: "/metrics").bodyText
-        #expect(
-            metrics.contains("evi_state_store_up 0"),
-            "\(metrics.split(separator: "\n").filter { $0.contains("state_store") })")
-        try await Self.postgres("restart")
-        let back = await eventually(timeout: .seconds(10)) {
-            ((try? Self.call(a, "evi:subscribe", #"["E_CL","\#(second.socket)"]"#)) ?? "").contains(#""result":"OK""#)
+        try await withTeardown { teardown in
+            let url = try await Self.database("evi_cluster_b")
+            let a = try await Self.node("A", url: url)
+            teardown.add { await a.stop() }
+            let b = try await Self.node("B", url: url)
+            teardown.add { await b.stop() }
+            let first = try DatagramReceiver()
+            let second = try DatagramReceiver()
+            _ = try Self.call(a, "evi:subscribe", #"["E_CL","\#(first.socket)"]"#)
+            #expect(await eventually(timeout: .seconds(5)) { Self.subscriberCount(b) == 1 })
+            try await Self.postgres("stop")
+            // Down: delivery goes on with what each node knows; changes are refused, not pretended.
+            _ = try Self.call(b, "evi:raise", #"["E_CL",{"n":1}]"#)
+            #expect(await first.waitFor(count: 1, timeout: .seconds(5)).count == 1)
+            let refused = try Self.call(a, "evi:subscribe", #"["E_CL","\#(second.socket)"]"#)
+            #expect(
+                refused.contains(#""code":500"#) && refused.contains("not stored: state store unreachable"),
+                "\(refused)")
+            let ready = try RawHTTP.request(port: a.httpPort, method: "GET", path: "/ready")
+            #expect(
+                ready.status == 200 && ready.bodyText.contains(#""state_store":"unreachable""#), "\(ready.bodyText)")
+            let metrics = try RawHTTP.request(port: a.httpPort, method: "GET", path: "/metrics").bodyText
+            #expect(
+                metrics.contains("evi_state_store_up 0"),
+                "\(metrics.split(separator: "\n").filter { $0.contains("state_store") })")
+            try await Self.postgres("restart")
+            let back = await eventually(timeout: .seconds(10)) {
+                ((try? Self.call(a, "evi:subscribe", #"["E_CL","\#(second.socket)"]"#)) ?? "").contains(
+                    #""result":"OK""#)
+            }
+            #expect(back)
+            #expect(await eventually(timeout: .seconds(5)) { Self.subscriberCount(b) == 2 })
+            _ = try Self.call(b, "evi:raise", #"["E_CL",{"n":2}]"#)
+            #expect(await second.waitFor(count: 1, timeout: .seconds(5)).count == 1)
+            #expect(
+                try RawHTTP.request(port: a.httpPort, method: "GET", path: "/ready").bodyText.contains(
+                    #""state_store":"up""#))
+            await first.close()
+            await second.close()
         }
-        #expect(back)
-        #expect(await eventually(timeout: .seconds(5)) { Self.subscriberCount(b) == 2 })
-        _ = try Self.call(b, "evi:raise", #"["E_CL",{"n":2}]"#)
-        #expect(await second.waitFor(count: 1, timeout: .seconds(5)).count == 1)
-        #expect(
-            try RawHTTP.request(port: a.httpPort, method: "GET", path: "/ready").bodyText.contains(
-                #""state_store":"up""#))
-        await first.close()
-        await second.close()
     }
 
     @Test func aNodeKilledMidStreamComesBackInSync() async throws {
-        let url = try await Self.database("evi_cluster_c")
-        let a = try await Self.node("A", url: url)
-        defer { Task { await a.stop() } }
-        let b = try await Self.node("B", url: url)
-        let c = try await Self.node("C", url: url)
-        defer { Task { await c.stop() } }
-        let first = try DatagramReceiver()
-        let second = try DatagramReceiver()
-        _ = try Self.call(a, "evi:subscribe", #"["E_CL","\#(first.socket)"]"#)
-        #expect(await eventually(timeout: .seconds(5)) { Self.subscriberCount(b) == 1 && Self.subscriberCount(c) == 1 })
-        b.process.signal(SIGKILL)
-        _ = await b.process.waitForExit(timeout: .seconds(5))
-        await b.stop()
-        // A and C carry on; a change made meanwhile is stored for B.
-        for number in 0..<50 {
-            _ = try Self.call(number % 2 == 0 ? a : c, "evi:raise", #"["E_CL",{"n":\#(number)}]"#)
+        try await withTeardown { teardown in
+            let url = try await Self.database("evi_cluster_c")
+            let a = try await Self.node("A", url: url)
+            teardown.add { await a.stop() }
+            let b = try await Self.node("B", url: url)
+            let c = try await Self.node("C", url: url)
+            teardown.add { await c.stop() }
+            let first = try DatagramReceiver()
+            let second = try DatagramReceiver()
+            _ = try Self.call(a, "evi:subscribe", #"["E_CL","\#(first.socket)"]"#)
+            #expect(
+                await eventually(timeout: .seconds(5)) { Self.subscriberCount(b) == 1 && Self.subscriberCount(c) == 1 })
+            b.process.signal(SIGKILL)
+            _ = await b.process.waitForExit(timeout: .seconds(5))
+            await b.stop()
+            // A and C carry on; a change made meanwhile is stored for B.
+            for number in 0..<50 {
+                _ = try Self.call(number % 2 == 0 ? a : c, "evi:raise", #"["E_CL",{"n":\#(number)}]"#)
+            }
+            #expect(await first.waitFor(count: 50, timeout: .seconds(10)).count == 50)
+            _ = try Self.call(c, "evi:subscribe", #"["E_CL","\#(second.socket)"]"#)
+            let restarted = try await Self.node("B", url: url)
+            teardown.add { await restarted.stop() }
+            #expect(await eventually(timeout: .seconds(5)) { Self.subscriberCount(restarted) == 2 })
+            _ = try Self.call(restarted, "evi:raise", #"["E_CL",{"n":99}]"#)
+            #expect(await second.waitFor(count: 1, timeout: .seconds(5)).count == 1)
+            #expect(await first.waitFor(count: 51, timeout: .seconds(5)).count == 51)
+            let nodes = try Self.call(a, "evi:nodes")
+            #expect(["A", "B", "C"].allSatisfy { nodes.contains(#""name":"\#($0)""#) }, "\(nodes)")
+            await first.close()
+            await second.close()
         }
-        #expect(await first.waitFor(count: 50, timeout: .seconds(10)).count == 50)
-        _ = try Self.call(c, "evi:subscribe", #"["E_CL","\#(second.socket)"]"#)
-        let restarted = try await Self.node("B", url: url)
-        defer { Task { await restarted.stop() } }
-        #expect(await eventually(timeout: .seconds(5)) { Self.subscriberCount(restarted) == 2 })
-        _ = try Self.call(restarted, "evi:raise", #"["E_CL",{"n":99}]"#)
-        #expect(await second.waitFor(count: 1, timeout: .seconds(5)).count == 1)
-        #expect(await first.waitFor(count: 51, timeout: .seconds(5)).count == 51)
-        let nodes = try Self.call(a, "evi:nodes")
-        #expect(["A", "B", "C"].allSatisfy { nodes.contains(#""name":"\#($0)""#) }, "\(nodes)")
-        await first.close()
-        await second.close()
     }
 
     /// Three daemons consuming one RabbitMQ queue (the ingress) with a subscription made on one of

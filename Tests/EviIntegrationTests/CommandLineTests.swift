@@ -6,14 +6,16 @@ import Testing
 /// subcommand, hints, and the annotated default configuration.
 @Suite(.serialized) struct CommandLineTests {
     @Test func miOptionsMayComeBeforeTheSubcommand() async throws {
-        let daemon = try await Daemon.start(extra: "events: [E_X]\n")
-        defer { Task { await daemon.stop() } }
-        let before = try await run(eviBinary.path, ["--mi", daemon.miURL, "events"])
-        #expect(before.status == 0, "\(before.errors)")
-        #expect(before.output.contains(#""name":"E_X""#))
-        let equals = try await run(eviBinary.path, ["--mi=udp://127.0.0.1:\(daemon.udpPort)", "events"])
-        #expect(equals.status == 0, "\(equals.errors)")
-        #expect(equals.output.contains(#""name":"E_X""#))
+        try await withTeardown { teardown in
+            let daemon = try await Daemon.start(extra: "events: [E_X]\n")
+            teardown.add { await daemon.stop() }
+            let before = try await run(eviBinary.path, ["--mi", daemon.miURL, "events"])
+            #expect(before.status == 0, "\(before.errors)")
+            #expect(before.output.contains(#""name":"E_X""#))
+            let equals = try await run(eviBinary.path, ["--mi=udp://127.0.0.1:\(daemon.udpPort)", "events"])
+            #expect(equals.status == 0, "\(equals.errors)")
+            #expect(equals.output.contains(#""name":"E_X""#))
+        }
     }
 
     @Test func aMistypedSubcommandGetsASuggestion() async throws {
@@ -31,11 +33,13 @@ import Testing
     }
 
     @Test func raisingAnUnpublishedEventHintsAtPublish() async throws {
-        let daemon = try await Daemon.start()
-        defer { Task { await daemon.stop() } }
-        let result = try await run(eviBinary.path, ["raise", "E_NOPE", "--mi", daemon.miURL])
-        #expect(result.status == 1)
-        #expect(result.errors.contains("evi: publish it first (evi publish E_NOPE)"), "\(result.errors)")
+        try await withTeardown { teardown in
+            let daemon = try await Daemon.start()
+            teardown.add { await daemon.stop() }
+            let result = try await run(eviBinary.path, ["raise", "E_NOPE", "--mi", daemon.miURL])
+            #expect(result.status == 1)
+            #expect(result.errors.contains("evi: publish it first (evi publish E_NOPE)"), "\(result.errors)")
+        }
     }
 
     @Test func mistypedConfigurationKeysGetASuggestion() async throws {
@@ -72,22 +76,25 @@ import Testing
 
     /// `--print-config` is a configuration evi itself accepts: every key, at its default.
     @Test func thePrintedConfigurationIsTheDefaultsAndStartsTheDaemon() async throws {
-        let printed = try await run(eviBinary.path, ["serve", "--print-config"])
-        #expect(printed.status == 0)
-        for key in [
-            "mi:", "http: 127.0.0.1:8888", "datagram: 127.0.0.1:8080", "token: null", "state: ./evi-state",
-            "queue_size: 10000", "shutdown_grace: 5", "log_level: info", "failover_timeout: 30", "mandatory: auto",
-            "rotate_keep: 5",
-        ] {
-            #expect(printed.output.contains(key), "missing \(key)")
+        try await withTeardown { teardown in
+            let printed = try await run(eviBinary.path, ["serve", "--print-config"])
+            #expect(printed.status == 0)
+            for key in [
+                "mi:", "http: 127.0.0.1:8888", "datagram: 127.0.0.1:8080", "token: null", "state: ./evi-state",
+                "queue_size: 10000", "shutdown_grace: 5", "log_level: info", "failover_timeout: 30", "mandatory: auto",
+                "rotate_keep: 5",
+            ] {
+                #expect(printed.output.contains(key), "missing \(key)")
+            }
+            let config = printed.output.replacingOccurrences(of: "127.0.0.1:8888", with: "127.0.0.1:0")
+                .replacingOccurrences(of: "127.0.0.1:8080", with: "127.0.0.1:0")
+                .replacingOccurrences(of: "state: ./evi-state", with: "state: memory")
+            let evi = try EviProcess(["serve"], config: config)
+            teardown.add { await evi.stop() }
+            #expect(
+                await eventually(timeout: .seconds(20)) { evi.standardOutput.contains("listening") },
+                "\(evi.standardError)"
+            )
         }
-        let config = printed.output.replacingOccurrences(of: "127.0.0.1:8888", with: "127.0.0.1:0")
-            .replacingOccurrences(of: "127.0.0.1:8080", with: "127.0.0.1:0")
-            .replacingOccurrences(of: "state: ./evi-state", with: "state: memory")
-        let evi = try EviProcess(["serve"], config: config)
-        defer { Task { await evi.stop() } }
-        #expect(
-            await eventually(timeout: .seconds(20)) { evi.standardOutput.contains("listening") }, "\(evi.standardError)"
-        )
     }
 }

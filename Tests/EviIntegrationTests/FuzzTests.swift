@@ -173,81 +173,84 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
     }
 
     @Test func miSurvivesRandomAndMutatedRequestsOverHTTPAndUDP() async throws {
-        let directory = TemporaryDirectory(prefix: "evi-fuzz")
-        defer { directory.remove() }
-        let daemon = try await Daemon.start(
-            extra: """
-                events: [E_FUZZ]
-                allowed_destinations: [127.0.0.0/8, "::1/128"]
-                modules:
-                  event_flatstore: { allowed_dirs: [\(directory.path)] }
-                """ + "\n")
-        defer { Task { await daemon.stop() } }
-        var random = SplitMix(state: 0xF022)
-        var answered = 0
-        var notifications = 0
-        let requests = fuzzIterations
-        for index in 0..<requests {
-            let body: String
-            if index % 7 == 0 {
-                let length = Int.random(in: 0...60, using: &random)
-                body = String(
-                    decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
-            } else {
-                body = mutate(Self.requestSeeds.randomElement(using: &random) ?? "", &random, pool: Self.requestSeeds)
-            }
-            if index % 2 == 0 {
-                let reply = try RawHTTP.request(
-                    port: daemon.httpPort, method: "POST", path: "/mi", body: Array(body.utf8))
-                switch reply.status {
-                case 200:
-                    let value = try? EventValue(jsonBytes: reply.body)
-                    #expect(value.map(Self.isResponse) == true, "request \(body) → \(reply.bodyText)")
-                    answered += 1
-                case 204:
-                    #expect(reply.body.isEmpty)
-                    notifications += 1
-                default:
-                    Issue.record("HTTP \(reply.status) for \(body)")
-                }
-            } else {
-                // Over UDP only valid requests are answered, and notifications are not: wait
-                // briefly for the rest.
-                let isAnswerable = Self.isValidRequestDatagram(body)
-                let isNotification: Bool = {
-                    switch try? EventValue(json: body) {
-                    case .object(let fields)?: return !fields.contains { $0.name == "id" }
-                    case .array(let items)?:
-                        return !items.isEmpty
-                            && items.allSatisfy {
-                                if case .object(let fields) = $0 { return !fields.contains { $0.name == "id" } }
-                                return false
-                            }
-                    default: return false
-                    }
-                }()
-                let reply = try udpExchange(
-                    port: daemon.udpPort, body, timeoutMilliseconds: isNotification || !isAnswerable ? 5 : 3000)
-                if let reply {
-                    let value = try? EventValue(json: reply)
-                    #expect(value.map(Self.isResponse) == true, "request \(body) → \(reply)")
-                    #expect(isAnswerable, "an invalid datagram was answered: \(body) → \(reply)")
-                    answered += 1
+        try await withTeardown { teardown in
+            let directory = TemporaryDirectory(prefix: "evi-fuzz")
+            teardown.add { directory.remove() }
+            let daemon = try await Daemon.start(
+                extra: """
+                    events: [E_FUZZ]
+                    allowed_destinations: [127.0.0.0/8, "::1/128"]
+                    modules:
+                      event_flatstore: { allowed_dirs: [\(directory.path)] }
+                    """ + "\n")
+            teardown.add { await daemon.stop() }
+            var random = SplitMix(state: 0xF022)
+            var answered = 0
+            var notifications = 0
+            let requests = fuzzIterations
+            for index in 0..<requests {
+                let body: String
+                if index % 7 == 0 {
+                    let length = Int.random(in: 0...60, using: &random)
+                    body = String(
+                        decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
                 } else {
-                    #expect(isNotification || !isAnswerable, "no reply over UDP to \(body)")
-                    notifications += 1
+                    body = mutate(
+                        Self.requestSeeds.randomElement(using: &random) ?? "", &random, pool: Self.requestSeeds)
+                }
+                if index % 2 == 0 {
+                    let reply = try RawHTTP.request(
+                        port: daemon.httpPort, method: "POST", path: "/mi", body: Array(body.utf8))
+                    switch reply.status {
+                    case 200:
+                        let value = try? EventValue(jsonBytes: reply.body)
+                        #expect(value.map(Self.isResponse) == true, "request \(body) → \(reply.bodyText)")
+                        answered += 1
+                    case 204:
+                        #expect(reply.body.isEmpty)
+                        notifications += 1
+                    default:
+                        Issue.record("HTTP \(reply.status) for \(body)")
+                    }
+                } else {
+                    // Over UDP only valid requests are answered, and notifications are not: wait
+                    // briefly for the rest.
+                    let isAnswerable = Self.isValidRequestDatagram(body)
+                    let isNotification: Bool = {
+                        switch try? EventValue(json: body) {
+                        case .object(let fields)?: return !fields.contains { $0.name == "id" }
+                        case .array(let items)?:
+                            return !items.isEmpty
+                                && items.allSatisfy {
+                                    if case .object(let fields) = $0 { return !fields.contains { $0.name == "id" } }
+                                    return false
+                                }
+                        default: return false
+                        }
+                    }()
+                    let reply = try udpExchange(
+                        port: daemon.udpPort, body, timeoutMilliseconds: isNotification || !isAnswerable ? 5 : 3000)
+                    if let reply {
+                        let value = try? EventValue(json: reply)
+                        #expect(value.map(Self.isResponse) == true, "request \(body) → \(reply)")
+                        #expect(isAnswerable, "an invalid datagram was answered: \(body) → \(reply)")
+                        answered += 1
+                    } else {
+                        #expect(isNotification || !isAnswerable, "no reply over UDP to \(body)")
+                        notifications += 1
+                    }
                 }
             }
+            #expect(answered + notifications == requests)
+            // Still serving, still itself.
+            #expect(
+                try daemon.mi(#"{"jsonrpc":"2.0","method":"version","id":1}"#)
+                    == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.2.0"},"id":1}"#)
+            #expect(daemon.process.isRunning)
+            print(
+                "fuzz: \(requests) MI requests (half HTTP, half UDP), \(answered) answered, \(notifications) notifications, 0 crashes"
+            )
         }
-        #expect(answered + notifications == requests)
-        // Still serving, still itself.
-        #expect(
-            try daemon.mi(#"{"jsonrpc":"2.0","method":"version","id":1}"#)
-                == #"{"jsonrpc":"2.0","result":{"Server":"evi 0.2.0"},"id":1}"#)
-        #expect(daemon.process.isRunning)
-        print(
-            "fuzz: \(requests) MI requests (half HTTP, half UDP), \(answered) answered, \(notifications) notifications, 0 crashes"
-        )
     }
 
     static let replySeeds = [
@@ -261,73 +264,78 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
     /// The reply loop: replies, errors and garbage sent to MI over UDP (as another server, or evi
     /// itself, would send them) draw no datagram back, so no two MI ports can ping-pong.
     @Test func udpRepliesAndGarbageNeverDrawAReply() async throws {
-        let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\n")
-        defer { Task { await daemon.stop() } }
-        var random = SplitMix(state: 0x100D)
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        defer { close(fd) }
-        var sent = 0
-        for index in 0..<fuzzIterations {
-            let body: String
-            if index % 5 == 0 {
-                let length = Int.random(in: 1...200, using: &random)
-                body = String(
-                    decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
-            } else {
-                body = mutate(Self.replySeeds.randomElement(using: &random) ?? "", &random, pool: Self.replySeeds)
+        try await withTeardown { teardown in
+            let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\n")
+            teardown.add { await daemon.stop() }
+            var random = SplitMix(state: 0x100D)
+            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+            defer { close(fd) }
+            var sent = 0
+            for index in 0..<fuzzIterations {
+                let body: String
+                if index % 5 == 0 {
+                    let length = Int.random(in: 1...200, using: &random)
+                    body = String(
+                        decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
+                } else {
+                    body = mutate(Self.replySeeds.randomElement(using: &random) ?? "", &random, pool: Self.replySeeds)
+                }
+                guard !Self.isValidRequestDatagram(body) else { continue }
+                let bytes = Array(body.utf8)
+                _ = withLoopbackAddress(port: daemon.udpPort) { sendto(fd, bytes, bytes.count, 0, $0, $1) }
+                sent += 1
+                if index % 200 == 0 { try await Task.sleep(for: .milliseconds(5)) }  // no receive-buffer overflow
             }
-            guard !Self.isValidRequestDatagram(body) else { continue }
-            let bytes = Array(body.utf8)
-            _ = withLoopbackAddress(port: daemon.udpPort) { sendto(fd, bytes, bytes.count, 0, $0, $1) }
-            sent += 1
-            if index % 200 == 0 { try await Task.sleep(for: .milliseconds(5)) }  // no receive-buffer overflow
+            try await Task.sleep(for: .milliseconds(500))
+            var buffer = [UInt8](repeating: 0, count: 65_536)
+            let received = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            #expect(
+                received < 0, "a reply came back: \(String(decoding: buffer.prefix(max(0, received)), as: UTF8.self))")
+            let metrics = try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").bodyText
+            let dropped = metrics.split(separator: "\n").filter { $0.hasPrefix("evi_mi_dropped_total{") }.compactMap {
+                Int($0.split(separator: " ").last ?? "")
+            }.reduce(0, +)
+            #expect(dropped == sent, "sent \(sent), dropped \(dropped)")
+            print("fuzz: \(sent) replies and garbage datagrams to MI over UDP, 0 answered")
         }
-        try await Task.sleep(for: .milliseconds(500))
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        let received = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT))
-        #expect(received < 0, "a reply came back: \(String(decoding: buffer.prefix(max(0, received)), as: UTF8.self))")
-        let metrics = try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").bodyText
-        let dropped = metrics.split(separator: "\n").filter { $0.hasPrefix("evi_mi_dropped_total{") }.compactMap {
-            Int($0.split(separator: " ").last ?? "")
-        }.reduce(0, +)
-        #expect(dropped == sent, "sent \(sent), dropped \(dropped)")
-        print("fuzz: \(sent) replies and garbage datagrams to MI over UDP, 0 answered")
     }
 
     /// Slow and stalled HTTP clients (partial heads, trickled bodies, idle connections) beyond
     /// `mi.max_connections` never stop an authenticated client from being served, and are closed.
     @Test func slowHTTPClientsDoNotStarveTheMI() async throws {
-        let daemon = try await Daemon.start(
-            extra: "events: [E_FUZZ]\n", token: "t0k",
-            miExtra: "  max_connections: 16\n  header_timeout: 1\n  idle_timeout: 2\n")
-        defer { Task { await daemon.stop() } }
-        var random = SplitMix(state: 0x510)
-        var slow: [RawConnection] = []
-        defer { for connection in slow { connection.close() } }
-        let fragments = [
-            "POST /mi HTTP/1.1\r\nHo", "GET /metrics HTTP/1.1\r\n",
-            "POST /mi HTTP/1.1\r\nContent-Length: 900000\r\n\r\n{",
-            "", "POST /mi HTTP/1.1\r\nAuthorization: Bearer nope\r\nContent-Length: 10\r\n\r\n",
-        ]
-        let body = Array(#"{"jsonrpc":"2.0","method":"version","id":1}"#.utf8)
-        var served = 0
-        for round in 0..<min(40, max(10, fuzzIterations / 100)) {
-            for _ in 0..<4 {
-                let connection = try RawConnection(port: daemon.httpPort)
-                let fragment = fragments.randomElement(using: &random) ?? ""
-                if !fragment.isEmpty { try? connection.send(fragment) }
-                slow.append(connection)
+        try await withTeardown { teardown in
+            let daemon = try await Daemon.start(
+                extra: "events: [E_FUZZ]\n", token: "t0k",
+                miExtra: "  max_connections: 16\n  header_timeout: 1\n  idle_timeout: 2\n")
+            teardown.add { await daemon.stop() }
+            var random = SplitMix(state: 0x510)
+            var slow: [RawConnection] = []
+            defer { for connection in slow { connection.close() } }
+            let fragments = [
+                "POST /mi HTTP/1.1\r\nHo", "GET /metrics HTTP/1.1\r\n",
+                "POST /mi HTTP/1.1\r\nContent-Length: 900000\r\n\r\n{",
+                "", "POST /mi HTTP/1.1\r\nAuthorization: Bearer nope\r\nContent-Length: 10\r\n\r\n",
+            ]
+            let body = Array(#"{"jsonrpc":"2.0","method":"version","id":1}"#.utf8)
+            var served = 0
+            for round in 0..<min(40, max(10, fuzzIterations / 100)) {
+                for _ in 0..<4 {
+                    let connection = try RawConnection(port: daemon.httpPort)
+                    let fragment = fragments.randomElement(using: &random) ?? ""
+                    if !fragment.isEmpty { try? connection.send(fragment) }
+                    slow.append(connection)
+                }
+                let reply = try RawHTTP.request(
+                    port: daemon.httpPort, method: "POST", path: "/mi", body: body,
+                    headers: [("Authorization", "Bearer t0k")])
+                #expect(reply.status == 200, "round \(round): HTTP \(reply.status)")
+                if reply.status == 200 { served += 1 }
+                try await Task.sleep(for: .milliseconds(50))
             }
-            let reply = try RawHTTP.request(
-                port: daemon.httpPort, method: "POST", path: "/mi", body: body,
-                headers: [("Authorization", "Bearer t0k")])
-            #expect(reply.status == 200, "round \(round): HTTP \(reply.status)")
-            if reply.status == 200 { served += 1 }
-            try await Task.sleep(for: .milliseconds(50))
+            // Every slow connection is closed by the daemon: evicted at the cap, or timed out.
+            #expect(await eventually(timeout: .seconds(10)) { slow.allSatisfy(\.isClosedByPeer) })
+            print("fuzz: \(slow.count) slow HTTP clients, \(served) authenticated requests all served")
         }
-        // Every slow connection is closed by the daemon: evicted at the cap, or timed out.
-        #expect(await eventually(timeout: .seconds(10)) { slow.allSatisfy(\.isClosedByPeer) })
-        print("fuzz: \(slow.count) slow HTTP clients, \(served) authenticated requests all served")
     }
 }
 
@@ -385,35 +393,39 @@ extension FuzzTests {
     /// Random and mutated datagrams into a udp ingress: no crash, every one accounted for
     /// (received or refused with a reason), every well-formed one raised.
     @Test func aDatagramIngressSurvivesRandomAndMutatedMessages() async throws {
-        let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\ningress: [\"udp:127.0.0.1:0\"]\n")
-        defer { Task { await daemon.stop() } }
-        let port = try daemon.ingressPort("udp")
-        var random = SplitMix(state: 0x1A6E55)
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        defer { close(fd) }
-        var raisable = 0
-        for index in 0..<fuzzIterations {
-            let body: String
-            if index % 5 == 0 {
-                let length = Int.random(in: 1...120, using: &random)
-                body = String(
-                    decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
-            } else {
-                body = mutate(Self.ingressSeeds.randomElement(using: &random) ?? "", &random, pool: Self.ingressSeeds)
+        try await withTeardown { teardown in
+            let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\ningress: [\"udp:127.0.0.1:0\"]\n")
+            teardown.add { await daemon.stop() }
+            let port = try daemon.ingressPort("udp")
+            var random = SplitMix(state: 0x1A6E55)
+            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+            defer { close(fd) }
+            var raisable = 0
+            for index in 0..<fuzzIterations {
+                let body: String
+                if index % 5 == 0 {
+                    let length = Int.random(in: 1...120, using: &random)
+                    body = String(
+                        decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
+                } else {
+                    body = mutate(
+                        Self.ingressSeeds.randomElement(using: &random) ?? "", &random, pool: Self.ingressSeeds)
+                }
+                if Self.isRaisable(body) { raisable += 1 }
+                let bytes = Array(body.utf8)
+                _ = withLoopbackAddress(port: port) { sendto(fd, bytes, bytes.count, 0, $0, $1) }
+                if index % 200 == 0 { try await Task.sleep(for: .milliseconds(5)) }
             }
-            if Self.isRaisable(body) { raisable += 1 }
-            let bytes = Array(body.utf8)
-            _ = withLoopbackAddress(port: port) { sendto(fd, bytes, bytes.count, 0, $0, $1) }
-            if index % 200 == 0 { try await Task.sleep(for: .milliseconds(5)) }
+            let totals = { Self.ingressTotals(daemon) }
+            #expect(
+                await eventually(timeout: .seconds(20)) { totals().map { $0.received + $0.rejected } == fuzzIterations }
+            )
+            #expect(totals()?.received == raisable)
+            #expect(daemon.process.isRunning)
+            print(
+                "fuzz: \(fuzzIterations) datagrams into a udp ingress, \(raisable) raised, the rest refused with a reason, 0 crashes"
+            )
         }
-        let totals = { Self.ingressTotals(daemon) }
-        #expect(
-            await eventually(timeout: .seconds(20)) { totals().map { $0.received + $0.rejected } == fuzzIterations })
-        #expect(totals()?.received == raisable)
-        #expect(daemon.process.isRunning)
-        print(
-            "fuzz: \(fuzzIterations) datagrams into a udp ingress, \(raisable) raised, the rest refused with a reason, 0 crashes"
-        )
     }
 }
 
@@ -422,34 +434,37 @@ extension FuzzTests {
     /// (some cut mid-message): no crash, and a well-formed request on a fresh connection is still
     /// answered at the end.
     @Test func aStreamIngressSurvivesRandomAndMutatedMessages() async throws {
-        let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\ningress: [\"tcp:127.0.0.1:0\"]\n")
-        defer { Task { await daemon.stop() } }
-        let port = try daemon.ingressPort("tcp")
-        var random = SplitMix(state: 0x7C9)
-        var connection = try RawConnection(port: port)
-        for index in 0..<fuzzIterations {
-            if index % 500 == 499 {  // a new connection now and then, the old one cut wherever it was
-                connection.close()
-                connection = try RawConnection(port: port)
+        try await withTeardown { teardown in
+            let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\ningress: [\"tcp:127.0.0.1:0\"]\n")
+            teardown.add { await daemon.stop() }
+            let port = try daemon.ingressPort("tcp")
+            var random = SplitMix(state: 0x7C9)
+            var connection = try RawConnection(port: port)
+            for index in 0..<fuzzIterations {
+                if index % 500 == 499 {  // a new connection now and then, the old one cut wherever it was
+                    connection.close()
+                    connection = try RawConnection(port: port)
+                }
+                let body: String
+                if index % 5 == 0 {
+                    let length = Int.random(in: 1...80, using: &random)
+                    body = String(
+                        decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
+                } else {
+                    body = mutate(
+                        Self.ingressSeeds.randomElement(using: &random) ?? "", &random, pool: Self.ingressSeeds)
+                }
+                try? connection.send(body)
+                if index % 100 == 0 { _ = connection.read(timeoutMilliseconds: 1) }  // drain replies
             }
-            let body: String
-            if index % 5 == 0 {
-                let length = Int.random(in: 1...80, using: &random)
-                body = String(
-                    decoding: (0..<length).map { _ in UInt8.random(in: 0...255, using: &random) }, as: UTF8.self)
-            } else {
-                body = mutate(Self.ingressSeeds.randomElement(using: &random) ?? "", &random, pool: Self.ingressSeeds)
-            }
-            try? connection.send(body)
-            if index % 100 == 0 { _ = connection.read(timeoutMilliseconds: 1) }  // drain replies
+            connection.close()
+            let fresh = try RawConnection(port: port)
+            defer { fresh.close() }
+            try fresh.send(#"{"id":99,"jsonrpc":"2.0","method":"E_FUZZ","params":{"ok":true}}"#)
+            #expect(fresh.read(timeoutMilliseconds: 3000) == #"{"jsonrpc":"2.0","result":"OK","id":99}"#)
+            #expect(daemon.process.isRunning)
+            print("fuzz: \(fuzzIterations) messages into a tcp ingress, 0 crashes")
         }
-        connection.close()
-        let fresh = try RawConnection(port: port)
-        defer { fresh.close() }
-        try fresh.send(#"{"id":99,"jsonrpc":"2.0","method":"E_FUZZ","params":{"ok":true}}"#)
-        #expect(fresh.read(timeoutMilliseconds: 3000) == #"{"jsonrpc":"2.0","result":"OK","id":99}"#)
-        #expect(daemon.process.isRunning)
-        print("fuzz: \(fuzzIterations) messages into a tcp ingress, 0 crashes")
     }
 }
 
@@ -458,58 +473,60 @@ extension FuzzTests {
     /// netstrings (every one accounted for, every raisable one raised), then a stream of mutated
     /// framing; the server drops the connection, evi reconnects, and a good message is raised.
     @Test func anEvapiIngressSurvivesRandomAndMutatedMessages() async throws {
-        let listener = try RawListener()
-        defer { listener.close() }
-        let daemon = try await Daemon.start(
-            extra: "events: [E_FUZZ]\ningress: [\"evapi:127.0.0.1:\(listener.port)\"]\n")
-        defer { Task { await daemon.stop() } }
-        var connection = try #require(listener.accept())
-        var random = SplitMix(state: 0xE7A9)
-        var raisable = 0
-        var chunk = ""
-        for index in 0..<fuzzIterations {
-            let body = Self.fuzzMessage(index, &random)
-            if Self.isRaisable(body) { raisable += 1 }
-            chunk += "\(body.utf8.count):\(body),"
-            if chunk.utf8.count > 16_384 || index == fuzzIterations - 1 {
-                try connection.send(chunk)
-                chunk = ""
+        try await withTeardown { teardown in
+            let listener = try RawListener()
+            defer { listener.close() }
+            let daemon = try await Daemon.start(
+                extra: "events: [E_FUZZ]\ningress: [\"evapi:127.0.0.1:\(listener.port)\"]\n")
+            teardown.add { await daemon.stop() }
+            var connection = try #require(listener.accept())
+            var random = SplitMix(state: 0xE7A9)
+            var raisable = 0
+            var chunk = ""
+            for index in 0..<fuzzIterations {
+                let body = Self.fuzzMessage(index, &random)
+                if Self.isRaisable(body) { raisable += 1 }
+                chunk += "\(body.utf8.count):\(body),"
+                if chunk.utf8.count > 16_384 || index == fuzzIterations - 1 {
+                    try connection.send(chunk)
+                    chunk = ""
+                }
             }
+            #expect(
+                await eventually(timeout: .seconds(30)) {
+                    Self.ingressTotals(daemon).map { $0.received + $0.rejected } == fuzzIterations
+                }, "\(String(describing: Self.ingressTotals(daemon)))")
+            #expect(Self.ingressTotals(daemon)?.received == raisable)
+            // Now the framing itself, mutated: nothing is promised but survival.
+            let frames = Self.ingressSeeds.map { "\($0.utf8.count):\($0)," }
+            for _ in 0..<max(100, fuzzIterations / 10) {
+                try? connection.send(mutate(frames.randomElement(using: &random) ?? "", &random, pool: frames))
+            }
+            // Length prefixes: runs of digits of every length, leading zeros, and 8 MB of zeros (once
+            // buffered without bound and scanned again at every read, quadratic).
+            let resident = HardeningRoundTwoTests.residentBytes(of: daemon.process.child.pid)
+            for _ in 0..<max(100, fuzzIterations / 10) {
+                let digits = (0..<Int(random.next() % 40 + 1)).map { _ in String(random.next() % 10) }.joined()
+                let zeros = String(repeating: "0", count: Int(random.next() % 12))
+                try? connection.send(zeros + digits + (random.next() % 2 == 0 ? ":" : ""))
+            }
+            let zeros = String(repeating: "0", count: 65_536)
+            for _ in 0..<128 { try? connection.send(zeros) }
+            try await Task.sleep(for: .milliseconds(500))
+            let grown = HardeningRoundTwoTests.residentBytes(of: daemon.process.child.pid) - resident
+            #expect(grown < 32 << 20, "8 MB of a length prefix grew evi by \(grown >> 20) MiB")
+            connection.close()
+            connection = try #require(listener.accept(), "evi did not reconnect")
+            let before = Self.ingressTotals(daemon)?.received ?? 0
+            let good = Self.ingressSeeds[0]
+            try connection.send("\(good.utf8.count):\(good),")
+            #expect(await eventually(timeout: .seconds(10)) { Self.ingressTotals(daemon)?.received == before + 1 })
+            #expect(daemon.process.isRunning)
+            connection.close()
+            print(
+                "fuzz: \(fuzzIterations) netstrings from an evapi server, \(raisable) raised, then mutated framing, 0 crashes"
+            )
         }
-        #expect(
-            await eventually(timeout: .seconds(30)) {
-                Self.ingressTotals(daemon).map { $0.received + $0.rejected } == fuzzIterations
-            }, "\(String(describing: Self.ingressTotals(daemon)))")
-        #expect(Self.ingressTotals(daemon)?.received == raisable)
-        // Now the framing itself, mutated: nothing is promised but survival.
-        let frames = Self.ingressSeeds.map { "\($0.utf8.count):\($0)," }
-        for _ in 0..<max(100, fuzzIterations / 10) {
-            try? connection.send(mutate(frames.randomElement(using: &random) ?? "", &random, pool: frames))
-        }
-        // Length prefixes: runs of digits of every length, leading zeros, and 8 MB of zeros (once
-        // buffered without bound and scanned again at every read, quadratic).
-        let resident = HardeningRoundTwoTests.residentBytes(of: daemon.process.child.pid)
-        for _ in 0..<max(100, fuzzIterations / 10) {
-            let digits = (0..<Int(random.next() % 40 + 1)).map { _ in String(random.next() % 10) }.joined()
-            let zeros = String(repeating: "0", count: Int(random.next() % 12))
-            try? connection.send(zeros + digits + (random.next() % 2 == 0 ? ":" : ""))
-        }
-        let zeros = String(repeating: "0", count: 65_536)
-        for _ in 0..<128 { try? connection.send(zeros) }
-        try await Task.sleep(for: .milliseconds(500))
-        let grown = HardeningRoundTwoTests.residentBytes(of: daemon.process.child.pid) - resident
-        #expect(grown < 32 << 20, "8 MB of a length prefix grew evi by \(grown >> 20) MiB")
-        connection.close()
-        connection = try #require(listener.accept(), "evi did not reconnect")
-        let before = Self.ingressTotals(daemon)?.received ?? 0
-        let good = Self.ingressSeeds[0]
-        try connection.send("\(good.utf8.count):\(good),")
-        #expect(await eventually(timeout: .seconds(10)) { Self.ingressTotals(daemon)?.received == before + 1 })
-        #expect(daemon.process.isRunning)
-        connection.close()
-        print(
-            "fuzz: \(fuzzIterations) netstrings from an evapi server, \(raisable) raised, then mutated framing, 0 crashes"
-        )
     }
 
     /// WebSocket frames of every kind from a subscriber: random opcodes, FIN bits, masks, lengths
@@ -517,73 +534,77 @@ extension FuzzTests {
     /// to a connection. Nothing is promised but survival: afterwards a proper client subscribes
     /// and is answered.
     @Test func browserWebSocketsSurviveRandomFrames() async throws {
-        let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\n")
-        defer { Task { await daemon.stop() } }
-        let port = daemon.httpPort
-        var random = SplitMix(state: 0x5EB5)
-        func randomFrame() -> [UInt8] {
-            let first = UInt8(truncatingIfNeeded: random.next())
-            let masked = random.next() % 8 != 0
-            let length = Int(random.next() % 200)
-            var frame: [UInt8] = [first]
-            switch random.next() % 6 {
-            case 0: frame += [(masked ? 0x80 : 0) | 126, UInt8(length >> 8), UInt8(length & 0xFF)]
-            case 1:
-                frame.append((masked ? 0x80 : 0) | 127)
-                frame += (0..<8).map { _ in UInt8(truncatingIfNeeded: random.next()) }  // a length that lies
-            default: frame.append((masked ? 0x80 : 0) | UInt8(min(length, 125)))
+        try await withTeardown { teardown in
+            let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\n")
+            teardown.add { await daemon.stop() }
+            let port = daemon.httpPort
+            var random = SplitMix(state: 0x5EB5)
+            func randomFrame() -> [UInt8] {
+                let first = UInt8(truncatingIfNeeded: random.next())
+                let masked = random.next() % 8 != 0
+                let length = Int(random.next() % 200)
+                var frame: [UInt8] = [first]
+                switch random.next() % 6 {
+                case 0: frame += [(masked ? 0x80 : 0) | 126, UInt8(length >> 8), UInt8(length & 0xFF)]
+                case 1:
+                    frame.append((masked ? 0x80 : 0) | 127)
+                    frame += (0..<8).map { _ in UInt8(truncatingIfNeeded: random.next()) }  // a length that lies
+                default: frame.append((masked ? 0x80 : 0) | UInt8(min(length, 125)))
+                }
+                if masked { frame += (0..<4).map { _ in UInt8(truncatingIfNeeded: random.next()) } }
+                frame += (0..<min(length, 125)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+                return frame
             }
-            if masked { frame += (0..<4).map { _ in UInt8(truncatingIfNeeded: random.next()) } }
-            frame += (0..<min(length, 125)).map { _ in UInt8(truncatingIfNeeded: random.next()) }
-            return frame
-        }
-        var frames = 0
-        var connections = 0
-        while frames < max(200, fuzzIterations / 5) {
-            let connection = try RawConnection(port: port)
-            connections += 1
-            guard try HardeningRoundTwoTests.upgrade(connection, port: port).hasPrefix("HTTP/1.1 101") else {
+            var frames = 0
+            var connections = 0
+            while frames < max(200, fuzzIterations / 5) {
+                let connection = try RawConnection(port: port)
+                connections += 1
+                guard try HardeningRoundTwoTests.upgrade(connection, port: port).hasPrefix("HTTP/1.1 101") else {
+                    connection.close()
+                    continue
+                }
+                for _ in 0..<Int(random.next() % 40 + 1) {
+                    frames += 1
+                    guard (try? connection.send(bytes: randomFrame())) != nil else { break }
+                }
                 connection.close()
-                continue
             }
-            for _ in 0..<Int(random.next() % 40 + 1) {
-                frames += 1
-                guard (try? connection.send(bytes: randomFrame())) != nil else { break }
-            }
-            connection.close()
+            #expect(daemon.process.isRunning)
+            let client = try RawConnection(port: port)
+            defer { client.close() }
+            #expect(try HardeningRoundTwoTests.upgrade(client, port: port).hasPrefix("HTTP/1.1 101"))
+            try client.send(bytes: HardeningRoundTwoTests.frame(opcode: 0x1, Array(#"{"subscribe":["E_FUZZ"]}"#.utf8)))
+            let reply = client.readBytes(timeoutMilliseconds: 3000)
+            #expect(String(decoding: reply.dropFirst(2), as: UTF8.self) == #"{"subscribed":["E_FUZZ"]}"#)
+            print("fuzz: \(frames) random WebSocket frames on \(connections) connections, 0 crashes")
         }
-        #expect(daemon.process.isRunning)
-        let client = try RawConnection(port: port)
-        defer { client.close() }
-        #expect(try HardeningRoundTwoTests.upgrade(client, port: port).hasPrefix("HTTP/1.1 101"))
-        try client.send(bytes: HardeningRoundTwoTests.frame(opcode: 0x1, Array(#"{"subscribe":["E_FUZZ"]}"#.utf8)))
-        let reply = client.readBytes(timeoutMilliseconds: 3000)
-        #expect(String(decoding: reply.dropFirst(2), as: UTF8.self) == #"{"subscribed":["E_FUZZ"]}"#)
-        print("fuzz: \(frames) random WebSocket frames on \(connections) connections, 0 crashes")
     }
 
     /// Random and mutated messages published with pika to a queue a rabbitmq ingress consumes:
     /// every one acknowledged or rejected (counted), every raisable one raised, none left behind.
     @Test func aRabbitMQIngressSurvivesRandomAndMutatedMessages() async throws {
-        _ = try await RabbitMQIngressTests.pika(["declare", "evi.fuzz"])
-        let daemon = try await Daemon.start(
-            extra: "events: [E_FUZZ]\ningress: [\(try RabbitMQIngressTests.ingress("evi.fuzz"))]\n")
-        defer { Task { await daemon.stop() } }
-        try await RabbitMQIngressTests.waitConsuming(daemon)
-        var random = SplitMix(state: 0xA3C9)
-        let bodies = (0..<fuzzIterations).map { Self.fuzzMessage($0, &random) }
-        let raisable = bodies.filter(Self.isRaisable).count
-        try await RabbitMQIngressTests.publish(bodies, to: "evi.fuzz")
-        #expect(
-            await eventually(timeout: .seconds(60)) {
-                Self.ingressTotals(daemon).map { $0.received + $0.rejected } == fuzzIterations
-            }, "\(String(describing: Self.ingressTotals(daemon)))")
-        #expect(Self.ingressTotals(daemon)?.received == raisable)
-        #expect(daemon.process.isRunning)
-        await daemon.stop()
-        #expect(try await RabbitMQIngressTests.drain("evi.fuzz").isEmpty)
-        print(
-            "fuzz: \(fuzzIterations) messages through a RabbitMQ queue, \(raisable) raised, the rest rejected, 0 crashes"
-        )
+        try await withTeardown { teardown in
+            _ = try await RabbitMQIngressTests.pika(["declare", "evi.fuzz"])
+            let daemon = try await Daemon.start(
+                extra: "events: [E_FUZZ]\ningress: [\(try RabbitMQIngressTests.ingress("evi.fuzz"))]\n")
+            teardown.add { await daemon.stop() }
+            try await RabbitMQIngressTests.waitConsuming(daemon)
+            var random = SplitMix(state: 0xA3C9)
+            let bodies = (0..<fuzzIterations).map { Self.fuzzMessage($0, &random) }
+            let raisable = bodies.filter(Self.isRaisable).count
+            try await RabbitMQIngressTests.publish(bodies, to: "evi.fuzz")
+            #expect(
+                await eventually(timeout: .seconds(60)) {
+                    Self.ingressTotals(daemon).map { $0.received + $0.rejected } == fuzzIterations
+                }, "\(String(describing: Self.ingressTotals(daemon)))")
+            #expect(Self.ingressTotals(daemon)?.received == raisable)
+            #expect(daemon.process.isRunning)
+            await daemon.stop()
+            #expect(try await RabbitMQIngressTests.drain("evi.fuzz").isEmpty)
+            print(
+                "fuzz: \(fuzzIterations) messages through a RabbitMQ queue, \(raisable) raised, the rest rejected, 0 crashes"
+            )
+        }
     }
 }

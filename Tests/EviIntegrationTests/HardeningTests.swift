@@ -14,120 +14,134 @@ import Testing
     /// back (the reply loop and the 40× amplification), each counted by reason. A valid request
     /// larger than NIO's default 2,048-byte buffer is read whole.
     @Test func miOverUDPAnswersOnlyValidAuthorisedRequests() async throws {
-        let daemon = try await Daemon.start(extra: "events: [E_X]\n", token: "s3cret")
-        defer { Task { await daemon.stop() } }
-        let silent = [
-            #"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":null}"#,
-            #"{"jsonrpc":"2.0","result":"OK","id":7}"#,
-            "{not json",
-            "[" + Array(repeating: "1", count: 800).joined(separator: ",") + "]",
-            #"{"jsonrpc":"2.0","method":"version","id":1,"token":"wrong"}"#,
-        ]
-        for body in silent {
-            #expect(try udpExchange(port: daemon.udpPort, body, timeoutMilliseconds: 300) == nil, "answered: \(body)")
-        }
-        let padding = String(repeating: "p", count: 10_000)
-        let large =
-            #"{"jsonrpc":"2.0","method":"evi:raise","params":["E_X",{"pad":"\#(padding)"}],"id":3,"token":"s3cret"}"#
-        #expect(
-            try udpExchange(port: daemon.udpPort, large)
-                == #"{"jsonrpc":"2.0","error":{"code":480,"message":"Temporarily Unavailable","data":"no subscriber for E_X"},"id":3}"#
-        )
-        let metrics = try RawHTTP.request(
-            port: daemon.httpPort, method: "GET", path: "/metrics", headers: [("Authorization", "Bearer s3cret")]
-        ).bodyText
-        for (reason, count) in [("not_a_request", 3), ("parse_error", 1), ("unauthorized", 1), ("invalid_request", 0)] {
-            #expect(metrics.contains(#"evi_mi_dropped_total{reason="\#(reason)"} \#(count)"#), "\(reason)\n\(metrics)")
+        try await withTeardown { teardown in
+            let daemon = try await Daemon.start(extra: "events: [E_X]\n", token: "s3cret")
+            teardown.add { await daemon.stop() }
+            let silent = [
+                #"{"jsonrpc":"2.0","error":{"code":-32600,"message":"Invalid Request"},"id":null}"#,
+                #"{"jsonrpc":"2.0","result":"OK","id":7}"#,
+                "{not json",
+                "[" + Array(repeating: "1", count: 800).joined(separator: ",") + "]",
+                #"{"jsonrpc":"2.0","method":"version","id":1,"token":"wrong"}"#,
+            ]
+            for body in silent {
+                #expect(
+                    try udpExchange(port: daemon.udpPort, body, timeoutMilliseconds: 300) == nil, "answered: \(body)")
+            }
+            let padding = String(repeating: "p", count: 10_000)
+            let large =
+                #"{"jsonrpc":"2.0","method":"evi:raise","params":["E_X",{"pad":"\#(padding)"}],"id":3,"token":"s3cret"}"#
+            #expect(
+                try udpExchange(port: daemon.udpPort, large)
+                    == #"{"jsonrpc":"2.0","error":{"code":480,"message":"Temporarily Unavailable","data":"no subscriber for E_X"},"id":3}"#
+            )
+            let metrics = try RawHTTP.request(
+                port: daemon.httpPort, method: "GET", path: "/metrics", headers: [("Authorization", "Bearer s3cret")]
+            ).bodyText
+            for (reason, count) in [
+                ("not_a_request", 3), ("parse_error", 1), ("unauthorized", 1), ("invalid_request", 0),
+            ] {
+                #expect(
+                    metrics.contains(#"evi_mi_dropped_total{reason="\#(reason)"} \#(count)"#), "\(reason)\n\(metrics)")
+            }
         }
     }
 
     /// `401` and `413` are sent on the request head, before any body, with `Connection: close`;
     /// `Bearer` is accepted in any case; `/metrics` needs the token too.
     @Test func httpRefusesOnTheHeadAndGuardsMetrics() async throws {
-        let daemon = try await Daemon.start(token: "s3cret")
-        defer { Task { await daemon.stop() } }
-        for (headers, status) in [
-            ("Content-Length: 1000000\r\n", "401"),
-            ("Authorization: Bearer s3cret\r\nContent-Length: 5000000\r\n", "413"),
-        ] {
-            let connection = try RawConnection(port: daemon.httpPort)
-            defer { connection.close() }
-            try connection.send("POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\n\(headers)\r\n")
-            let reply = connection.read(timeoutMilliseconds: 2000)
-            #expect(reply.hasPrefix("HTTP/1.1 \(status)"), "\(reply)")
-            #expect(reply.lowercased().contains("connection: close"))
+        try await withTeardown { teardown in
+            let daemon = try await Daemon.start(token: "s3cret")
+            teardown.add { await daemon.stop() }
+            for (headers, status) in [
+                ("Content-Length: 1000000\r\n", "401"),
+                ("Authorization: Bearer s3cret\r\nContent-Length: 5000000\r\n", "413"),
+            ] {
+                let connection = try RawConnection(port: daemon.httpPort)
+                defer { connection.close() }
+                try connection.send("POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\n\(headers)\r\n")
+                let reply = connection.read(timeoutMilliseconds: 2000)
+                #expect(reply.hasPrefix("HTTP/1.1 \(status)"), "\(reply)")
+                #expect(reply.lowercased().contains("connection: close"))
+            }
+            let lower = try RawHTTP.request(
+                port: daemon.httpPort, method: "POST", path: "/mi",
+                body: Array(#"{"jsonrpc":"2.0","method":"version","id":1}"#.utf8),
+                headers: [("Authorization", "bearer s3cret")])
+            #expect(lower.status == 200)
+            #expect(try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").status == 401)
+            let scraped = try RawHTTP.request(
+                port: daemon.httpPort, method: "GET", path: "/metrics", headers: [("Authorization", "Bearer s3cret")])
+            #expect(scraped.status == 200)
+            #expect(scraped.bodyText.contains("evi_mi_dropped_total"))
         }
-        let lower = try RawHTTP.request(
-            port: daemon.httpPort, method: "POST", path: "/mi",
-            body: Array(#"{"jsonrpc":"2.0","method":"version","id":1}"#.utf8),
-            headers: [("Authorization", "bearer s3cret")])
-        #expect(lower.status == 200)
-        #expect(try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").status == 401)
-        let scraped = try RawHTTP.request(
-            port: daemon.httpPort, method: "GET", path: "/metrics", headers: [("Authorization", "Bearer s3cret")])
-        #expect(scraped.status == 200)
-        #expect(scraped.bodyText.contains("evi_mi_dropped_total"))
     }
 
     /// Idle connections and slow heads are closed; at `mi.max_connections` the oldest connection
     /// that made no authenticated request goes, and one that did stays.
     @Test func httpConnectionsAreBoundedInNumberAndTime() async throws {
-        let daemon = try await Daemon.start(
-            extra: "", token: nil, logLevel: "warning",
-            miExtra: "  max_connections: 3\n  header_timeout: 0.5\n  idle_timeout: 1\n")
-        defer { Task { await daemon.stop() } }
-        let slow = try RawConnection(port: daemon.httpPort)
-        defer { slow.close() }
-        try slow.send("POST /mi HTTP/1.1\r\nHo")
-        #expect(await eventually(timeout: .seconds(3)) { slow.isClosedByPeer })
+        try await withTeardown { teardown in
+            let daemon = try await Daemon.start(
+                extra: "", token: nil, logLevel: "warning",
+                miExtra: "  max_connections: 3\n  header_timeout: 0.5\n  idle_timeout: 1\n")
+            teardown.add { await daemon.stop() }
+            let slow = try RawConnection(port: daemon.httpPort)
+            defer { slow.close() }
+            try slow.send("POST /mi HTTP/1.1\r\nHo")
+            #expect(await eventually(timeout: .seconds(3)) { slow.isClosedByPeer })
 
-        let idle = try RawConnection(port: daemon.httpPort)
-        defer { idle.close() }
-        #expect(await eventually(timeout: .seconds(4)) { idle.isClosedByPeer })
+            let idle = try RawConnection(port: daemon.httpPort)
+            defer { idle.close() }
+            #expect(await eventually(timeout: .seconds(4)) { idle.isClosedByPeer })
 
-        let trusted = try RawConnection(port: daemon.httpPort)
-        defer { trusted.close() }
-        let body = #"{"jsonrpc":"2.0","method":"version","id":1}"#
-        try trusted.send(
-            "POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-        )
-        #expect(trusted.read(timeoutMilliseconds: 2000).contains("evi 0.2.0"))
-        let first = try RawConnection(port: daemon.httpPort)
-        defer { first.close() }
-        try await Task.sleep(for: .milliseconds(50))
-        let second = try RawConnection(port: daemon.httpPort)
-        defer { second.close() }
-        try await Task.sleep(for: .milliseconds(50))
-        let third = try RawConnection(port: daemon.httpPort)
-        defer { third.close() }
-        #expect(await eventually(timeout: .seconds(2)) { first.isClosedByPeer })
-        #expect(!trusted.isClosedByPeer)
-        #expect(!second.isClosedByPeer)
-        // The trusted connection still works.
-        try trusted.send(
-            "POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
-        )
-        #expect(trusted.read(timeoutMilliseconds: 2000).contains("evi 0.2.0"))
+            let trusted = try RawConnection(port: daemon.httpPort)
+            defer { trusted.close() }
+            let body = #"{"jsonrpc":"2.0","method":"version","id":1}"#
+            try trusted.send(
+                "POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            )
+            #expect(trusted.read(timeoutMilliseconds: 2000).contains("evi 0.2.0"))
+            let first = try RawConnection(port: daemon.httpPort)
+            defer { first.close() }
+            try await Task.sleep(for: .milliseconds(50))
+            let second = try RawConnection(port: daemon.httpPort)
+            defer { second.close() }
+            try await Task.sleep(for: .milliseconds(50))
+            let third = try RawConnection(port: daemon.httpPort)
+            defer { third.close() }
+            #expect(await eventually(timeout: .seconds(2)) { first.isClosedByPeer })
+            #expect(!trusted.isClosedByPeer)
+            #expect(!second.isClosedByPeer)
+            // The trusted connection still works.
+            try trusted.send(
+                "POST /mi HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            )
+            #expect(trusted.read(timeoutMilliseconds: 2000).contains("evi 0.2.0"))
+        }
     }
 
     /// `expire: 9223372036854775807` used to be accepted and crash the next listing (and, stored,
     /// every restart): now it is refused and nothing changes.
     @Test func anExpireTooLargeIsRefusedAndListingsStillWork() async throws {
-        let daemon = try await Daemon.start(extra: "events: [E_X]\n")
-        defer { Task { await daemon.stop() } }
-        #expect(
-            try daemon.mi(
-                #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","udp:127.0.0.1:7300",9223372036854775807],"id":1}"#
+        try await withTeardown { teardown in
+            let daemon = try await Daemon.start(extra: "events: [E_X]\n")
+            teardown.add { await daemon.stop() }
+            #expect(
+                try daemon.mi(
+                    #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","udp:127.0.0.1:7300",9223372036854775807],"id":1}"#
+                )
+                    == #"{"jsonrpc":"2.0","error":{"code":400,"message":"Bad parameter value","data":"expire too large (max 2147483647)"},"id":1}"#
             )
-                == #"{"jsonrpc":"2.0","error":{"code":400,"message":"Bad parameter value","data":"expire too large (max 2147483647)"},"id":1}"#
-        )
-        #expect(
-            try daemon.mi(
-                #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","udp:127.0.0.1:7300",2147483647],"id":2}"#)
-                == #"{"jsonrpc":"2.0","result":"OK","id":2}"#)
-        #expect(try daemon.mi(#"{"jsonrpc":"2.0","method":"subscribers_list","id":3}"#).contains(#""ttl":2147483647"#))
-        #expect(try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").status == 200)
-        #expect(daemon.process.isRunning)
+            #expect(
+                try daemon.mi(
+                    #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","udp:127.0.0.1:7300",2147483647],"id":2}"#
+                )
+                    == #"{"jsonrpc":"2.0","result":"OK","id":2}"#)
+            #expect(
+                try daemon.mi(#"{"jsonrpc":"2.0","method":"subscribers_list","id":3}"#).contains(#""ttl":2147483647"#))
+            #expect(try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").status == 200)
+            #expect(daemon.process.isRunning)
+        }
     }
 
     /// A RabbitMQ password never leaves the daemon: not in MI error data (a bad member of a virtual
@@ -184,34 +198,38 @@ import Testing
     /// An expired subscription releases its file (or connection) within a couple of seconds even
     /// when its event is never raised again; and its `evi_virtual_member_up` series goes too.
     @Test func expiredSubscriptionsReleaseTheirDescriptorsAndSeries() async throws {
-        let directory = TemporaryDirectory(prefix: "evi-expiry")
-        defer { directory.remove() }
-        let daemon = try await Daemon.start(extra: "events: [E_X]\n")
-        defer { Task { await daemon.stop() } }
-        let log = directory.file("expiring.log")
-        _ = try daemon.mi(
-            #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","virtual:PARALLEL flatstore:\#(log)",1],"id":1}"#
-        )
-        _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:raise","params":["E_X",{"n":1}],"id":2}"#)
-        func openDescriptors() -> Int {
-            let fds = "/proc/\(daemon.process.child.pid)/fd"
-            return ((try? FileManager.default.contentsOfDirectory(atPath: fds)) ?? []).filter {
-                (try? FileManager.default.destinationOfSymbolicLink(atPath: fds + "/" + $0)) == log
-            }.count
+        try await withTeardown { teardown in
+            let directory = TemporaryDirectory(prefix: "evi-expiry")
+            teardown.add { directory.remove() }
+            let daemon = try await Daemon.start(extra: "events: [E_X]\n")
+            teardown.add { await daemon.stop() }
+            let log = directory.file("expiring.log")
+            _ = try daemon.mi(
+                #"{"jsonrpc":"2.0","method":"evi:subscribe","params":["E_X","virtual:PARALLEL flatstore:\#(log)",1],"id":1}"#
+            )
+            _ = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:raise","params":["E_X",{"n":1}],"id":2}"#)
+            func openDescriptors() -> Int {
+                let fds = "/proc/\(daemon.process.child.pid)/fd"
+                return ((try? FileManager.default.contentsOfDirectory(atPath: fds)) ?? []).filter {
+                    (try? FileManager.default.destinationOfSymbolicLink(atPath: fds + "/" + $0)) == log
+                }.count
+            }
+            #expect(await eventually { openDescriptors() == 1 })
+            let metrics = { try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").bodyText }
+            #expect(try metrics().contains("evi_virtual_member_up{event=\"E_X\""))
+            #expect(await eventually(timeout: .seconds(5)) { openDescriptors() == 0 })
+            #expect(try !metrics().contains("evi_virtual_member_up{event=\"E_X\""))
         }
-        #expect(await eventually { openDescriptors() == 1 })
-        let metrics = { try RawHTTP.request(port: daemon.httpPort, method: "GET", path: "/metrics").bodyText }
-        #expect(try metrics().contains("evi_virtual_member_up{event=\"E_X\""))
-        #expect(await eventually(timeout: .seconds(5)) { openDescriptors() == 0 })
-        #expect(try !metrics().contains("evi_virtual_member_up{event=\"E_X\""))
     }
 
     @Test func anEmptyTokenIsAConfigurationError() async throws {
-        let evi = try EviProcess(
-            ["serve"], config: "mi:\n  http: 127.0.0.1:0\n  datagram: off\n  token: \"\"\nstate: memory\n")
-        defer { Task { await evi.stop() } }
-        #expect(await evi.waitForExit() == 2)
-        #expect(evi.standardError.contains("mi.token must not be empty"))
+        try await withTeardown { teardown in
+            let evi = try EviProcess(
+                ["serve"], config: "mi:\n  http: 127.0.0.1:0\n  datagram: off\n  token: \"\"\nstate: memory\n")
+            teardown.add { await evi.stop() }
+            #expect(await evi.waitForExit() == 2)
+            #expect(evi.standardError.contains("mi.token must not be empty"))
+        }
     }
 }
 

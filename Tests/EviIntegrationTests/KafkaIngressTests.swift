@@ -51,52 +51,56 @@ import Testing
     }
 
     @Test func aGroupOfTwoDaemonsSharesATopicAndTheSurvivorTakesOver() async throws {
-        let cluster = try await Cluster(topics: ["evi.in:4"])
-        defer { Task { await cluster.stop() } }
-        let subscriber = try JSONRPCTestServer(mode: .replyOK)
-        defer { subscriber.close() }
-        let config = """
-            events: [E_QUEUED]
-            ingress: ["kafka:\(cluster.bootstrap)/evi.in?group=evi&g.session.timeout.ms=6000&g.heartbeat.interval.ms=500"]
-            subscriptions:
-              - { event: E_QUEUED, socket: "\(subscriber.socket)" }
+        try await withTeardown { teardown in
+            let cluster = try await Cluster(topics: ["evi.in:4"])
+            teardown.add { await cluster.stop() }
+            let subscriber = try JSONRPCTestServer(mode: .replyOK)
+            defer { subscriber.close() }
+            let config = """
+                events: [E_QUEUED]
+                ingress: ["kafka:\(cluster.bootstrap)/evi.in?group=evi&g.session.timeout.ms=6000&g.heartbeat.interval.ms=500"]
+                subscriptions:
+                  - { event: E_QUEUED, socket: "\(subscriber.socket)" }
 
-            """
-        let first = try await Daemon.start(extra: config)
-        let second = try await Daemon.start(extra: config)
-        defer { Task { await second.stop() } }
-        // Both members joined and were given partitions before anything is produced.
-        try await Task.sleep(for: .seconds(15))
-        try await cluster.produce((1...10_000).map(Self.message), topic: "evi.in")
-        _ = await subscriber.waitFor(count: 10_000, timeout: .seconds(60))
-        try await Task.sleep(for: .milliseconds(500))
-        let both = numbered(subscriber.messages)
-        #expect(
-            both.count == 10_000 && Set(both) == Set(1...10_000), "\(both.count) delivered, \(Set(both).count) distinct"
-        )
-        let shares = try [first, second].map { daemon in
-            let listing = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":1}"#)
-            return Int(listing.components(separatedBy: #""received":"#).dropFirst().first?.prefix { $0.isNumber } ?? "")
-                ?? 0
+                """
+            let first = try await Daemon.start(extra: config)
+            let second = try await Daemon.start(extra: config)
+            teardown.add { await second.stop() }
+            // Both members joined and were given partitions before anything is produced.
+            try await Task.sleep(for: .seconds(15))
+            try await cluster.produce((1...10_000).map(Self.message), topic: "evi.in")
+            _ = await subscriber.waitFor(count: 10_000, timeout: .seconds(60))
+            try await Task.sleep(for: .milliseconds(500))
+            let both = numbered(subscriber.messages)
+            #expect(
+                both.count == 10_000 && Set(both) == Set(1...10_000),
+                "\(both.count) delivered, \(Set(both).count) distinct"
+            )
+            let shares = try [first, second].map { daemon in
+                let listing = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":1}"#)
+                return Int(
+                    listing.components(separatedBy: #""received":"#).dropFirst().first?.prefix { $0.isNumber } ?? "")
+                    ?? 0
+            }
+            #expect(shares.reduce(0, +) == 10_000 && shares.allSatisfy { $0 > 0 }, "\(shares)")
+
+            // One dies (its offsets committed: librdkafka commits what is stored every second); the
+            // other takes its partitions from there.
+            try await Task.sleep(for: .milliseconds(2500))
+            first.process.signal(SIGKILL)
+            _ = await first.process.waitForExit()
+            await first.stop()
+            try await cluster.produce((10_001...20_000).map(Self.message), topic: "evi.in")
+            let everything = Set(1...20_000)
+            let arrived = await eventually(timeout: .seconds(60)) { Set(numbered(subscriber.messages)) == everything }
+            let all = numbered(subscriber.messages)
+            #expect(arrived, "\(Set(all).count) of 20000 arrived")
+            let duplicates = all.count - Set(all).count
+            #expect(duplicates <= 100, "\(duplicates) duplicates: more than the records a daemon holds unsettled")
+            print(
+                "kafka ingress: 2 daemons shared 10,000 records exactly once (\(shares)); after a kill -9 the survivor delivered the next 10,000, \(duplicates) duplicates"
+            )
         }
-        #expect(shares.reduce(0, +) == 10_000 && shares.allSatisfy { $0 > 0 }, "\(shares)")
-
-        // One dies (its offsets committed: librdkafka commits what is stored every second); the
-        // other takes its partitions from there.
-        try await Task.sleep(for: .milliseconds(2500))
-        first.process.signal(SIGKILL)
-        _ = await first.process.waitForExit()
-        await first.stop()
-        try await cluster.produce((10_001...20_000).map(Self.message), topic: "evi.in")
-        let everything = Set(1...20_000)
-        let arrived = await eventually(timeout: .seconds(60)) { Set(numbered(subscriber.messages)) == everything }
-        let all = numbered(subscriber.messages)
-        #expect(arrived, "\(Set(all).count) of 20000 arrived")
-        let duplicates = all.count - Set(all).count
-        #expect(duplicates <= 100, "\(duplicates) duplicates: more than the records a daemon holds unsettled")
-        print(
-            "kafka ingress: 2 daemons shared 10,000 records exactly once (\(shares)); after a kill -9 the survivor delivered the next 10,000, \(duplicates) duplicates"
-        )
     }
 
     /// A machine without librdkafka (played by pointing evi at a file that does not exist): evi

@@ -81,43 +81,45 @@ import Testing
     }
 
     @Test func kamailioEvapiEventsReachAVirtualParallelAndSurviveAKamailioRestart() async throws {
-        let kamailio = try Kamailio()
-        defer { kamailio.directory.remove() }
-        try await kamailio.start()
-        let first = try DatagramReceiver()
-        let second = try DatagramReceiver()
-        let daemon = try await Daemon.start(
-            extra: """
-                events: [E_SIP_OPTIONS]
-                ingress: ["evapi:127.0.0.1:\(kamailio.evapiPort)"]
-                subscriptions:
-                  - { event: E_SIP_OPTIONS, socket: "virtual:PARALLEL \(first.socket) \(second.socket)" }
+        try await withTeardown { teardown in
+            let kamailio = try Kamailio()
+            defer { kamailio.directory.remove() }
+            try await kamailio.start()
+            let first = try DatagramReceiver()
+            let second = try DatagramReceiver()
+            let daemon = try await Daemon.start(
+                extra: """
+                    events: [E_SIP_OPTIONS]
+                    ingress: ["evapi:127.0.0.1:\(kamailio.evapiPort)"]
+                    subscriptions:
+                      - { event: E_SIP_OPTIONS, socket: "virtual:PARALLEL \(first.socket) \(second.socket)" }
 
-                """)
-        defer { Task { await daemon.stop() } }
-        #expect(
-            await eventually {
-                (try? daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":1}"#))?.contains(#""connections":1"#)
-                    == true
-            })
-        kamailio.sendOptions(from: "alice", callID: "call-1")
-        let expected = #"{"jsonrpc":"2.0","method":"E_SIP_OPTIONS","params":{"from":"alice","call_id":"call-1"}}"#
-        #expect(await first.waitFor(count: 1) == [expected])
-        #expect(await second.waitFor(count: 1) == [expected])
+                    """)
+            teardown.add { await daemon.stop() }
+            #expect(
+                await eventually {
+                    (try? daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":1}"#))?.contains(#""connections":1"#)
+                        == true
+                })
+            kamailio.sendOptions(from: "alice", callID: "call-1")
+            let expected = #"{"jsonrpc":"2.0","method":"E_SIP_OPTIONS","params":{"from":"alice","call_id":"call-1"}}"#
+            #expect(await first.waitFor(count: 1) == [expected])
+            #expect(await second.waitFor(count: 1) == [expected])
 
-        // Kamailio restarted: evi reconnects by itself (backoff at most 5 s) and the next event arrives.
-        await kamailio.stop()
-        try await kamailio.start()
-        var attempt = 0
-        while first.messages.count < 2, attempt < 30 {
-            attempt += 1
-            kamailio.sendOptions(from: "bob", callID: "call-\(attempt + 1)")
-            try await Task.sleep(for: .milliseconds(500))
+            // Kamailio restarted: evi reconnects by itself (backoff at most 5 s) and the next event arrives.
+            await kamailio.stop()
+            try await kamailio.start()
+            var attempt = 0
+            while first.messages.count < 2, attempt < 30 {
+                attempt += 1
+                kamailio.sendOptions(from: "bob", callID: "call-\(attempt + 1)")
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            #expect(first.messages.count >= 2, "no event after the restart: \(first.messages)")
+            #expect(first.messages.dropFirst().first?.contains(#""from":"bob""#) == true)
+            await kamailio.stop()
+            await first.close()
+            await second.close()
         }
-        #expect(first.messages.count >= 2, "no event after the restart: \(first.messages)")
-        #expect(first.messages.dropFirst().first?.contains(#""from":"bob""#) == true)
-        await kamailio.stop()
-        await first.close()
-        await second.close()
     }
 }

@@ -64,79 +64,86 @@ import Testing
     }
 
     @Test func queuedMessagesAreRaisedAndTheUnacceptableDeadLettered() async throws {
-        _ = try await Self.pika(["declare", "evi.in", "evi.in.dead"])
-        let receiver = try DatagramReceiver()
-        let daemon = try await Daemon.start(
-            extra: """
-                events: [E_MY_EVENT2]
-                ingress: [\(try Self.ingress("evi.in"))]
-                subscriptions:
-                  - { event: E_MY_EVENT2, socket: "\(receiver.socket)" }
+        try await withTeardown { teardown in
+            _ = try await Self.pika(["declare", "evi.in", "evi.in.dead"])
+            let receiver = try DatagramReceiver()
+            let daemon = try await Daemon.start(
+                extra: """
+                    events: [E_MY_EVENT2]
+                    ingress: [\(try Self.ingress("evi.in"))]
+                    subscriptions:
+                      - { event: E_MY_EVENT2, socket: "\(receiver.socket)" }
 
-                """)
-        defer { Task { await daemon.stop() } }
-        try await Self.waitConsuming(daemon)
-        let recorded = try IngressTests.recorded("transport_udp.json")
-        let oversized =
-            #"{"jsonrpc":"2.0","method":"E_MY_EVENT2","params":{"x":""# + String(repeating: "a", count: 1_100_000)
-            + #""}}"#
-        try await Self.publish(
-            [
-                recorded, "not json", #"{"jsonrpc":"2.0","method":"E_NOBODY","params":{}}"#, oversized,
-                #"{"jsonrpc":"2.0","method":"E_MY_EVENT2","params":["positional",2]}"#,
-            ], to: "evi.in")
-        #expect(
-            await receiver.waitFor(count: 2) == [
-                #"{"jsonrpc":"2.0","method":"E_MY_EVENT2","params":{"name":"alice","count":7}}"#,
-                #"{"jsonrpc":"2.0","method":"E_MY_EVENT2","params":["positional",2]}"#,
-            ])
-        let listing = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":2}"#)
-        #expect(
-            listing.contains(
-                #""socket":"rabbitmq:guest@127.0.0.1:\#(try Self.brokerPort)/evi.in","received":2,"rejected":{"not_json":1,"too_large":1,"unknown_event":1},"connections":1"#
-            ), "\(listing)")
-        #expect(!listing.contains("guest:guest"))
-        // Rejected without requeue: the queue's dead-letter route took exactly the three refused.
-        let dead = try await Self.drain("evi.in.dead")
-        #expect(
-            dead.map { $0.body.prefix(40) }.sorted()
-                == ["not json", oversized.prefix(40), #"{"jsonrpc":"2.0","method":"E_NOBODY","params":{}}"#.prefix(40)]
-                .sorted())
-        // And everything else was acknowledged: nothing is left to redeliver.
-        await daemon.stop()
-        #expect(try await Self.drain("evi.in").isEmpty)
-        await receiver.close()
+                    """)
+            teardown.add { await daemon.stop() }
+            try await Self.waitConsuming(daemon)
+            let recorded = try IngressTests.recorded("transport_udp.json")
+            let oversized =
+                #"{"jsonrpc":"2.0","method":"E_MY_EVENT2","params":{"x":""# + String(repeating: "a", count: 1_100_000)
+                + #""}}"#
+            try await Self.publish(
+                [
+                    recorded, "not json", #"{"jsonrpc":"2.0","method":"E_NOBODY","params":{}}"#, oversized,
+                    #"{"jsonrpc":"2.0","method":"E_MY_EVENT2","params":["positional",2]}"#,
+                ], to: "evi.in")
+            #expect(
+                await receiver.waitFor(count: 2) == [
+                    #"{"jsonrpc":"2.0","method":"E_MY_EVENT2","params":{"name":"alice","count":7}}"#,
+                    #"{"jsonrpc":"2.0","method":"E_MY_EVENT2","params":["positional",2]}"#,
+                ])
+            let listing = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":2}"#)
+            #expect(
+                listing.contains(
+                    #""socket":"rabbitmq:guest@127.0.0.1:\#(try Self.brokerPort)/evi.in","received":2,"rejected":{"not_json":1,"too_large":1,"unknown_event":1},"connections":1"#
+                ), "\(listing)")
+            #expect(!listing.contains("guest:guest"))
+            // Rejected without requeue: the queue's dead-letter route took exactly the three refused.
+            let dead = try await Self.drain("evi.in.dead")
+            #expect(
+                dead.map { $0.body.prefix(40) }.sorted()
+                    == [
+                        "not json", oversized.prefix(40),
+                        #"{"jsonrpc":"2.0","method":"E_NOBODY","params":{}}"#.prefix(40),
+                    ]
+                    .sorted())
+            // And everything else was acknowledged: nothing is left to redeliver.
+            await daemon.stop()
+            #expect(try await Self.drain("evi.in").isEmpty)
+            await receiver.close()
+        }
     }
 
     /// evi killed while its only subscriber holds every delivery (a reliable-mode tcp peer that
     /// never answers, 10 s timeout): nothing was settled, so nothing was acknowledged, and the
     /// broker redelivers every message evi held to the next consumer.
     @Test func messagesEviHeldWhenItDiedAreRedelivered() async throws {
-        _ = try await Self.pika(["declare", "evi.held"])
-        let stuck = try JSONRPCTestServer(mode: .neverReply)
-        defer { stuck.close() }
-        let daemon = try await Daemon.start(
-            extra: """
-                events: [E_QUEUED]
-                ingress: [\(try Self.ingress("evi.held", prefetch: 10))]
-                subscriptions:
-                  - { event: E_QUEUED, socket: "\(stuck.socket)" }
-                modules:
-                  event_stream: { reliable_mode: true, timeout: 10000 }
+        try await withTeardown { teardown in
+            _ = try await Self.pika(["declare", "evi.held"])
+            let stuck = try JSONRPCTestServer(mode: .neverReply)
+            defer { stuck.close() }
+            let daemon = try await Daemon.start(
+                extra: """
+                    events: [E_QUEUED]
+                    ingress: [\(try Self.ingress("evi.held", prefetch: 10))]
+                    subscriptions:
+                      - { event: E_QUEUED, socket: "\(stuck.socket)" }
+                    modules:
+                      event_stream: { reliable_mode: true, timeout: 10000 }
 
-                """)
-        defer { Task { await daemon.stop() } }
-        try await Self.waitConsuming(daemon)
-        try await Self.publish((1...50).map(Self.message), to: "evi.held")
-        // evi is mid-stream: it has taken messages and handed one to the subscriber.
-        #expect(!(await stuck.waitFor(count: 1, timeout: .seconds(10))).isEmpty)
-        daemon.process.signal(SIGKILL)
-        _ = await daemon.process.waitForExit()
-        let left = try await Self.drain("evi.held")
-        #expect(numbered(left.map(\.body)).sorted() == Array(1...50), "\(left.count) left")
-        // Those evi held (prefetch 10) come back marked redelivered.
-        let redelivered = left.filter(\.redelivered).count
-        #expect((1...10).contains(redelivered), "\(redelivered) redelivered")
+                    """)
+            teardown.add { await daemon.stop() }
+            try await Self.waitConsuming(daemon)
+            try await Self.publish((1...50).map(Self.message), to: "evi.held")
+            // evi is mid-stream: it has taken messages and handed one to the subscriber.
+            #expect(!(await stuck.waitFor(count: 1, timeout: .seconds(10))).isEmpty)
+            daemon.process.signal(SIGKILL)
+            _ = await daemon.process.waitForExit()
+            let left = try await Self.drain("evi.held")
+            #expect(numbered(left.map(\.body)).sorted() == Array(1...50), "\(left.count) left")
+            // Those evi held (prefetch 10) come back marked redelivered.
+            let redelivered = left.filter(\.redelivered).count
+            #expect((1...10).contains(redelivered), "\(redelivered) redelivered")
+        }
     }
 
     /// Competing consumers: two daemons on one queue, one tcp subscriber; every message arrives
@@ -183,68 +190,72 @@ import Testing
     /// evi consumes it (the broker cancels the consumer): evi keeps trying, on the reconnect
     /// state machine's timer, and consumes the queue once it is there again.
     @Test func aMissingOrDeletedQueueIsConsumedOnceItExists() async throws {
-        _ = try await Self.pika(["delete", "evi.later"])
-        let receiver = try DatagramReceiver()
-        let daemon = try await Daemon.start(
-            extra: """
-                events: [E_QUEUED]
-                ingress: [\(try Self.ingress("evi.later"))]
-                subscriptions:
-                  - { event: E_QUEUED, socket: "\(receiver.socket)" }
+        try await withTeardown { teardown in
+            _ = try await Self.pika(["delete", "evi.later"])
+            let receiver = try DatagramReceiver()
+            let daemon = try await Daemon.start(
+                extra: """
+                    events: [E_QUEUED]
+                    ingress: [\(try Self.ingress("evi.later"))]
+                    subscriptions:
+                      - { event: E_QUEUED, socket: "\(receiver.socket)" }
 
-                """)
-        defer { Task { await daemon.stop() } }
-        let listing = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":1}"#)
-        #expect(listing.contains(#""connections":0"#), "\(listing)")
-        #expect(daemon.process.standardError.contains("404"), "\(daemon.process.standardError)")
-        _ = try await Self.pika(["declare", "evi.later"])
-        try await Self.waitConsuming(daemon)
-        try await Self.publish([Self.message(1)], to: "evi.later")
-        #expect(numbered(await receiver.waitFor(count: 1)) == [1])
+                    """)
+            teardown.add { await daemon.stop() }
+            let listing = try daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":1}"#)
+            #expect(listing.contains(#""connections":0"#), "\(listing)")
+            #expect(daemon.process.standardError.contains("404"), "\(daemon.process.standardError)")
+            _ = try await Self.pika(["declare", "evi.later"])
+            try await Self.waitConsuming(daemon)
+            try await Self.publish([Self.message(1)], to: "evi.later")
+            #expect(numbered(await receiver.waitFor(count: 1)) == [1])
 
-        _ = try await Self.pika(["delete", "evi.later"])
-        _ = await eventually(timeout: .seconds(5)) {
-            (try? daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":1}"#))?.contains(#""connections":0"#)
-                ?? false
+            _ = try await Self.pika(["delete", "evi.later"])
+            _ = await eventually(timeout: .seconds(5)) {
+                (try? daemon.mi(#"{"jsonrpc":"2.0","method":"evi:ingress","id":1}"#))?.contains(#""connections":0"#)
+                    ?? false
+            }
+            _ = try await Self.pika(["declare", "evi.later"])
+            try await Self.waitConsuming(daemon)
+            try await Self.publish([Self.message(2)], to: "evi.later")
+            #expect(numbered(await receiver.waitFor(count: 2)) == [1, 2])
+            await receiver.close()
         }
-        _ = try await Self.pika(["declare", "evi.later"])
-        try await Self.waitConsuming(daemon)
-        try await Self.publish([Self.message(2)], to: "evi.later")
-        #expect(numbered(await receiver.waitFor(count: 2)) == [1, 2])
-        await receiver.close()
     }
 
     /// With durable delivery a message is acknowledged once spooled, whatever its subscriber's
     /// state: the queue empties while the subscriber is down, and everything arrives when it is back.
     @Test func withDurableDeliveryAMessageIsAcknowledgedOnceSpooled() async throws {
-        _ = try await Self.pika(["declare", "evi.durable"])
-        let spool = TemporaryDirectory(prefix: "evi-spool")
-        defer { spool.remove() }
-        let port = try DurableDeliveryTests.freePort()
-        let daemon = try await Daemon.start(
-            extra: """
-                delivery: durable
-                spool: { dir: "\(spool.path)", retry_min: 0.1, retry_max: 0.5 }
-                events: [E_QUEUED]
-                ingress: [\(try Self.ingress("evi.durable", prefetch: 10))]
-                subscriptions:
-                  - { event: E_QUEUED, socket: "tcp:127.0.0.1:\(port)" }
-                modules:
-                  event_stream: { reliable_mode: true }
+        try await withTeardown { teardown in
+            _ = try await Self.pika(["declare", "evi.durable"])
+            let spool = TemporaryDirectory(prefix: "evi-spool")
+            teardown.add { spool.remove() }
+            let port = try DurableDeliveryTests.freePort()
+            let daemon = try await Daemon.start(
+                extra: """
+                    delivery: durable
+                    spool: { dir: "\(spool.path)", retry_min: 0.1, retry_max: 0.5 }
+                    events: [E_QUEUED]
+                    ingress: [\(try Self.ingress("evi.durable", prefetch: 10))]
+                    subscriptions:
+                      - { event: E_QUEUED, socket: "tcp:127.0.0.1:\(port)" }
+                    modules:
+                      event_stream: { reliable_mode: true }
 
-                """)
-        defer { Task { await daemon.stop() } }
-        try await Self.waitConsuming(daemon)
-        try await Self.publish((1...200).map(Self.message), to: "evi.durable")
-        // All 200 taken and acknowledged (prefetch 10 would stop at 10 otherwise) while nobody listens.
-        let spooled = await eventually(timeout: .seconds(20)) {
-            (try? daemon.mi(#"{"jsonrpc":"2.0","method":"evi:spool","id":1}"#))?.contains(#""events":200"#) ?? false
+                    """)
+            teardown.add { await daemon.stop() }
+            try await Self.waitConsuming(daemon)
+            try await Self.publish((1...200).map(Self.message), to: "evi.durable")
+            // All 200 taken and acknowledged (prefetch 10 would stop at 10 otherwise) while nobody listens.
+            let spooled = await eventually(timeout: .seconds(20)) {
+                (try? daemon.mi(#"{"jsonrpc":"2.0","method":"evi:spool","id":1}"#))?.contains(#""events":200"#) ?? false
+            }
+            #expect(spooled)
+            let receiver = try JSONRPCTestServer(mode: .replyOK, port: port)
+            defer { receiver.close() }
+            #expect(numbered(await receiver.waitFor(count: 200, timeout: .seconds(20))) == Array(1...200))
+            await daemon.stop()
+            #expect(try await Self.drain("evi.durable").isEmpty)
         }
-        #expect(spooled)
-        let receiver = try JSONRPCTestServer(mode: .replyOK, port: port)
-        defer { receiver.close() }
-        #expect(numbered(await receiver.waitFor(count: 200, timeout: .seconds(20))) == Array(1...200))
-        await daemon.stop()
-        #expect(try await Self.drain("evi.durable").isEmpty)
     }
 }
