@@ -291,6 +291,18 @@ package final class Daemon: Sendable {
         }
     }
 
+    /// Stops what ``start(_:registry:logger:)`` started, for those who never call ``run(logger:running:)``
+    /// (tests, the bench, an embedder): the ingresses, the hub (delivering what is queued for
+    /// `grace`), the spool, the state store, then the MI listeners.
+    package func stop(grace: Duration = .seconds(1)) async {
+        for entry in ingresses { await entry.ingress.close() }
+        await hub.shutdown(grace: grace)
+        spool?.stop()
+        await state?.stop()
+        await http?.close()
+        await datagram?.close()
+    }
+
     /// The line `evi serve` prints once it listens: its listeners and where its state is.
     package var listeningLine: String {
         let state = self.state?.summary ?? "in memory (nothing kept)"
