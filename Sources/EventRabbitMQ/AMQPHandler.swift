@@ -4,11 +4,10 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 
-/// One AMQP connection's protocol state, on its event loop: the handshake (start, tune, open,
-/// channel 1), heartbeats, and one of two roles. A publisher selects confirms, publishes with
-/// delivery tags and completes them on the broker's acks and nacks. A consumer sets its prefetch
-/// (`basic.qos`), consumes one queue with manual acknowledgements, assembles each delivery from
-/// its method, header and body frames, and acks or rejects it when the ingress says so.
+/// Drives one ``AMQPConnectionStateMachine`` on a channel: frames in, the machine's actions carried
+/// out — writes, the handshake promise, heartbeat and confirm timers, publishes' promises, messages
+/// handed to a consumer's ingress. The protocol's decisions are the machine's (tested without
+/// sockets); this handler is tested with `EmbeddedChannel`.
 final class AMQPHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = Never
@@ -31,65 +30,57 @@ final class AMQPHandler: ChannelDuplexHandler {
         case consumer(queue: String, prefetch: UInt16, deliver: @Sendable (AMQPDelivery) -> Void)
     }
 
-    /// A message being assembled: its tag, the size its header announced, what arrived so far.
-    private struct Incoming {
-        var tag: UInt64
-        var size: UInt64?
-        var received: UInt64 = 0
-        var body: [UInt8] = []
-        /// Larger than an ingress reads: its frames are counted, not kept.
-        var oversized = false
-    }
-
-    private enum Phase { case handshake, ready, closed }
-
-    private let settings: Settings
+    private var machine: AMQPConnectionStateMachine
+    private let confirmTimeout: TimeAmount
+    private let deliver: (@Sendable (AMQPDelivery) -> Void)?
     private let ready: EventLoopPromise<Void>
     private let onClose: @Sendable (any Channel) -> Void
-    private var phase = Phase.handshake
     private var inbound: ByteBuffer?
-    private var frameMax = 131_072
-    private var nextTag: UInt64 = 1
     private var pending: [UInt64: EventLoopPromise<DeliveryOutcome>] = [:]
     private var timers: [UInt64: Scheduled<Void>] = [:]
     private var heartbeatTask: RepeatedTask?
-    private var lastReceived = NIODeadline.now()
-    private var closeReason = "connection closed"
-    /// A `basic.return` whose content header has not arrived yet: its reply code and text.
-    private var returning: (code: UInt16, text: String)?
-    /// Delivery tags the broker returned as unroutable; their confirm fails the delivery.
-    private var returned: [UInt64: String] = [:]
-    /// Consumer: the message whose frames are arriving.
-    private var incoming: Incoming?
-    /// Consumer: the tag the broker gave the consumer (`basic.consume-ok`), to cancel it.
-    private var consumerTag = ""
-    /// Consumer: messages handed over and not yet acked or rejected.
-    private(set) var unsettled = 0
     /// Acks written since the last flush: a burst of settlements costs one write to the socket.
     private var flushScheduled = false
 
+    /// Consumer: messages handed over and not yet acked or rejected.
+    var unsettled: Int { machine.unsettled }
+
     init(settings: Settings, ready: EventLoopPromise<Void>, onClose: @escaping @Sendable (any Channel) -> Void) {
-        self.settings = settings
+        let role: AMQPConnectionStateMachine.Role
+        switch settings.role {
+        case .publisher:
+            role = .publisher
+            deliver = nil
+        case .consumer(let queue, let prefetch, let deliver):
+            role = .consumer(queue: queue, prefetch: prefetch)
+            self.deliver = deliver
+        }
+        machine = AMQPConnectionStateMachine(
+            settings: AMQPConnectionStateMachine.Settings(
+                user: settings.user, password: settings.password, vhost: settings.vhost,
+                heartbeat: settings.heartbeat, confirmTimeout: settings.confirmTimeout, role: role))
+        confirmTimeout = settings.confirmTimeout
         self.ready = ready
         self.onClose = onClose
     }
 
+    private static func now() -> UInt64 { NIODeadline.now().uptimeNanoseconds }
+
     func channelActive(context: ChannelHandlerContext) {
-        context.writeAndFlush(
-            wrapOutboundOut(context.channel.allocator.buffer(bytes: AMQP.protocolHeader)), promise: nil)
+        run([machine.connected(now: Self.now())], context: context)
         context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var chunk = unwrapInboundIn(data)
-        lastReceived = .now()
+        machine.bytesReceived(now: Self.now())
         if inbound == nil { inbound = chunk } else { inbound?.writeBuffer(&chunk) }
         guard var buffer = inbound else { return }
         inbound = nil
         do {
-            while let frame = try AMQP.readFrame(&buffer) { try handle(frame, context: context) }
+            while let frame = try AMQP.readFrame(&buffer) { run(machine.received(frame), context: context) }
         } catch {
-            fail(context: context, reason: "\(error)")
+            run(machine.failed("\(error)"), context: context)
             return
         }
         if buffer.readableBytes > 0 {
@@ -98,134 +89,28 @@ final class AMQPHandler: ChannelDuplexHandler {
         }
     }
 
-    private func handle(_ frame: AMQP.Frame, context: ChannelHandlerContext) throws {
-        if frame.type == AMQP.FrameType.header.rawValue, let reply = returning {
-            returning = nil
-            var header = frame.payload
-            if let tag = AMQP.returnedDeliveryTag(header: &header) {
-                returned[tag] = "unroutable: \(reply.code) \(reply.text)"
+    /// Carries out the machine's actions, in order.
+    private func run(_ actions: [AMQPConnectionStateMachine.Action], context: ChannelHandlerContext) {
+        for action in actions {
+            switch action {
+            case .send(let frames):
+                var buffer = context.channel.allocator.buffer(capacity: 256)
+                for frame in frames { frame.write(into: &buffer, frameMax: machine.frameMax) }
+                context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+            case .ready:
+                ready.succeed(())
+            case .startHeartbeats(let interval):
+                startHeartbeats(context: context, interval: .nanoseconds(Int64(interval)))
+            case .complete(let tag, let outcome):
+                timers.removeValue(forKey: tag)?.cancel()
+                pending.removeValue(forKey: tag)?.succeed(outcome)
+            case .deliver(let tag, let body):
+                handOver(tag: tag, body: body, context: context)
+            case .close:
+                context.close(promise: nil)
+            case .handshakeFailed(let reason):
+                ready.fail(AMQPError(reason))
             }
-            return
-        }
-        if frame.type == AMQP.FrameType.header.rawValue || frame.type == AMQP.FrameType.body.rawValue,
-            incoming != nil
-        {
-            try assemble(frame, context: context)
-            return
-        }
-        guard frame.type == AMQP.FrameType.method.rawValue else { return }  // heartbeats; returned bodies
-        var payload = frame.payload
-        guard let classID = payload.readInteger(as: UInt16.self), let methodID = payload.readInteger(as: UInt16.self)
-        else { throw AMQPError("short method frame") }
-        switch (classID, methodID) {
-        case (10, 10):  // connection.start
-            send(context) { buffer in
-                AMQP.writeMethod(10, 11, channel: 0, into: &buffer) { arguments in
-                    // A consumer asks to be told (basic.cancel) when its queue goes away.
-                    let consumer = if case .consumer = self.settings.role { true } else { false }
-                    arguments.writeTable(
-                        [("product", "evi"), ("platform", "Swift")],
-                        capabilities: consumer ? ["consumer_cancel_notify"] : [])
-                    arguments.writeShortString("PLAIN")
-                    arguments.writeLongString(
-                        [0] + Array(self.settings.user.utf8) + [0] + Array(self.settings.password.utf8))
-                    arguments.writeShortString("en_US")
-                }
-            }
-        case (10, 30):  // connection.tune
-            let channelMax = payload.readInteger(as: UInt16.self) ?? 0
-            let serverFrameMax = payload.readInteger(as: UInt32.self) ?? 0
-            let serverHeartbeat = payload.readInteger(as: UInt16.self) ?? 0
-            if serverFrameMax > 0 { frameMax = Int(min(serverFrameMax, 131_072)) }
-            let heartbeat =
-                serverHeartbeat == 0
-                ? settings.heartbeat
-                : settings.heartbeat == 0 ? 0 : min(serverHeartbeat, settings.heartbeat)
-            send(context) { buffer in
-                AMQP.writeMethod(10, 31, channel: 0, into: &buffer) { arguments in
-                    arguments.writeInteger(channelMax == 0 ? UInt16(1) : min(channelMax, 1))
-                    arguments.writeInteger(UInt32(self.frameMax))
-                    arguments.writeInteger(heartbeat)
-                }
-                AMQP.writeMethod(10, 40, channel: 0, into: &buffer) { arguments in
-                    arguments.writeShortString(self.settings.vhost)
-                    arguments.writeShortString("")
-                    arguments.writeInteger(UInt8(0))
-                }
-            }
-            if heartbeat > 0 { startHeartbeats(context: context, seconds: Int64(heartbeat)) }
-        case (10, 41):  // connection.open-ok
-            send(context) { buffer in
-                AMQP.writeMethod(20, 10, channel: 1, into: &buffer) { $0.writeShortString("") }
-            }
-        case (20, 11):  // channel.open-ok
-            switch settings.role {
-            case .publisher:
-                send(context) { buffer in
-                    AMQP.writeMethod(85, 10, channel: 1, into: &buffer) { $0.writeInteger(UInt8(0)) }
-                }
-            case .consumer(_, let prefetch, _):
-                send(context) { buffer in
-                    AMQP.writeMethod(60, 10, channel: 1, into: &buffer) { arguments in
-                        arguments.writeInteger(UInt32(0))  // prefetch-size: no limit in bytes
-                        arguments.writeInteger(prefetch)
-                        arguments.writeInteger(UInt8(0))  // global: per consumer
-                    }
-                }
-            }
-        case (85, 11):  // confirm.select-ok
-            phase = .ready
-            ready.succeed(())
-        case (60, 11):  // basic.qos-ok
-            guard case .consumer(let queue, _, _) = settings.role else { break }
-            send(context) { buffer in
-                AMQP.writeMethod(60, 20, channel: 1, into: &buffer) { arguments in
-                    arguments.writeInteger(UInt16(0))
-                    arguments.writeShortString(queue)
-                    arguments.writeShortString("")  // consumer tag: the broker's choice
-                    arguments.writeInteger(UInt8(0))  // no-local, no-ack, exclusive, no-wait: all off
-                    arguments.writeInteger(UInt32(0))  // arguments: an empty table
-                }
-            }
-        case (60, 21):  // basic.consume-ok
-            consumerTag = payload.readShortString() ?? ""
-            phase = .ready
-            ready.succeed(())
-        case (60, 60):  // basic.deliver: the header and body frames follow
-            guard case .consumer = settings.role, payload.readShortString() != nil,
-                let tag = payload.readInteger(as: UInt64.self)
-            else { throw AMQPError("malformed basic.deliver") }
-            incoming = Incoming(tag: tag)
-        case (60, 30):  // basic.cancel: the broker ended the consumer (its queue was deleted)
-            fail(context: context, reason: "broker cancelled the consumer (queue deleted?)")
-        case (60, 80), (60, 120):  // basic.ack, basic.nack
-            let tag = payload.readInteger(as: UInt64.self) ?? 0
-            let multiple = (payload.readInteger(as: UInt8.self) ?? 0) & 1 == 1
-            let tags = multiple ? pending.keys.filter { $0 <= tag } : [tag]
-            for confirmed in tags {
-                if let unroutable = returned.removeValue(forKey: confirmed) {
-                    complete(confirmed, .failed(DeliveryFailure(.subscriberFailed, unroutable)))
-                } else if methodID == 80 {
-                    complete(confirmed, .delivered)
-                } else {
-                    complete(confirmed, .failed(DeliveryFailure(.subscriberFailed, "broker nacked the message")))
-                }
-            }
-        case (60, 50):  // basic.return: the content header that follows names the message
-            let code = payload.readInteger(as: UInt16.self) ?? 0
-            returning = (code, payload.readShortString() ?? "")
-        case (10, 50), (20, 40):  // connection.close, channel.close
-            let code = payload.readInteger(as: UInt16.self) ?? 0
-            let text = payload.readShortString() ?? ""
-            closeReason = "broker closed the \(classID == 10 ? "connection" : "channel"): \(code) \(text)"
-            if classID == 10 {
-                send(context) { AMQP.writeMethod(10, 51, channel: 0, into: &$0) }
-            } else {
-                send(context) { AMQP.writeMethod(20, 41, channel: 1, into: &$0) }
-            }
-            fail(context: context, reason: closeReason)
-        default:
-            break  // nothing else concerns a publisher
         }
     }
 
@@ -236,44 +121,22 @@ final class AMQPHandler: ChannelDuplexHandler {
         body: [UInt8]
     ) -> EventLoopFuture<DeliveryOutcome> {
         let promise = context.eventLoop.makePromise(of: DeliveryOutcome.self)
-        guard phase == .ready else {
-            promise.succeed(.failed(DeliveryFailure(.subscriberFailed, closeReason)))
-            return promise.futureResult
+        switch machine.publish(
+            exchange: exchange, routingKey: routingKey, persistent: persistent, mandatory: mandatory, body: body)
+        {
+        case .refuse(let reason):
+            promise.succeed(.failed(DeliveryFailure(.subscriberFailed, reason)))
+        case .send(let tag, let frame):
+            pending[tag] = promise
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            timers[tag] = context.eventLoop.scheduleTask(in: confirmTimeout) {
+                let (handler, context) = bound.value
+                if let action = handler.machine.confirmTimedOut(tag: tag) { handler.run([action], context: context) }
+            }
+            var buffer = context.channel.allocator.buffer(capacity: body.count + 256)
+            frame.write(into: &buffer, frameMax: machine.frameMax)
+            context.write(wrapOutboundOut(buffer), promise: nil)
         }
-        let tag = nextTag
-        nextTag += 1
-        pending[tag] = promise
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        timers[tag] = context.eventLoop.scheduleTask(in: settings.confirmTimeout) {
-            bound.value.complete(tag, .failed(DeliveryFailure(.subscriberFailed, "confirm timeout")))
-        }
-        var buffer = context.channel.allocator.buffer(capacity: body.count + 256)
-        AMQP.writeMethod(60, 40, channel: 1, into: &buffer) { arguments in
-            arguments.writeInteger(UInt16(0))
-            arguments.writeShortString(exchange)
-            arguments.writeShortString(routingKey)
-            arguments.writeInteger(UInt8(mandatory ? 1 : 0))
-        }
-        AMQP.writeFrame(type: .header, channel: 1, into: &buffer) { header in
-            header.writeInteger(UInt16(60))
-            header.writeInteger(UInt16(0))
-            header.writeInteger(UInt64(body.count))
-            // content-type, delivery-mode, and for a mandatory publish the message-id that ties a
-            // basic.return (which carries no delivery tag) to its publish.
-            header.writeInteger(
-                UInt16(0x8000 | (persistent ? 0x1000 : 0) | (mandatory ? AMQP.messageIDFlag : 0)))
-            header.writeShortString("application/json")
-            if persistent { header.writeInteger(UInt8(2)) }
-            if mandatory { header.writeShortString(AMQP.messageID(tag)) }
-        }
-        let chunk = frameMax - 8
-        var offset = 0
-        while offset < body.count {
-            let end = min(offset + chunk, body.count)
-            AMQP.writeFrame(type: .body, channel: 1, into: &buffer) { $0.writeBytes(body[offset..<end]) }
-            offset = end
-        }
-        context.write(wrapOutboundOut(buffer), promise: nil)
         return promise.futureResult
     }
 
@@ -283,33 +146,12 @@ final class AMQPHandler: ChannelDuplexHandler {
 
     // MARK: Consumer
 
-    /// A content header or body frame of the message in `incoming`; the last one hands it over.
-    private func assemble(_ frame: AMQP.Frame, context: ChannelHandlerContext) throws {
-        guard var message = incoming, case .consumer(_, _, let deliver) = settings.role else { return }
-        var payload = frame.payload
-        if frame.type == AMQP.FrameType.header.rawValue {
-            guard message.size == nil, payload.readInteger(as: UInt16.self) == 60,
-                payload.readInteger(as: UInt16.self) != nil, let size = payload.readInteger(as: UInt64.self)
-            else { throw AMQPError("malformed content header") }
-            message.size = size
-            message.oversized = size > UInt64(AMQPDelivery.maximumBodySize)
-            if !message.oversized { message.body.reserveCapacity(Int(size)) }
-        } else {
-            guard let size = message.size else { throw AMQPError("body frame before its content header") }
-            message.received += UInt64(payload.readableBytes)
-            guard message.received <= size else { throw AMQPError("body larger than its content header said") }
-            if !message.oversized { message.body += payload.readableBytesView }
-        }
-        guard let size = message.size, message.received == size else {
-            incoming = message
-            return
-        }
-        incoming = nil
-        unsettled += 1
+    /// Hands a whole message to the ingress with a way to settle it, from any thread.
+    private func handOver(tag: UInt64, body: [UInt8]?, context: ChannelHandlerContext) {
+        guard let deliver else { return }
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-        let tag = message.tag
         deliver(
-            AMQPDelivery(body: message.oversized ? nil : message.body) { settlement in
+            AMQPDelivery(body: body) { settlement in
                 let loop = bound.eventLoop
                 if settlement == .requeue {
                     loop.scheduleTask(in: .seconds(1)) {
@@ -323,18 +165,10 @@ final class AMQPHandler: ChannelDuplexHandler {
             })
     }
 
-    /// Acks (`basic.ack`), rejects without requeueing (`basic.reject`, so that a dead-letter
-    /// exchange takes it) or requeues one delivery. Nothing is sent once the connection is gone:
-    /// the broker has put the message back already, and its tag means nothing on another connection.
     private func settle(_ tag: UInt64, as settlement: AMQPDelivery.Settlement, context: ChannelHandlerContext) {
-        guard phase == .ready else { return }
-        unsettled -= 1
+        guard let frame = machine.settle(tag: tag, as: settlement) else { return }
         var buffer = context.channel.allocator.buffer(capacity: 21)
-        AMQP.writeMethod(60, settlement == .ack ? 80 : 90, channel: 1, into: &buffer) { arguments in
-            arguments.writeInteger(tag)
-            // ack: not multiple; reject: requeue or not
-            arguments.writeInteger(UInt8(settlement == .requeue ? 1 : 0))
-        }
+        frame.write(into: &buffer, frameMax: machine.frameMax)
         context.write(wrapOutboundOut(buffer), promise: nil)
         guard !flushScheduled else { return }
         flushScheduled = true
@@ -348,65 +182,27 @@ final class AMQPHandler: ChannelDuplexHandler {
 
     /// Asks the broker to stop delivering (`basic.cancel`); what it sent already still arrives.
     func cancelConsumer(context: ChannelHandlerContext) {
-        guard phase == .ready, !consumerTag.isEmpty else { return }
-        send(context) { buffer in
-            AMQP.writeMethod(60, 30, channel: 1, into: &buffer) { arguments in
-                arguments.writeShortString(self.consumerTag)
-                arguments.writeInteger(UInt8(0))
-            }
-        }
+        guard let frame = machine.cancelConsumer() else { return }
+        run([.send([frame])], context: context)
     }
 
-    private func complete(_ tag: UInt64, _ outcome: DeliveryOutcome) {
-        returned.removeValue(forKey: tag)
-        timers.removeValue(forKey: tag)?.cancel()
-        pending.removeValue(forKey: tag)?.succeed(outcome)
-    }
-
-    private func startHeartbeats(context: ChannelHandlerContext, seconds: Int64) {
-        let interval = TimeAmount.milliseconds(seconds * 500)
-        let limit = TimeAmount.seconds(seconds * 2)
+    private func startHeartbeats(context: ChannelHandlerContext, interval: TimeAmount) {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         heartbeatTask = context.eventLoop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
             let (handler, context) = bound.value
-            if NIODeadline.now() - handler.lastReceived > limit {
-                handler.fail(context: context, reason: "missed heartbeats")
-                return
-            }
-            handler.send(context) { AMQP.writeFrame(type: .heartbeat, channel: 0, into: &$0) { _ in } }
+            handler.run(handler.machine.heartbeatTick(now: Self.now()), context: context)
         }
-    }
-
-    private func send(_ context: ChannelHandlerContext, _ build: (inout ByteBuffer) -> Void) {
-        var buffer = context.channel.allocator.buffer(capacity: 256)
-        build(&buffer)
-        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
-    }
-
-    private func fail(context: ChannelHandlerContext, reason: String) {
-        closeReason = reason
-        context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        if phase == .handshake {
-            let reason =
-                closeReason == "connection closed"
-                ? "connection closed during the handshake (wrong credentials or vhost?)" : closeReason
-            ready.fail(AMQPError(reason))
-        }
-        phase = .closed
         heartbeatTask?.cancel()
-        for tag in Array(pending.keys) {
-            complete(
-                tag, .failed(DeliveryFailure(.subscriberFailed, "connection lost before the confirm (\(closeReason))")))
-        }
+        run(machine.closed(), context: context)
         onClose(context.channel)
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        fail(context: context, reason: "\(error)")
+        run(machine.failed("\(error)"), context: context)
     }
 }
 
