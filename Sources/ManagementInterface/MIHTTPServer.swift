@@ -77,31 +77,17 @@ public final class MIHTTPServer: MIListener {
 }
 
 /// First in every connection's pipeline, on raw bytes: admits the connection within
-/// `max_connections`, closes it when idle past `idle_timeout`, or when a request that has started
-/// does not arrive whole in time (`header_timeout` for the head, as long again for the body). The
-/// HTTP handler tells it where a request stands. State lives on the channel's event loop.
+/// `max_connections` and drives its ``MIConnectionGuardState`` (which decides when a connection
+/// idle or slow to send its request is closed) with the loop's clock and one timer. The HTTP
+/// handler tells it where a request stands. State lives on the channel's event loop.
 final class MIConnectionGuard: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
 
-    private enum Phase {
-        case idle
-        case head
-        case body
-        /// The request is complete: its reply is being made (no deadline).
-        case answering
-    }
-
     private let connections: MIConnectionTable
     private let limits: MIConnectionLimits
     private let logger: Logger
-    private var phase = Phase.idle
-    /// When the current phase must end, and what closing then is logged as; nil while answering.
-    private var deadline: (at: NIODeadline, reason: String)?
-    /// The one timer of this connection. A request moves the deadline twice;
-    /// rather than cancel and schedule a timer each time (measured: 7 % of an MI request), the
-    /// timer fires at most `min(header_timeout, idle_timeout)` ahead and, on firing, closes the
-    /// connection if the deadline has passed or goes again toward it.
+    private var state: MIConnectionGuardState
     private var timer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
 
@@ -109,12 +95,17 @@ final class MIConnectionGuard: ChannelInboundHandler {
         self.connections = connections
         self.limits = limits
         self.logger = logger
+        state = MIConnectionGuardState(
+            headerTimeoutNanoseconds: UInt64(max(0, limits.headerTimeout.nanoseconds)),
+            idleTimeoutNanoseconds: UInt64(max(0, limits.idleTimeout.nanoseconds)))
     }
+
+    private var now: UInt64 { context?.eventLoop.now.uptimeNanoseconds ?? 0 }
 
     func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        stopTimer()
+        apply(state.closed())
         self.context = nil
     }
 
@@ -123,86 +114,68 @@ final class MIConnectionGuard: ChannelInboundHandler {
             logger.debug("MI HTTP connection cap reached: closing one", metadata: ["cap": "\(limits.maxConnections)"])
             victim.close(promise: nil)
         }
-        arm(limits.idleTimeout, reason: "idle")
+        apply(state.opened(now: now))
         context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if phase == .idle {
-            phase = .head
-            arm(limits.headerTimeout, reason: "request head not received in time")
-        }
+        if state.phase == .idle { apply(state.bytesArrived(now: now)) }
         context.fireChannelRead(data)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        stopTimer()
+        apply(state.closed())
         connections.remove(context.channel)
         context.fireChannelInactive()
     }
 
     /// The head arrived: the body has as long again.
-    func headReceived() {
-        phase = .body
-        arm(limits.headerTimeout, reason: "request body not received in time")
-    }
+    func headReceived() { apply(state.headReceived(now: now)) }
 
-    func requestReceived() {
-        phase = .answering
-        deadline = nil
-    }
+    func requestReceived() { state.requestReceived() }
 
     /// The reply went out on a connection that stays open.
-    func replied() {
-        phase = .idle
-        arm(limits.idleTimeout, reason: "idle")
-    }
+    func replied() { apply(state.replied(now: now)) }
 
     /// The connection made a request that passed the token check (or needed none): told to
-    /// the table once, not at every request (its lock showed in a profile).
+    /// the table once, not at every request.
     func authenticated() {
-        guard !isAuthenticated, let context else { return }
-        isAuthenticated = true
+        guard state.authenticated(), let context else { return }
         connections.authenticated(context.channel)
     }
-    private var isAuthenticated = false
 
     /// The connection is a stream now (status page, SSE or WebSocket subscriber): it leaves the
     /// `max_connections` table (streams have their own cap) and no idle timer closes it.
     func becameStream() {
-        stopTimer()
-        deadline = nil
-        phase = .answering
+        apply(state.becameStream())
         context.map { connections.remove($0.channel) }
     }
 
-    private func arm(_ delay: TimeAmount, reason: String) {
-        let now = NIODeadline.now()
-        deadline = (now + delay, reason)
-        if timer == nil { schedule(now: now) }
+    private func apply(_ action: MIConnectionGuardState.TimerAction) {
+        switch action {
+        case .none: break
+        case .cancel:
+            timer?.cancel()
+            timer = nil
+        case .schedule(let at): schedule(at: at)
+        }
     }
 
-    private func stopTimer() {
-        timer?.cancel()
-        timer = nil
-    }
-
-    /// Schedules the timer toward the deadline, at most the shorter timeout ahead: every deadline
-    /// set later is at least that far from its own "now", so the timer never fires after one.
-    private func schedule(now: NIODeadline) {
-        guard let context, let deadline else { return }
-        let at = min(deadline.at, now + min(limits.headerTimeout, limits.idleTimeout))
+    private func schedule(at: UInt64) {
+        guard let context else { return }
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        timer = context.eventLoop.scheduleTask(deadline: at) { bound.value.fired() }
+        timer = context.eventLoop.scheduleTask(deadline: .uptimeNanoseconds(at)) { bound.value.fired() }
     }
 
     private func fired() {
         timer = nil
-        guard let context, let deadline else { return }
-        let now = NIODeadline.now()
-        guard now >= deadline.at else { return schedule(now: now) }
-        logger.debug("MI HTTP connection closed", metadata: ["reason": "\(deadline.reason)"])
-        context.channel.close(promise: nil)
+        switch state.timerFired(now: now) {
+        case .none: break
+        case .schedule(let at): schedule(at: at)
+        case .close(let reason):
+            logger.debug("MI HTTP connection closed", metadata: ["reason": "\(reason.rawValue)"])
+            context?.channel.close(promise: nil)
+        }
     }
 }
 
