@@ -28,7 +28,7 @@ struct TransportModule {
 let transportModules: [TransportModule] = [
     TransportModule(name: "EventVirtual", dependencies: []),
     TransportModule(name: "EventDatagram", dependencies: ["CDatagramBatch"]),
-    TransportModule(name: "EventFlatstore", dependencies: nio),
+    TransportModule(name: "EventFlatstore", dependencies: ["EventNIOSupport"] + nio),
     TransportModule(
         name: "EventStream",
         dependencies: ["EventNIOSupport", ssl, .product(name: "NIOTLS", package: "swift-nio")] + nio),
@@ -105,7 +105,9 @@ let package = Package(
             ] + nio
         ),
         .target(name: "EventSpool", dependencies: ["EventInterface", log, metrics]),
-        .target(name: "EventState", dependencies: ["EventInterface", .product(name: "GRDB", package: "GRDB.swift")]),
+        .target(
+            name: "EventState",
+            dependencies: ["EventInterface", "EventNIOSupport", .product(name: "GRDB", package: "GRDB.swift")]),
         .target(name: "EventCluster", dependencies: ["EventInterface", "EventNIOSupport", crypto, log] + nio),
         .target(
             name: "ManagementInterface",

@@ -1,5 +1,5 @@
-import Dispatch
 import EventInterface
+import EventNIOSupport
 import Synchronization
 
 #if canImport(Glibc)
@@ -86,12 +86,13 @@ public final class FlatstoreTransport: EventTransport {
 
     /// Where files are opened, written and renamed: file calls can block (a slow disk, a full
     /// NFS server), which must hold up neither the cooperative threads every other delivery runs
-    /// on nor an event loop. Concurrent: each file has its own lock.
-    let io = DispatchQueue(label: "evi.flatstore.io", attributes: .concurrent)
+    /// on nor an event loop. Two threads for every flatstore file of the process: each file has its
+    /// own lock, and a stalled disk ties up two threads, not a new one per write.
+    static let io = BlockingPool(threads: 2)
 
     /// Runs `work` on the file I/O threads and waits for it without holding a task thread.
     public func onIOThread<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { continuation in io.async { continuation.resume(returning: work()) } }
+        await Self.io.run(work)
     }
 
     /// Reopens every file (SIGHUP).

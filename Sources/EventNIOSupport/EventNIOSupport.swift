@@ -1,5 +1,4 @@
 import EventInterface
-import NIOConcurrencyHelpers
 import NIOCore
 
 #if canImport(Glibc)
@@ -24,12 +23,11 @@ extension EventLoopFuture where Value: Sendable {
     /// The outcome, or `nil` when the future did not complete within `timeout`.
     public func result(within timeout: TimeAmount) async -> Result<Value, any Error>? {
         let result = eventLoop.makePromise(of: Result<Value, any Error>?.self)
-        let settled = NIOLockedValueBox(false)
+        // The timer and the callback both run on the future's loop: the flag is loop-confined.
+        let settled = NIOLoopBoundBox.makeBoxSendingValue(false, eventLoop: eventLoop)
         let first: @Sendable () -> Bool = {
-            settled.withLockedValue { done in
-                defer { done = true }
-                return !done
-            }
+            defer { settled.value = true }
+            return !settled.value
         }
         let timer = eventLoop.scheduleTask(in: timeout) {
             if first() { result.succeed(nil) }

@@ -1,5 +1,5 @@
-import Dispatch
 import EventInterface
+import EventNIOSupport
 import GRDB
 
 #if canImport(Glibc)
@@ -35,13 +35,12 @@ public final class SubscriptionStore: Sendable {
     public let path: String
     /// Where the MI's writes run: SQLite may wait (busy timeout) and fsync, which must hold up
     /// neither the cooperative threads the deliveries run on nor an event loop.
-    private let writer = DispatchQueue(label: "evi.state.writer")
+    /// One thread: SQLite takes one writer at a time anyway.
+    private let writer = BlockingPool(threads: 1)
 
     /// Runs `work` on the store's own thread and waits for it without holding a task thread.
     public func offThread<T: Sendable>(_ work: @escaping @Sendable (SubscriptionStore) throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            writer.async { continuation.resume(with: Result { try work(self) }) }
-        }
+        try await writer.run { try work(self) }
     }
 
     /// Opens (creating the directory, mode 700, and the database as needed) `DIRECTORY/subscriptions.sqlite`.

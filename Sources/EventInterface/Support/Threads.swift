@@ -4,8 +4,11 @@
 
 /// Runs `body` on a new detached thread of its own.
 ///
-/// For the few calls that block for an unbounded time (`getaddrinfo`): run on the cooperative
-/// pool or Dispatch's small global pool they would starve every other task of a 2-core machine.
+/// Only for a loop that blocks for the life of what owns it — one per listener or producer, never
+/// one per message (a datagram listener's `recvmmsg`, librdkafka's poll, the spool's syncs) — and
+/// for the resolver's bounded lookup threads: on the cooperative pool such calls would starve
+/// every other task of a 2-core machine. Other blocking work goes to a bounded pool
+/// (`BlockingPool`); Docs/concurrency.md has the rule.
 public func detachThread(_ body: @escaping @Sendable () -> Void) {
     final class Box: @unchecked Sendable {
         let body: @Sendable () -> Void
