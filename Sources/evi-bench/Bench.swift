@@ -133,7 +133,7 @@ struct Bench: AsyncParsableCommand {
     func run() async throws {
         var runs: [(fields: [EventField], ratio: Double)] = []
         for run in 1...repeats {
-            let measured = try await measureOnce()
+            let measured = try await measurement.measure(self)
             runs.append(measured)
             if format == .text && repeats > 1 {
                 let mmsg = Self.mmsgPercent(measured.fields).map { ", vs sendmmsg floor \(Int($0)) %" }
@@ -153,9 +153,7 @@ struct Bench: AsyncParsableCommand {
         } else {
             for field in result.fields { printLine("\(field.name.padding(28)) \(Self.text(field.value))") }
             // Only the datagram scenarios have a send-loop floor to compare with.
-            if ![.kafka, .rabbitmq, .sqs, .webhook, .sse, .cluster].contains(scenario)
-                && !(scenario == .tcpReliable && tls)
-            {
+            if measurement.hasSendLoopFloor {
                 printLine("(datagrams/s vs floor: \(Int((result.ratio * 100).rounded())) %)")
             }
         }
@@ -209,14 +207,9 @@ struct Bench: AsyncParsableCommand {
     }
 
     /// One run: a fresh daemon, the scenario, then the floor to the same receivers.
-    private func measureOnce() async throws -> (fields: [EventField], ratio: Double) {
-        if scenario == .kafka { return try await measureKafka() }
-        if scenario == .sqs { return try await measureSQS() }
-        if scenario == .webhook { return try await measureWebhook() }
-        if scenario == .sse { return try await measureSSE() }
-        if scenario == .cluster { return try await measureCluster() }
-        if scenario == .rabbitmq { return try await measureRabbitMQ() }
-        if scenario == .tcpReliable && tls { return try await measureTCPOverTLS() }
+    /// The loopback scenarios (udp, parallel3, roundrobin3, failover-dead, mi-http, relay-udp,
+    /// relay-tcp, tcp-reliable): evi's run and the send-loop floors, to the same receivers.
+    func measureLoopback() async throws -> (fields: [EventField], ratio: Double) {
         var logger = Logger(label: "evi-bench")
         logger.logLevel = .critical
         let receiverCount = [.parallel3, .roundrobin3].contains(scenario) ? 3 : 1
@@ -429,7 +422,7 @@ struct Bench: AsyncParsableCommand {
     /// kafka: events raised in-process to one kafka subscription; an event counts once its delivery
     /// report succeeded. Latency: raise to report, read from the delivered counter sampled every
     /// 100 µs (one queue delivers in order, so the k-th report is the k-th event's).
-    private func measureKafka() async throws -> (fields: [EventField], ratio: Double) {
+    func measureKafka() async throws -> (fields: [EventField], ratio: Double) {
         let socket =
             brokers.map { "kafka:\($0)/evi.bench" } ?? "kafka:127.0.0.1:9/evi.bench?g.test.mock.num.brokers=3"
         let fields = try await measureOneSubscriber(socket: socket, transport: "kafka")
@@ -444,7 +437,7 @@ struct Bench: AsyncParsableCommand {
     /// credentials and region as the daemon finds them, region us-east-1 when none), counted once
     /// SQS acknowledged them; then, as the floor, boto3's `send_message_batch` loop of the same
     /// bytes to the same queue (`--python`, a Python with boto3).
-    private func measureSQS() async throws -> (fields: [EventField], ratio: Double) {
+    func measureSQS() async throws -> (fields: [EventField], ratio: Double) {
         guard let endpoint else { throw ValidationError("--scenario sqs needs --endpoint QUEUE_URL") }
         var options = SQSOptions()
         if ProcessInfo.processInfo.environment["AWS_REGION"] == nil { options.region = "us-east-1" }
@@ -601,7 +594,7 @@ struct Bench: AsyncParsableCommand {
     /// rabbitmq: events raised in-process to one rabbitmq subscription publishing to `amq.topic`
     /// (nothing bound: the broker confirms and drops, so the broker's queues are not measured);
     /// an event counts once confirmed. Plain AMQP, then with `--tls` amqps, in the same run.
-    private func measureRabbitMQ() async throws -> (fields: [EventField], ratio: Double) {
+    func measureRabbitMQ() async throws -> (fields: [EventField], ratio: Double) {
         let environment = ProcessInfo.processInfo.environment
         let plain = broker ?? "127.0.0.1:\(environment["EVI_RABBITMQ_PORT"] ?? "5672")"
         var runs = [("plain", "rabbitmq:guest:guest@\(plain)/exchange=amq.topic?evi.bench", nil as String?)]
@@ -650,7 +643,7 @@ struct Bench: AsyncParsableCommand {
 
     /// tcp-reliable --tls: the same reliable-mode subscriber over plain tcp, then over `tls:` to a
     /// TLS receiver (swift-nio-ssl, a certificate made with openssl for the run), in one run.
-    private func measureTCPOverTLS() async throws -> (fields: [EventField], ratio: Double) {
+    func measureTCPOverTLS() async throws -> (fields: [EventField], ratio: Double) {
         let directory = "/tmp/evi-bench-\(getpid())"
         _ = mkdir(directory, 0o700)
         defer { try? FileManager.default.removeItem(atPath: directory) }
