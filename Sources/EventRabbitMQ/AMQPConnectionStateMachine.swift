@@ -20,7 +20,8 @@ struct AMQPConnectionStateMachine {
 
     enum Role: Sendable {
         case publisher
-        /// Consumes `queue`, at most `prefetch` messages unacknowledged.
+        /// Consumes `queue`, at most `prefetch` messages unacknowledged (the driver hands each
+        /// message to the ingress).
         case consumer(queue: String, prefetch: UInt16)
     }
 

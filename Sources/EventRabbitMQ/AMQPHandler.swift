@@ -13,22 +13,7 @@ final class AMQPHandler: ChannelDuplexHandler {
     typealias OutboundIn = Never
     typealias OutboundOut = ByteBuffer
 
-    struct Settings: Sendable {
-        var user: String
-        var password: String
-        var vhost: String
-        /// Seconds; 0 disables.
-        var heartbeat: UInt16
-        var confirmTimeout: TimeAmount
-        var role = Role.publisher
-    }
-
-    enum Role: Sendable {
-        case publisher
-        /// Consumes `queue`, at most `prefetch` messages unacknowledged; every message is handed
-        /// to `deliver` on the event loop.
-        case consumer(queue: String, prefetch: UInt16, deliver: @Sendable (AMQPDelivery) -> Void)
-    }
+    typealias Settings = AMQPConnectionStateMachine.Settings
 
     private var machine: AMQPConnectionStateMachine
     private let confirmTimeout: TimeAmount
@@ -45,20 +30,13 @@ final class AMQPHandler: ChannelDuplexHandler {
     /// Consumer: messages handed over and not yet acked or rejected.
     var unsettled: Int { machine.unsettled }
 
-    init(settings: Settings, ready: EventLoopPromise<Void>, onClose: @escaping @Sendable (any Channel) -> Void) {
-        let role: AMQPConnectionStateMachine.Role
-        switch settings.role {
-        case .publisher:
-            role = .publisher
-            deliver = nil
-        case .consumer(let queue, let prefetch, let deliver):
-            role = .consumer(queue: queue, prefetch: prefetch)
-            self.deliver = deliver
-        }
-        machine = AMQPConnectionStateMachine(
-            settings: AMQPConnectionStateMachine.Settings(
-                user: settings.user, password: settings.password, vhost: settings.vhost,
-                heartbeat: settings.heartbeat, confirmTimeout: settings.confirmTimeout, role: role))
+    /// `deliver`, for a consumer: every message is handed to it on the event loop.
+    init(
+        settings: Settings, deliver: (@Sendable (AMQPDelivery) -> Void)? = nil, ready: EventLoopPromise<Void>,
+        onClose: @escaping @Sendable (any Channel) -> Void
+    ) {
+        machine = AMQPConnectionStateMachine(settings: settings)
+        self.deliver = deliver
         confirmTimeout = settings.confirmTimeout
         self.ready = ready
         self.onClose = onClose
@@ -210,8 +188,9 @@ extension AMQPHandler {
     /// Connects to `address` and completes the handshake within `timeout`: the channel is ready
     /// to publish or consuming when this succeeds. `onClose` is told when it closes.
     static func open(
-        _ address: ResolvedAddress, settings: Settings, group: any EventLoopGroup, timeout: TimeAmount,
-        tls: AMQPTLS? = nil, onClose: @escaping @Sendable (any Channel) -> Void
+        _ address: ResolvedAddress, settings: Settings, deliver: (@Sendable (AMQPDelivery) -> Void)? = nil,
+        group: any EventLoopGroup, timeout: TimeAmount, tls: AMQPTLS? = nil,
+        onClose: @escaping @Sendable (any Channel) -> Void
     ) async -> Result<any Channel, DeliveryFailure> {
         // The profile as of this connection (SIGHUP may have reloaded it).
         let profile: (context: NIOSSLContext, hostname: String?)?
@@ -240,7 +219,7 @@ extension AMQPHandler {
                                 NIOSSLClientHandler(context: profile.context, serverHostname: profile.hostname))
                         }
                         try channel.pipeline.syncOperations.addHandler(
-                            AMQPHandler(settings: settings, ready: ready, onClose: onClose))
+                            AMQPHandler(settings: settings, deliver: deliver, ready: ready, onClose: onClose))
                     }
                 }
                 .connect(to: target).get()

@@ -54,14 +54,13 @@ public final class RabbitMQIngress: EventIngress {
         let handlerSettings = AMQPHandler.Settings(
             user: parsed.user, password: parsed.password, vhost: parsed.vhost, heartbeat: options.heartbeat,
             confirmTimeout: TimeAmount(options.timeout),
-            role: .consumer(queue: parsed.target, prefetch: UInt16(settings.prefetch)) { delivery in
-                Self.received(delivery, sink: sink)
-            })
+            role: .consumer(queue: parsed.target, prefetch: UInt16(settings.prefetch)))
+        let deliver: @Sendable (AMQPDelivery) -> Void = { delivery in Self.received(delivery, sink: sink) }
         let timeout = TimeAmount(options.timeout)
         let connection = ReconnectingChannel(name: socket, group: group, logger: logger) { [weak self] in
             guard let self else { return .failure(DeliveryFailure(.subscriberFailed, "shutting down")) }
             return await AMQPHandler.open(
-                address, settings: handlerSettings, group: group, timeout: timeout, tls: tls,
+                address, settings: handlerSettings, deliver: deliver, group: group, timeout: timeout, tls: tls,
                 onClose: { [weak self] channel in self?.link.withLock { $0 }?.lost(channel) })
         }
         link.withLock { $0 = connection }

@@ -1,4 +1,5 @@
 import EventInterface
+import EventInterfaceTestKit
 import NIOCore
 import NIOEmbedded
 import Synchronization
@@ -17,7 +18,9 @@ import Testing
         let ready: EventLoopPromise<Void>
         let closed: Counter
 
-        init(_ role: AMQPHandler.Role = .publisher) throws {
+        init(
+            _ role: AMQPConnectionStateMachine.Role = .publisher, deliver: (@Sendable (AMQPDelivery) -> Void)? = nil
+        ) throws {
             channel = EmbeddedChannel()
             ready = channel.eventLoop.makePromise()
             let closed = Counter()
@@ -25,7 +28,7 @@ import Testing
             handler = AMQPHandler(
                 settings: AMQPHandler.Settings(
                     user: "guest", password: "pw", vhost: "/", heartbeat: 10, confirmTimeout: .seconds(5), role: role),
-                ready: ready, onClose: { _ in closed.add() })
+                deliver: deliver, ready: ready, onClose: { _ in closed.add() })
             try channel.pipeline.syncOperations.addHandler(handler)
         }
 
@@ -156,7 +159,7 @@ import Testing
 
     @Test func aConsumedMessageIsHandedOverAndItsAckWritten() throws {
         let deliveries = DeliveryBox()
-        let harness = try Harness(.consumer(queue: "q", prefetch: 4) { deliveries.add($0) })
+        let harness = try Harness(.consumer(queue: "q", prefetch: 4)) { deliveries.add($0) }
         try harness.channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 5672)).wait()
         try harness.receive(
             Frames.method(.connectionStart, channel: 0), Frames.tune(), Frames.method(.connectionOpenOk, channel: 0),
@@ -184,12 +187,6 @@ import Testing
         #expect(harness.handler.unsettled == 0)
         _ = try harness.channel.finish()
     }
-}
-
-final class Counter: Sendable {
-    private let value = Mutex(0)
-    func add() { value.withLock { $0 += 1 } }
-    var count: Int { value.withLock { $0 } }
 }
 
 final class DeliveryBox: Sendable {

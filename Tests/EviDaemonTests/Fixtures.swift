@@ -2,7 +2,6 @@ import EventInterface
 import EventInterfaceTestKit
 import EviDaemon
 import EviModules
-import Synchronization
 
 /// A module whose defaults cannot be made: start-up must stop naming it, not drop it.
 struct BrokenDefaultsModule: EventModule {
@@ -60,20 +59,6 @@ func refusal(_ yaml: String, modules: [any EventModule.Type] = BuiltInModules.al
     } catch {
         return error.description
     }
-}
-
-/// A count shared across tasks.
-final class Counter: Sendable {
-    private let value = Mutex(0)
-    func add() { value.withLock { $0 += 1 } }
-    var count: Int { value.withLock { $0 } }
-}
-
-/// Lines recorded across tasks.
-final class Recorder: Sendable {
-    private let lines = Mutex<[String]>([])
-    func add(_ line: String) { lines.withLock { $0.append(line) } }
-    var all: [String] { lines.withLock { $0 } }
 }
 
 #if canImport(Glibc)
