@@ -18,6 +18,24 @@ import Testing
         }
     }
 
+    /// `evi bench` runs `evi-bench` from beside `evi` with the same arguments and exit status;
+    /// an `evi` copied somewhere without it says where it looked and exits 127.
+    @Test func benchRunsTheBenchBesideEviOrSaysItIsMissing() async throws {
+        let usage = try await run(eviBinary.path, ["bench", "--events", "0"])
+        #expect(usage.status == 64, "\(usage.errors)")
+        #expect(usage.errors.contains("--events must be 1…50000000"), "\(usage.errors)")
+        let help = try await run(eviBinary.path, ["bench", "--help"])
+        #expect(help.status == 0)
+        #expect(help.output.contains("USAGE: evi bench"), "\(help.output)")
+        let alone = TemporaryDirectory(prefix: "evi-alone")
+        defer { alone.remove() }
+        let copy = alone.file("evi")
+        try FileManager.default.copyItem(atPath: eviBinary.path, toPath: copy)
+        let missing = try await run(copy, ["bench", "--scenario", "udp"])
+        #expect(missing.status == 127)
+        #expect(missing.errors == "evi: evi-bench not found beside evi (swift build builds it)\n")
+    }
+
     @Test func aMistypedSubcommandGetsASuggestion() async throws {
         let result = try await run(eviBinary.path, ["subscibe", "E_X", "udp:127.0.0.1:9"])
         #expect(result.status == 64)
