@@ -44,7 +44,12 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
         let slash = hostPart.firstIndex(of: "/") ?? hostPart.endIndex
         let authority = hostPart[..<slash]
         var database = slash == hostPart.endIndex ? "" : String(hostPart[hostPart.index(after: slash)...])
-        if let question = database.firstIndex(of: "?") { database = String(database[..<question]) }
+        if let question = database.firstIndex(of: "?") {
+            try checkQuery(database[database.index(after: question)...], environment: environment)
+            database = String(database[..<question])
+        } else {
+            try checkQuery("", environment: environment)
+        }
         if database.isEmpty { database = environment["PGDATABASE"] ?? user }
         var host = environment["PGHOST"] ?? "127.0.0.1"
         var port = Int(environment["PGPORT"] ?? "") ?? 5432
@@ -63,6 +68,38 @@ public struct PostgresURL: Sendable, Hashable, CustomStringConvertible {
             throw ConfigurationError("state: postgres URL needs a user and a database")
         }
         return PostgresURL(user: user, password: password, host: host, port: port, database: String(database))
+    }
+
+    /// The URL's query keys libpq users write: `sslmode` (and `PGSSLMODE`) only as `disable`, the
+    /// one mode this client has — anything asking for TLS stops start-up rather than being dropped
+    /// and the connection made in clear. An unknown key stops start-up naming it.
+    static func checkQuery(_ query: Substring, environment: [String: String]) throws(ConfigurationError) {
+        let known = ["sslmode", "sslrootcert", "sslcert", "sslkey"]
+        var sslmode = environment["PGSSLMODE"].map { ($0, "PGSSLMODE") }
+        for pair in query.split(separator: "&") where !pair.isEmpty {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = PercentEncoding.decode(parts[0])
+            let value = parts.count > 1 ? PercentEncoding.decode(parts[1]) : ""
+            guard known.contains(key) else {
+                throw ConfigurationError(
+                    "state: unknown postgres URL key '\(key)' (known: \(known.joined(separator: ", ")))")
+            }
+            if key == "sslmode" {
+                sslmode = (value, "sslmode")
+            } else {
+                throw ConfigurationError(
+                    "state: \(key): TLS to the state store is not in this build; only sslmode=disable is")
+            }
+        }
+        guard let (mode, source) = sslmode, mode != "disable" else { return }
+        let modes = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+        guard modes.contains(mode) else {
+            throw ConfigurationError(
+                "state: \(source) '\(mode)' is not one of \(modes.joined(separator: ", "))")
+        }
+        throw ConfigurationError(
+            "state: \(source)=\(mode): TLS to the state store is not in this build; only sslmode=disable is "
+                + "(the connection would go in clear)")
     }
 
 }

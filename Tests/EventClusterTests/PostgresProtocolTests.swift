@@ -105,6 +105,30 @@ struct PostgresProtocolTests {
         #expect(throws: ConfigurationError.self) { try PostgresURL.parse("mysql://x@y/z", environment: [:]) }
         #expect(throws: ConfigurationError.self) { try PostgresURL.parse("postgres://x@y:99999/z", environment: [:]) }
     }
+
+    /// A URL asking for TLS is never connected in clear: this client has none yet, so start-up
+    /// stops saying so; an unknown key stops it naming the key (neither is dropped silently).
+    @Test func queryKeysAreCheckedNotDropped() throws {
+        func refusal(_ text: String, _ environment: [String: String] = [:]) -> String? {
+            do {
+                _ = try PostgresURL.parse(text, environment: environment)
+                return nil
+            } catch { return error.description }
+        }
+        #expect(try PostgresURL.parse("postgres://e@h/d?sslmode=disable", environment: [:]).database == "d")
+        #expect(
+            refusal("postgres://e@h/d?sslmode=require")
+                == "state: sslmode=require: TLS to the state store is not in this build; only sslmode=disable is "
+                + "(the connection would go in clear)")
+        #expect(refusal("postgres://e@h/d?sslmode=verify-full")?.contains("sslmode=verify-full") == true)
+        #expect(refusal("postgres://e@h/d", ["PGSSLMODE": "prefer"])?.contains("PGSSLMODE=prefer") == true)
+        #expect(refusal("postgres://e@h/d?sslmode=disable", ["PGSSLMODE": "require"]) == nil, "the URL wins")
+        #expect(refusal("postgres://e@h/d?sslmode=sometimes")?.contains("'sometimes' is not one of") == true)
+        #expect(refusal("postgres://e@h/d?sslrootcert=/ca.pem")?.contains("sslrootcert") == true)
+        #expect(
+            refusal("postgres://e@h/d?connect_timeout=5")
+                == "state: unknown postgres URL key 'connect_timeout' (known: sslmode, sslrootcert, sslcert, sslkey)")
+    }
 }
 
 /// Against the private PostgreSQL scripts/test.sh starts (`EVI_POSTGRES_URL`).
