@@ -91,6 +91,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.0"),
     ],
     targets: [
         // The core and what transports share.
@@ -108,7 +109,12 @@ let package = Package(
         .target(
             name: "EventState",
             dependencies: ["EventInterface", "EventNIOSupport", .product(name: "GRDB", package: "GRDB.swift")]),
-        .target(name: "EventCluster", dependencies: ["EventInterface", "EventNIOSupport", crypto, log] + nio),
+        .target(
+            name: "EventCluster",
+            dependencies: [
+                "EventInterface", "EventNIOSupport", ssl, log, .product(name: "PostgresNIO", package: "postgres-nio"),
+            ]
+                + nio),
         .target(
             name: "ManagementInterface",
             dependencies: [

@@ -1,5 +1,6 @@
 import EventInterface
 import Logging
+import PostgresNIO
 import Synchronization
 
 #if canImport(Glibc)
@@ -16,15 +17,30 @@ import Synchronization
 /// cut off are lost: it publishes the stored events, subscribes every stored subscription and
 /// removes the ones it had from the cluster that are gone. Configuration-file subscriptions are
 /// the node's own and never stored.
+///
+/// Every statement goes with bind parameters (PostgresNIO's extended protocol): event names and
+/// sockets are never part of SQL text. A socket carrying a secret (``EventSocket/secrets``) is
+/// stored only over a connection that is certainly encrypted (`sslmode` `require`, `verify-ca`,
+/// `verify-full`) or when the operator says `cluster.store_secrets: plaintext`.
 public final class ClusterStore: SubscriptionObserver, Sendable {
     public let url: PostgresURL
     public let node: String
+    public let storeSecrets: StoreSecrets
     private let hub: WeakHub
     private let logger: Logger
     private let startedAt: Double
 
+    /// `cluster.store_secrets`: whether a socket's secrets may travel to and rest in the store
+    /// over a connection that may be in clear.
+    public enum StoreSecrets: String, Sendable, CaseIterable {
+        case refuse, plaintext
+    }
+
     private struct State {
-        var connection: PostgresConnection?
+        var connection: StoreConnection?
+        /// Logged once: the stored rows that carry secrets (kept and applied, written before the
+        /// rule existed or with `plaintext`).
+        var secretsCounted = false
         /// (event, identity) → socket text, for the subscriptions this node took from the cluster.
         var applied: [Key: String] = [:]
         var running = true
@@ -44,16 +60,19 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
     /// a newer change is never overtaken by an older row, nor the other way round).
     private enum Work: Sendable {
         case notification(channel: String, payload: String)
-        case resynchronise(PostgresConnection, CheckedContinuation<PostgresError?, Never>)
+        case resynchronise(StoreConnection, CheckedContinuation<StateStoreError?, Never>)
     }
     private let inbox: AsyncStream<Work>.Continuation
 
-    /// The schema version this build creates and expects.
-    static let schemaVersion = 1
+    /// The schema version this build creates and expects (2: `evi_nodes.tls`).
+    static let schemaVersion = 2
 
-    public init(url: PostgresURL, node: String, hub: EventHub, logger: Logger) {
+    public init(
+        url: PostgresURL, node: String, storeSecrets: StoreSecrets = .refuse, hub: EventHub, logger: Logger
+    ) {
         self.url = url
         self.node = node
+        self.storeSecrets = storeSecrets
         self.hub = WeakHub(hub)
         self.logger = logger
         startedAt = Self.now()
@@ -65,7 +84,7 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
                 switch work {
                 case .notification(let channel, let payload): await self.apply(channel: channel, payload: payload)
                 case .resynchronise(let connection, let done):
-                    do throws(PostgresError) {
+                    do throws(StateStoreError) {
                         try await self.resynchronise(connection)
                         done.resume(returning: nil)
                     } catch {
@@ -79,6 +98,14 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
     /// Whether the store is reachable now (`evi_state_store_up`).
     public var isUp: Bool { state.withLock { $0.connection?.isActive ?? false } }
 
+    /// Whether this node's connection to the store is encrypted now (`/ready`'s
+    /// `state_store_tls`, `evi:nodes`' `tls`).
+    public var isTLS: Bool { state.withLock { ($0.connection?.isActive ?? false) && $0.connection?.isTLS == true } }
+
+    /// Whether a socket's secrets may be stored: over a connection that is certainly encrypted,
+    /// or when the operator chose `plaintext`.
+    public var secretsAllowed: Bool { storeSecrets == .plaintext || url.tls.mode.guaranteesTLS }
+
     /// Connects (and keeps reconnecting, every 0.25–1 s, while it cannot): migrate, resynchronise,
     /// follow. Returns once the first attempt has ended, connected or not; the daemon runs either
     /// way with what it knows.
@@ -88,7 +115,7 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
             var delay = 0.25
             var signalled = false
             while !Task.isCancelled, state.withLock({ $0.running }) {
-                do throws(PostgresError) {
+                do throws(StateStoreError) {
                     let connection = try await connect()
                     delay = 0.25
                     if !signalled {
@@ -97,7 +124,7 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
                     }
                     // Held until the connection closes; heartbeats meanwhile.
                     while connection.isActive, !Task.isCancelled {
-                        _ = try? await connection.query(heartbeatSQL())
+                        try? await heartbeat(connection)
                         try? await Task.sleep(for: .seconds(1))
                     }
                     state.withLock { state in
@@ -126,18 +153,19 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
     }
 
     /// One connection: authenticated, schema migrated, listening, resynchronised.
-    private func connect() async throws(PostgresError) -> PostgresConnection {
-        let connection = try await PostgresConnection.connect(to: url) { [weak self] channel, payload in
-            guard let self, channel == "evi_subscriptions" || channel == "evi_events" else { return }
-            self.inbox.yield(.notification(channel: channel, payload: payload))
+    private func connect() async throws(StateStoreError) -> StoreConnection {
+        let inbox = self.inbox
+        let connection = try await StoreConnection.connect(
+            to: url, logger: logger, channels: ["evi_subscriptions", "evi_events"]
+        ) { channel, payload in
+            inbox.yield(.notification(channel: channel, payload: payload))
         }
-        do throws(PostgresError) {
+        do throws(StateStoreError) {
             try await migrate(connection)
-            _ = try await connection.query("LISTEN evi_subscriptions; LISTEN evi_events")
-            let inbox = self.inbox
+            try await heartbeat(connection)
             let failure = await withCheckedContinuation { continuation in
                 if case .terminated = inbox.yield(.resynchronise(connection, continuation)) {
-                    continuation.resume(returning: PostgresError(message: "stopped"))
+                    continuation.resume(returning: StateStoreError(message: "stopped"))
                 }
             }
             if let failure { throw failure }
@@ -146,107 +174,159 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
             throw error
         }
         state.withLock { $0.connection = connection }
-        logger.info("state store connected", metadata: ["store": "\(url)", "node": "\(node)"])
+        logger.info(
+            "state store connected",
+            metadata: [
+                "store": "\(url)", "node": "\(node)", "tls": "\(connection.isTLS)",
+                "sslmode": "\(url.tls.mode.rawValue)",
+            ])
         return connection
     }
 
-    /// Creates or upgrades the schema, one daemon at a time (an advisory lock).
-    private func migrate(_ connection: PostgresConnection) async throws(PostgresError) {
-        _ = try await connection.query("SELECT pg_advisory_lock(72640019)")
-        defer { Task { _ = try? await connection.query("SELECT pg_advisory_unlock(72640019)") } }
-        _ = try await connection.query(
-            """
-            CREATE TABLE IF NOT EXISTS evi_schema (version integer NOT NULL);
-            INSERT INTO evi_schema SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM evi_schema)
-            """)
+    /// Creates or upgrades the schema, one daemon at a time (an advisory lock, released on every
+    /// path: a failed migration does not leave the next daemon waiting).
+    private func migrate(_ connection: StoreConnection) async throws(StateStoreError) {
+        try await connection.execute("SELECT pg_advisory_lock(72640019)")
+        do throws(StateStoreError) {
+            try await migrateLocked(connection)
+        } catch {
+            try? await connection.execute("SELECT pg_advisory_unlock(72640019)")
+            throw error
+        }
+        try await connection.execute("SELECT pg_advisory_unlock(72640019)")
+    }
+
+    private func migrateLocked(_ connection: StoreConnection) async throws(StateStoreError) {
+        try await connection.execute("CREATE TABLE IF NOT EXISTS evi_schema (version integer NOT NULL)")
+        try await connection.execute(
+            "INSERT INTO evi_schema SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM evi_schema)")
         let version =
-            Int((try await connection.query("SELECT version FROM evi_schema").first?.first ?? nil) ?? "0") ?? 0
+            try await connection.rows("SELECT version FROM evi_schema") { try $0.decode(Int32.self) }
+            .first.map(Int.init) ?? 0
         guard version <= Self.schemaVersion else {
-            throw PostgresError(
+            throw StateStoreError(
                 message: "the database's evi schema is version \(version), newer than this evi's \(Self.schemaVersion)")
         }
         if version < 1 {
-            _ = try await connection.query(
+            try await connection.execute(
                 """
                 CREATE TABLE evi_subscriptions (
                   event text NOT NULL, identity text NOT NULL, socket text NOT NULL,
                   expire integer, expires_at double precision,
                   updated_at timestamptz NOT NULL DEFAULT now(), updated_by text NOT NULL,
-                  PRIMARY KEY (event, identity));
-                CREATE TABLE evi_events (name text PRIMARY KEY);
-                CREATE TABLE evi_nodes (name text PRIMARY KEY, started double precision NOT NULL,
-                  last_seen double precision NOT NULL);
-                UPDATE evi_schema SET version = 1
+                  PRIMARY KEY (event, identity))
                 """)
+            try await connection.execute("CREATE TABLE evi_events (name text PRIMARY KEY)")
+            try await connection.execute(
+                """
+                CREATE TABLE evi_nodes (name text PRIMARY KEY, started double precision NOT NULL,
+                  last_seen double precision NOT NULL)
+                """)
+            try await connection.execute("UPDATE evi_schema SET version = 1")
+        }
+        if version < 2 {
+            try await connection.execute("ALTER TABLE evi_nodes ADD COLUMN tls boolean NOT NULL DEFAULT false")
+            try await connection.execute("UPDATE evi_schema SET version = 2")
         }
     }
 
-    private func heartbeatSQL() -> String {
-        let name = (try? PostgresLiteral.string(node)) ?? "'?'"
-        return """
-            INSERT INTO evi_nodes (name, started, last_seen) VALUES (\(name), \(startedAt), \(Self.now()))
-            ON CONFLICT (name) DO UPDATE SET started = EXCLUDED.started, last_seen = EXCLUDED.last_seen
+    private func heartbeat(_ connection: StoreConnection) async throws(StateStoreError) {
+        try await connection.execute(
             """
+            INSERT INTO evi_nodes (name, started, last_seen, tls)
+            VALUES (\(node), \(startedAt), \(Self.now()), \(connection.isTLS))
+            ON CONFLICT (name) DO UPDATE SET started = EXCLUDED.started, last_seen = EXCLUDED.last_seen,
+              tls = EXCLUDED.tls
+            """)
     }
 
-    /// The cluster's nodes: name, start and last heartbeat (Unix seconds).
-    public func nodes() async throws(PostgresError) -> [(name: String, started: Double, lastSeen: Double)] {
+    /// A node of the cluster by its heartbeat row.
+    public struct Node: Sendable, Equatable {
+        public var name: String
+        /// Unix seconds.
+        public var started: Double
+        public var lastSeen: Double
+        /// That node's own connection to the store, as it last wrote.
+        public var tls: Bool
+    }
+
+    /// The cluster's nodes by name.
+    public func nodes() async throws(StateStoreError) -> [Node] {
         guard let connection = state.withLock({ $0.connection }) else { throw unreachable }
-        return try await connection.query("SELECT name, started, last_seen FROM evi_nodes ORDER BY name").map {
-            ($0[0] ?? "", Double($0[1] ?? "") ?? 0, Double($0[2] ?? "") ?? 0)
+        return try await connection.rows("SELECT name, started, last_seen, tls FROM evi_nodes ORDER BY name") {
+            let (name, started, lastSeen, tls) = try $0.decode((String, Double, Double, Bool).self)
+            return Node(name: name, started: started, lastSeen: lastSeen, tls: tls)
         }
     }
 
-    private var unreachable: PostgresError { PostgresError(message: "state store unreachable") }
+    private var unreachable: StateStoreError { StateStoreError(message: "state store unreachable") }
+
+    // MARK: What the store cannot hold (asked by the MI before anything changes)
+
+    public func refusal(forEvent name: String) -> String? {
+        name.utf8.contains(0) ? "event name contains NUL (0x00), which PostgreSQL text cannot hold" : nil
+    }
+
+    public func refusal(forSocket text: String, parsed socket: any EventSocket) -> String? {
+        if text.utf8.contains(0) { return "socket contains NUL (0x00), which PostgreSQL text cannot hold" }
+        let secrets = socket.components.flatMap(\.secrets)
+        guard !secrets.isEmpty, !secretsAllowed else { return nil }
+        return "not stored: the socket carries a secret (\(secrets.joined(separator: ", "))) and the state store "
+            + "connection may be in clear (sslmode=\(url.tls.mode.rawValue)); set sslmode=require, verify-ca or "
+            + "verify-full in the state: URL, or cluster.store_secrets: plaintext to store it anyway"
+    }
 
     // MARK: Writes (SubscriptionObserver: the MI calls these before it answers)
 
     public func subscriptionChanged(event: String, socket: String, identity: String, expiry: Expiry) async throws {
         guard let connection = state.withLock({ $0.connection }), connection.isActive else { throw unreachable }
         let key = Key(event: event, identity: identity)
-        let sql: String
         var fields: [EventField] = [
             EventField("event", .string(event)), EventField("identity", .string(identity)),
             EventField("socket", .string(socket)),
         ]
+        // One statement each: the row and its notification commit together (the `count(*)`
+        // makes the notification go whether or not a row was there).
         if expiry == .seconds(0) {
             fields.append(EventField("removed", .bool(true)))
-            sql = """
-                DELETE FROM evi_subscriptions WHERE event = \(try PostgresLiteral.string(event))
-                  AND identity = \(try PostgresLiteral.string(identity));
-                SELECT pg_notify('evi_subscriptions', \(try PostgresLiteral.string(Self.json(fields))))
+            try await connection.execute(
                 """
+                WITH gone AS (DELETE FROM evi_subscriptions WHERE event = \(event) AND identity = \(identity) RETURNING 1)
+                SELECT pg_notify('evi_subscriptions', \(Self.json(fields))) FROM (SELECT count(*) FROM gone) AS done
+                """)
             state.withLock { _ = $0.applied.removeValue(forKey: key) }
         } else {
-            var expire = "NULL"
-            var expiresAt = "NULL"
+            var expire: Int32?
+            var expiresAt: Double?
             if case .seconds(let seconds) = expiry {
                 // One clock reading: the stored row and the notification carry the same expiry.
                 let at = Self.now() + Double(seconds)
-                expire = String(seconds)
-                expiresAt = String(at)
+                expire = Int32(clamping: seconds)
+                expiresAt = at
                 fields.append(EventField("expire", .int(Int64(seconds))))
                 fields.append(EventField("expires_at", .double(at)))
             }
-            sql = """
-                INSERT INTO evi_subscriptions (event, identity, socket, expire, expires_at, updated_by)
-                VALUES (\(try PostgresLiteral.string(event)), \(try PostgresLiteral.string(identity)),
-                  \(try PostgresLiteral.string(socket)), \(expire), \(expiresAt), \(try PostgresLiteral.string(node)))
-                ON CONFLICT (event, identity) DO UPDATE SET socket = EXCLUDED.socket, expire = EXCLUDED.expire,
-                  expires_at = EXCLUDED.expires_at, updated_at = now(), updated_by = EXCLUDED.updated_by;
-                SELECT pg_notify('evi_subscriptions', \(try PostgresLiteral.string(Self.json(fields))))
+            try await connection.execute(
                 """
+                WITH saved AS (
+                  INSERT INTO evi_subscriptions (event, identity, socket, expire, expires_at, updated_by)
+                  VALUES (\(event), \(identity), \(socket), \(expire), \(expiresAt), \(node))
+                  ON CONFLICT (event, identity) DO UPDATE SET socket = EXCLUDED.socket, expire = EXCLUDED.expire,
+                    expires_at = EXCLUDED.expires_at, updated_at = now(), updated_by = EXCLUDED.updated_by
+                  RETURNING 1)
+                SELECT pg_notify('evi_subscriptions', \(Self.json(fields))) FROM (SELECT count(*) FROM saved) AS done
+                """)
             state.withLock { $0.applied[key] = socket }
         }
-        _ = try await connection.query(sql)
     }
 
     public func eventPublished(_ name: String) async throws {
         guard let connection = state.withLock({ $0.connection }), connection.isActive else { throw unreachable }
-        let literal = try PostgresLiteral.string(name)
-        _ = try await connection.query(
-            "INSERT INTO evi_events VALUES (\(literal)) ON CONFLICT DO NOTHING; SELECT pg_notify('evi_events', \(literal))"
-        )
+        try await connection.execute(
+            """
+            WITH added AS (INSERT INTO evi_events VALUES (\(name)) ON CONFLICT DO NOTHING RETURNING 1)
+            SELECT pg_notify('evi_events', \(name)) FROM (SELECT count(*) FROM added) AS done
+            """)
     }
 
     // MARK: Following
@@ -282,39 +362,50 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
         await subscribe(hub, key: key, socket: socket, expire: expire, expiresAt: expiresAt)
     }
 
-    private func subscribe(_ hub: EventHub, key: Key, socket: String, expire: Int?, expiresAt: Double?) async {
+    /// Takes a stored subscription on this node; returns whether its socket carries secrets.
+    @discardableResult
+    private func subscribe(_ hub: EventHub, key: Key, socket: String, expire: Int?, expiresAt: Double?) async -> Bool {
         let remaining = expiresAt.map { $0 - Self.now() }
-        if let remaining, remaining <= 0 { return }
+        if let remaining, remaining <= 0 { return false }
         if hub.event(named: key.event) == nil { _ = try? hub.publish(key.event) }
         do throws(EventInterfaceError) {
+            let parsed: any EventSocket
+            do throws(SocketError) { parsed = try await hub.registry.parseSocket(socket) } catch {
+                throw .badSocket(error)
+            }
             _ = try await hub.subscribe(
-                event: key.event, socket: socket, expiry: expire.map { .seconds($0) } ?? .never, remaining: remaining,
-                delivery: nil)
+                event: key.event, parsed: parsed, expiry: expire.map { .seconds($0) } ?? .never, remaining: remaining)
             state.withLock { $0.applied[key] = socket }
+            return !parsed.components.flatMap(\.secrets).isEmpty
         } catch {
             logger.warning(
                 "cluster subscription not taken on this node",
                 metadata: ["event": "\(key.event)", "socket": "\(key.identity)", "reason": "\(error)"])
+            return false
         }
     }
 
     /// Everything the database holds, applied; what this node took from the cluster and the
     /// database no longer holds, removed.
-    private func resynchronise(_ connection: PostgresConnection) async throws(PostgresError) {
+    private func resynchronise(_ connection: StoreConnection) async throws(StateStoreError) {
         guard let hub = hub.hub else { return }
-        for row in try await connection.query("SELECT name FROM evi_events") {
-            if let name = row.first ?? nil, hub.event(named: name) == nil { _ = try? hub.publish(name) }
+        for name in try await connection.rows("SELECT name FROM evi_events", decode: { try $0.decode(String.self) })
+        where hub.event(named: name) == nil {
+            _ = try? hub.publish(name)
         }
-        let rows = try await connection.query(
-            "SELECT event, identity, socket, expire, expires_at FROM evi_subscriptions")
+        let rows = try await connection.rows(
+            "SELECT event, identity, socket, expire, expires_at FROM evi_subscriptions"
+        ) {
+            try $0.decode((String, String, String, Int32?, Double?).self)
+        }
         var present = Set<Key>()
-        for row in rows {
-            guard row.count == 5, let event = row[0], let identity = row[1], let socket = row[2] else { continue }
+        var withSecrets = 0
+        for (event, identity, socket, expire, expiresAt) in rows {
             let key = Key(event: event, identity: identity)
             present.insert(key)
-            await subscribe(
-                hub, key: key, socket: socket, expire: row[3].flatMap { Int($0) },
-                expiresAt: row[4].flatMap { Double($0) })
+            if await subscribe(hub, key: key, socket: socket, expire: expire.map(Int.init), expiresAt: expiresAt) {
+                withSecrets += 1
+            }
         }
         let gone = state.withLock { state -> [(Key, String)] in
             let gone = state.applied.filter { !present.contains($0.key) }
@@ -324,10 +415,19 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
         for (key, socket) in gone { _ = try? await hub.unsubscribe(event: key.event, socket: socket) }
         logger.info(
             "state store synchronised", metadata: ["subscriptions": "\(rows.count)", "removed": "\(gone.count)"])
+        if withSecrets > 0, !state.withLock({ $0.secretsCounted }) {
+            state.withLock { $0.secretsCounted = true }
+            logger.warning(
+                "stored subscriptions carry secrets in clear: kept and applied",
+                metadata: [
+                    "subscriptions": "\(withSecrets)", "sslmode": "\(url.tls.mode.rawValue)",
+                    "store_secrets": "\(storeSecrets.rawValue)",
+                ])
+        }
     }
 
     public func stop() async {
-        let connection = state.withLock { state -> PostgresConnection? in
+        let connection = state.withLock { state -> StoreConnection? in
             state.running = false
             return state.connection
         }

@@ -84,6 +84,10 @@ public struct KafkaSocket: DeliverySocket {
     public var scheme: String { "kafka" }
     public var description: String { address.description }
     public var identity: String { address.identity }
+    public var secrets: [String] {
+        address.global.filter(\.isSecret).map { "the property g.\($0.name) in \(description)" }
+            + address.topicProperties.filter(\.isSecret).map { "the property t.\($0.name) in \(description)" }
+    }
 
     public func matches(_ other: any EventSocket) -> Bool {
         (other as? KafkaSocket)?.address == address

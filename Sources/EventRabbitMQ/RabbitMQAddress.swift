@@ -7,6 +7,8 @@ import EventInterface
 struct RabbitMQAddress: Sendable, Hashable {
     var user = "guest"
     var password = "guest"
+    /// Whether the text wrote a password (`USER:PASSWORD@`), rather than the default's.
+    var passwordWritten = false
     var hostPort: HostPort
     var exchange = ""
     var vhost = "/"
@@ -47,12 +49,14 @@ struct RabbitMQAddress: Sendable, Hashable {
         var rest = Substring(address)
         var user = "guest"
         var password = "guest"
+        var passwordWritten = false
         if let at = rest.lastIndex(of: "@") {
             let credentials = rest[..<at]
             rest = rest[rest.index(after: at)...]
             if let colon = credentials.firstIndex(of: ":") {
                 user = String(credentials[..<colon])
                 password = String(credentials[credentials.index(after: colon)...])
+                passwordWritten = true
             } else {
                 user = String(credentials)
             }
@@ -73,6 +77,7 @@ struct RabbitMQAddress: Sendable, Hashable {
             hostPort = try HostPort.parse(hostText, scheme: "rabbitmq", socket: redacted)
         }
         var parsed = RabbitMQAddress(user: user, password: password, hostPort: hostPort, target: "", redacted: redacted)
+        parsed.passwordWritten = passwordWritten
         if let question = target.firstIndex(of: "?") {
             let parameters = target[..<question]
             target = String(target[target.index(after: question)...])

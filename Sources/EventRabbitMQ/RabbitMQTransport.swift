@@ -88,7 +88,7 @@ public final class RabbitMQTransport: EventTransport {
             parsed.hostPort, socketType: Int32(SOCK_STREAM.rawValue), socket: parsed.redacted)
         return RabbitMQSocket(
             broker: parsed.broker, address: resolved, exchange: parsed.exchange, routingKey: parsed.target,
-            persistent: parsed.persistent, transport: self)
+            persistent: parsed.persistent, passwordWritten: parsed.passwordWritten, transport: self)
     }
 
     // MARK: Connections, one per broker and credentials
@@ -123,9 +123,11 @@ public struct RabbitMQSocket: DeliverySocket {
     public let exchange: String
     public let routingKey: String
     public let persistent: Bool
+    let passwordWritten: Bool
     let transport: RabbitMQTransport
 
     public var scheme: String { "rabbitmq" }
+    public var secrets: [String] { passwordWritten ? ["the password in \(description)"] : [] }
 
     /// `rabbitmq:USER@HOST[:PORT]/[PARAMS?]KEY`: no password, the port only when not 5672,
     /// parameters in the order exchange, vhost, persistent.

@@ -93,6 +93,11 @@ public struct WebhookSocket: DeliverySocket {
 
     public var scheme: String { url.scheme }
     public var description: String { url.description }
+    /// A URL's query may carry a token (user information is refused at parsing).
+    public var secrets: [String] {
+        url.target.contains("?")
+            ? ["the query of \(url.scheme)://\(url.authority)\(url.path) (it may carry a token)"] : []
+    }
 
     public func matches(_ other: any EventSocket) -> Bool {
         (other as? WebhookSocket)?.url == url

@@ -84,6 +84,9 @@ package struct DaemonConfiguration {
     package var printedState: String { postgres?.description ?? state }
     /// `cluster.node`: this daemon's name among the cluster's (default `HOST:MIPORT`).
     package var clusterNode: String?
+    /// `cluster.store_secrets`: `refuse` (a socket carrying a secret is stored only over a
+    /// connection that is certainly encrypted) or `plaintext`.
+    package var storeSecrets: ClusterStore.StoreSecrets = .refuse
     package var spoolDirectory: String? {
         spool.dir ?? (state == "memory" || state.contains("://") ? nil : state + "/spool")
     }
@@ -155,8 +158,17 @@ package struct DaemonConfiguration {
                         configuration.state, environment: ProcessEnvironment.current())
                 }
             case "cluster":
-                for entry in try value.entries(key: "cluster", known: ["node"]) {
-                    configuration.clusterNode = try entry.value.optionalString(key: "cluster.node")
+                for entry in try value.entries(key: "cluster", known: ["node", "store_secrets"]) {
+                    if entry.key == "node" {
+                        configuration.clusterNode = try entry.value.optionalString(key: "cluster.node")
+                    } else {
+                        let text = try entry.value.string(key: "cluster.store_secrets")
+                        guard let parsed = ClusterStore.StoreSecrets(rawValue: text) else {
+                            throw ConfigurationError(
+                                "cluster.store_secrets: expected refuse or plaintext, got '\(text)'")
+                        }
+                        configuration.storeSecrets = parsed
+                    }
                 }
             case "queue_size": configuration.queueSize = try value.integer(key: key, range: 1...10_000_000)
             case "queue_bytes":

@@ -136,6 +136,7 @@ package final class Daemon: Sendable {
             mi.stateStoreUp.withLock { $0 = up }
             metrics.stateStoreUp.withLock { $0 = up }
         }
+        if let tls = state?.isTLS { mi.stateStoreTLS.withLock { $0 = tls } }
         spool?.reportUnclaimed()
         // Every metric family exists from start-up, at zero.
         for scheme in hub.registry.schemes { _ = hub.statistics.transport(scheme) }

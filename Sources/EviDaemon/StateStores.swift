@@ -15,6 +15,8 @@ package protocol DaemonStateStore: SubscriptionObserver, Sendable {
     var node: String? { get }
     /// Whether the store answers now (`evi_state_store_up`, `/ready`), when that can change.
     var isUp: (@Sendable () -> Bool)? { get }
+    /// Whether its connection is encrypted now (`/ready`'s `state_store_tls`), for a remote store.
+    var isTLS: (@Sendable () -> Bool)? { get }
     /// MI commands it adds (`evi:nodes`).
     var commands: [MICommand] { get }
     /// Brings back what it holds into `hub` (or starts following the shared state).
@@ -29,7 +31,9 @@ package func stateStore(
 ) throws -> (any DaemonStateStore)? {
     if let url = configuration.postgres {
         return SharedStateStore(
-            ClusterStore(url: url, node: configuration.clusterNode ?? node(), hub: hub, logger: logger))
+            ClusterStore(
+                url: url, node: configuration.clusterNode ?? node(), storeSecrets: configuration.storeSecrets, hub: hub,
+                logger: logger))
     }
     guard configuration.state != "memory" else { return nil }
     return LocalStateStore(
@@ -51,6 +55,7 @@ package struct LocalStateStore: DaemonStateStore {
     package var summary: String { "in \(directory)" }
     package var node: String? { nil }
     package var isUp: (@Sendable () -> Bool)? { nil }
+    package var isTLS: (@Sendable () -> Bool)? { nil }
     package var commands: [MICommand] { [] }
 
     package func start(into hub: EventHub) async throws { try await restore(from: store, into: hub, logger: logger) }
@@ -82,6 +87,7 @@ package struct SharedStateStore: DaemonStateStore {
     package var summary: String { "shared in \(cluster.url) as node \(cluster.node)" }
     package var node: String? { cluster.node }
     package var isUp: (@Sendable () -> Bool)? { { [cluster] in cluster.isUp } }
+    package var isTLS: (@Sendable () -> Bool)? { { [cluster] in cluster.isTLS } }
     package var commands: [MICommand] { [nodesCommand(cluster)] }
 
     package func start(into hub: EventHub) async throws { await cluster.start() }
@@ -92,6 +98,12 @@ package struct SharedStateStore: DaemonStateStore {
     }
 
     package func eventPublished(_ name: String) async throws { try await cluster.eventPublished(name) }
+
+    package func refusal(forEvent name: String) -> String? { cluster.refusal(forEvent: name) }
+
+    package func refusal(forSocket text: String, parsed socket: any EventSocket) -> String? {
+        cluster.refusal(forSocket: text, parsed: socket)
+    }
 }
 
 /// Durable state as the MI sees it: the store once it is open (after the listeners are bound;
@@ -110,6 +122,12 @@ package final class DurableState: SubscriptionObserver, Sendable {
     }
 
     package func eventPublished(_ name: String) async throws { try await store?.eventPublished(name) }
+
+    package func refusal(forEvent name: String) -> String? { store?.refusal(forEvent: name) }
+
+    package func refusal(forSocket text: String, parsed socket: any EventSocket) -> String? {
+        store?.refusal(forSocket: text, parsed: socket)
+    }
 }
 
 /// Brings back what the state directory holds: events published at run time, then every
@@ -138,8 +156,8 @@ package func nodesCommand(_ cluster: ClusterStore) -> MICommand {
     MICommand(
         names: ["evi:nodes"], parameterSets: [[]],
         handler: .deferred { _ throws(MIError) in
-            let nodes: [(name: String, started: Double, lastSeen: Double)]
-            do throws(PostgresError) { nodes = try await cluster.nodes() } catch {
+            let nodes: [ClusterStore.Node]
+            do throws(StateStoreError) { nodes = try await cluster.nodes() } catch {
                 throw MIError(code: 500, message: "Internal error", data: "state store: \(error)")
             }
             return [
@@ -150,6 +168,7 @@ package func nodesCommand(_ cluster: ClusterStore) -> MICommand {
                             EventField("started", .int(Int64(node.started))),
                             EventField("last_seen", .int(Int64(node.lastSeen))),
                             EventField("self", .bool(node.name == cluster.node)),
+                            EventField("tls", .bool(node.tls)),
                         ])
                     })
             ]

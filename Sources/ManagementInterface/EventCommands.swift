@@ -74,6 +74,7 @@ extension ManagementInterface {
                 parameterSets: [["event"]],
                 handler: .deferred { params throws(MIError) in
                     let name = try params.string("event")
+                    if let refusal = server.observer?.refusal(forEvent: name) { throw .badParameter(refusal) }
                     let event: Event
                     do throws(EventInterfaceError) { event = try hub.publish(name) } catch { throw Self.miError(error) }
                     do { try await server.observer?.eventPublished(event.name) } catch {
@@ -259,7 +260,12 @@ extension ManagementInterface {
         do throws(SocketError) { socket = try await hub.registry.parseSocket(text) } catch {
             throw miError(.badSocket(error))
         }
-        if expiry != .seconds(0), let refusal = server.admitSocket(socket) { throw .badParameter(refusal) }
+        if expiry != .seconds(0),
+            let refusal = server.admitSocket(socket) ?? server.observer?.refusal(forEvent: event)
+                ?? server.observer?.refusal(forSocket: text, parsed: socket)
+        {
+            throw .badParameter(refusal)
+        }
         let before = hub.subscriber(of: event, matching: socket)
         let result: SubscribeResult
         do throws(EventInterfaceError) {

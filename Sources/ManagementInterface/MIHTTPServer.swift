@@ -433,6 +433,7 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
             if let up = mi.stateStoreUp.withLock({ $0 }) {
                 body += #","state_store":"\#(up() ? "up" : "unreachable")""#
             }
+            if let tls = mi.stateStoreTLS.withLock({ $0 }) { body += #","state_store_tls":\#(tls())"# }
             body += "}"
             send(context, head, status: readiness == .ready ? .ok : .serviceUnavailable, body: Array(body.utf8))
         default:

@@ -43,6 +43,9 @@ public final class ManagementInterface: Sendable {
     /// With a shared state store: whether it is reachable now (`/ready` says so in its body; it
     /// stays 200, since delivery works without it).
     public let stateStoreUp = Mutex<(@Sendable () -> Bool)?>(nil)
+    /// With a shared state store: whether this node's connection to it is encrypted now
+    /// (`/ready`'s `state_store_tls`).
+    public let stateStoreTLS = Mutex<(@Sendable () -> Bool)?>(nil)
     private let commands = Mutex<[String: MICommand]>([:])
     private let ordered = Mutex<[MICommand]>([])
     private let droppedDatagrams: [DatagramDrop: Counter]

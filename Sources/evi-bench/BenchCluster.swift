@@ -18,7 +18,7 @@ extension Bench {
         var logger = Logger(label: "evi-bench")
         logger.logLevel = .critical
         let url = try PostgresURL.parse(state, environment: ProcessEnvironment.current())
-        let admin = try await PostgresConnection.connect(to: url)
+        let admin = try await StoreConnection.connect(to: url, logger: logger)
         func node(_ name: String) async throws -> Daemon {
             var configuration = try benchConfiguration(directory: "/tmp/evi-bench-\(getpid())")
             configuration.state = state
@@ -27,7 +27,7 @@ extension Bench {
             configuration.events = ["E_BENCH_CLUSTER"]
             return await Daemon.startOrExit(configuration, registry: PrometheusCollectorRegistry(), logger: logger)
         }
-        _ = try? await admin.query("DELETE FROM evi_subscriptions WHERE event = 'E_BENCH_CLUSTER'")
+        try? await admin.execute("DELETE FROM evi_subscriptions WHERE event = 'E_BENCH_CLUSTER'")
         let a = try await node("bench-A")
         let b = try await node("bench-B")
         guard let store = a.state else { throw ValidationError("no cluster store") }
@@ -49,7 +49,7 @@ extension Bench {
         latencies.sort()
         // 10,000 stored subscriptions, then a node started on them.
         let stored = 10_000
-        _ = try await admin.query(
+        try await admin.execute(
             """
             INSERT INTO evi_subscriptions (event, identity, socket, expire, expires_at, updated_by)
             SELECT 'E_BENCH_CLUSTER', 'udp:127.0.0.2:' || n, 'udp:127.0.0.2:' || n, NULL, NULL, 'bench'
@@ -63,9 +63,8 @@ extension Bench {
             await daemon.state?.stop()
             await daemon.hub.shutdown(grace: .seconds(1))
         }
-        _ = try? await admin.query(
-            "DELETE FROM evi_subscriptions WHERE event = 'E_BENCH_CLUSTER'; DELETE FROM evi_nodes WHERE name LIKE 'bench-%'"
-        )
+        try? await admin.execute("DELETE FROM evi_subscriptions WHERE event = 'E_BENCH_CLUSTER'")
+        try? await admin.execute("DELETE FROM evi_nodes WHERE name LIKE 'bench-%'")
         await admin.close()
         let fields: [EventField] = [
             EventField("scenario", .string("cluster")),

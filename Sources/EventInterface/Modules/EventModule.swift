@@ -116,4 +116,15 @@ public protocol SubscriptionObserver: Sendable {
     /// means removed.
     func subscriptionChanged(event: String, socket: String, identity: String, expiry: Expiry) async throws
     func eventPublished(_ name: String) async throws
+    /// Why this store cannot hold an event of that name (nil: it can), asked before anything
+    /// changes, so that a refusal is a clear `400` and leaves the hub as it was.
+    func refusal(forEvent name: String) -> String?
+    /// Why this store cannot hold that subscription's socket (`text` as given, `socket` parsed
+    /// from it), asked before anything changes.
+    func refusal(forSocket text: String, parsed socket: any EventSocket) -> String?
+}
+
+extension SubscriptionObserver {
+    public func refusal(forEvent name: String) -> String? { nil }
+    public func refusal(forSocket text: String, parsed socket: any EventSocket) -> String? { nil }
 }

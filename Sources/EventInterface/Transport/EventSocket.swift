@@ -13,6 +13,11 @@ public protocol EventSocket: Sendable, CustomStringConvertible {
     /// Rules about destinations (which module a socket belongs to, what it may point at) are
     /// applied to these.
     var components: [any EventSocket] { get }
+    /// The secrets written in this socket's own text (a password, a token), each named for an
+    /// operator ("the password in rabbitmq:ops@mq/pike"): a shared state store refuses to carry
+    /// them over a connection that may be in clear. Empty for most sockets; a composite socket's
+    /// members answer for themselves (through ``components``).
+    var secrets: [String] { get }
     /// Builds what a subscription holds: it receives every raise of the subscribed event.
     func makeSubscriber(context: SubscriberContext) -> any EventSubscriber
 }
@@ -20,6 +25,7 @@ public protocol EventSocket: Sendable, CustomStringConvertible {
 extension EventSocket {
     public var identity: String { description }
     public var components: [any EventSocket] { [self] }
+    public var secrets: [String] { [] }
 }
 
 /// A socket that delivers events itself (every transport but `virtual`): it gets a queue and
