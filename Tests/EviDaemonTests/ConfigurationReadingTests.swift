@@ -151,6 +151,18 @@ import Testing
         #expect(configuration.clusterNode == "n1")
         #expect(!configuration.printedState.contains("pw"))
         #expect(configuration.spoolDirectory == nil)
+        #expect(configuration.storeSecrets == .refuse)
+        #expect(configuration.postgres?.tls.mode == .prefer)
+    }
+
+    @Test func storeSecretsIsRefuseOrPlaintext() throws {
+        let url = "state: postgres://evi@127.0.0.1/evi?sslmode=verify-full\n"
+        #expect(try load(url + "cluster: {store_secrets: plaintext}\n").storeSecrets == .plaintext)
+        #expect(try load(url).postgres?.tls.mode == .verifyFull)
+        #expect(
+            refusal(url + "cluster: {store_secrets: sometimes}\n")
+                .contains("cluster.store_secrets: expected refuse or plaintext, got 'sometimes'"))
+        #expect(refusal("state: postgres://evi@127.0.0.1/evi?sslmode=allow\n").contains("use prefer"))
     }
 
     @Test func allowedDestinationsAreNetworks() throws {

@@ -232,3 +232,130 @@ import Testing
         #expect(try await RabbitMQIngressTests.drain("evi.cluster").isEmpty)
     }
 }
+
+/// What the shared store must refuse, and what it must carry byte for byte.
+@Suite(.serialized) struct ClusterStoreContentTests {
+    /// A JSON string literal of `text` (the MI's params are JSON).
+    static func json(_ text: String) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: [text], options: [.fragmentsAllowed])) ?? Data()
+        return String(decoding: data, as: UTF8.self).dropFirst().dropLast().description
+    }
+
+    /// Every string in a JSON reply, at any depth.
+    static func strings(in reply: String) -> [String] {
+        func walk(_ value: Any) -> [String] {
+            if let text = value as? String { return [text] }
+            if let array = value as? [Any] { return array.flatMap(walk) }
+            if let object = value as? [String: Any] { return object.values.flatMap(walk) }
+            return []
+        }
+        return (try? JSONSerialization.jsonObject(with: Data(reply.utf8))).map(walk) ?? []
+    }
+
+    /// Event names and sockets with quotes, backslashes, dollar quotes and semicolons go
+    /// through the store as bind parameters and come back identical on two other nodes; NUL,
+    /// which PostgreSQL text cannot hold, is refused with 400 and changes nothing.
+    @Test func awkwardNamesRoundTripOnThreeNodesAndNULIsRefused() async throws {
+        try await withTeardown { teardown in
+            let url = try await ClusterTests.database("evi_cluster_awkward")
+            let nodes = try await withThrowingTaskGroup(of: Daemon.self) { group in
+                for name in ["A", "B", "C"] { group.addTask { try await ClusterTests.node(name, url: url) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            for node in nodes { teardown.add { await node.stop() } }
+            let (a, b, c) = (nodes[0], nodes[1], nodes[2])
+            let directory = TemporaryDirectory(prefix: "evi-awkward")
+            teardown.add { directory.remove() }
+            let event = #"E_it's\$$;--x"#
+            let socket = "flatstore:" + directory.file(#"it's\$$;DROP&TABLE(evi_subscriptions);--.log"#)
+            let published = try ClusterTests.call(a, "evi:publish", "[\(Self.json(event))]")
+            #expect(published.contains(#""result":{"#), "\(published)")
+            let subscribed = try ClusterTests.call(a, "evi:subscribe", "[\(Self.json(event)),\(Self.json(socket))]")
+            #expect(subscribed.contains(#""result":"OK""#), "\(subscribed)")
+            for node in [b, c] {
+                #expect(
+                    await eventually(timeout: .seconds(5)) {
+                        Self.strings(
+                            in: (try? ClusterTests.call(node, "evi:subscribers", "[\(Self.json(event))]")) ?? ""
+                        )
+                        .contains(socket)
+                    })
+            }
+            let stored = try await run(
+                "/usr/bin/env",
+                ["psql", url, "-tA", "-c", "SELECT event || '|' || socket FROM evi_subscriptions"])
+            #expect(stored.output == "\(event)|\(socket)\n", "\(stored.output) \(stored.errors)")
+            _ = try ClusterTests.call(c, "evi:raise", "[\(Self.json(event)),{\"n\":1}]")
+            #expect(
+                await eventually(timeout: .seconds(5)) {
+                    (try? String(contentsOfFile: String(socket.dropFirst(10)), encoding: .utf8))?.contains(event)
+                        ?? false
+                })
+
+            let nul = "E_NUL\u{0}X"
+            let refusedPublish = try ClusterTests.call(a, "evi:publish", "[\(Self.json(nul))]")
+            #expect(refusedPublish.contains(#""code":400"#) && refusedPublish.contains("NUL"), "\(refusedPublish)")
+            #expect(!(try ClusterTests.call(a, "evi:list")).contains("E_NUL"), "a refused event was published")
+            let nulSocket = "flatstore:" + directory.file("a\u{0}b.log")
+            let refusedSubscribe = try ClusterTests.call(
+                a, "evi:subscribe", "[\(Self.json(event)),\(Self.json(nulSocket))]")
+            #expect(refusedSubscribe.contains(#""code":400"#), "\(refusedSubscribe)")
+            let after = try ClusterTests.call(a, "evi:subscribers", "[\(Self.json(event))]")
+            #expect(after.components(separatedBy: #""socket":"#).count == 2, "\(after)")
+        }
+    }
+
+    /// Over a store connection that may be in clear, a socket carrying a password is refused
+    /// with the reason and what to set; with `cluster.store_secrets: plaintext` it is stored,
+    /// taken by another node and delivered from there — and a relay on the path reads the
+    /// password, which is why the default refuses.
+    @Test func secretsAreRefusedOverAPlainStoreUnlessTheOperatorSaysPlaintext() async throws {
+        try await withTeardown { teardown in
+            let url = try await ClusterTests.database("evi_cluster_secrets")
+            let queue = "evi.cluster.secrets"
+            _ = try await RabbitMQIngressTests.pika(["declare", queue])
+            let socket = "rabbitmq:guest:guest@127.0.0.1:\(try RabbitMQIngressTests.brokerPort)/\(queue)"
+            let strict = try await ClusterTests.node("S", url: url)
+            teardown.add { await strict.stop() }
+            let refused = try ClusterTests.call(strict, "evi:subscribe", #"["E_CL","\#(socket)"]"#)
+            #expect(refused.contains(#""code":400"#), "\(refused)")
+            #expect(
+                refused.contains("cluster.store_secrets: plaintext") && refused.contains("sslmode=prefer"), "\(refused)"
+            )
+            #expect(ClusterTests.subscriberCount(strict) == 0, "a refused subscription was taken")
+
+            let relay = try RecordingRelay(to: ClusterTLSTests.port(of: url))
+            teardown.add { relay.close() }
+            let relayed = ClusterTLSTests.url(url, port: relay.port, query: "sslmode=disable")
+            let writer = try await Daemon.start(
+                extra: "state: \"\(relayed)\"\ncluster: { node: W, store_secrets: plaintext }\nevents: [E_CL]\n",
+                state: "", logLevel: "info")
+            teardown.add { await writer.stop() }
+            let reader = try await Daemon.start(
+                extra: "state: \"\(url)\"\ncluster: { node: R, store_secrets: plaintext }\nevents: [E_CL]\n",
+                state: "", logLevel: "info")
+            teardown.add { await reader.stop() }
+            let accepted = try ClusterTests.call(writer, "evi:subscribe", #"["E_CL","\#(socket)"]"#)
+            #expect(accepted.contains(#""result":"OK""#), "\(accepted)")
+            #expect(await eventually(timeout: .seconds(5)) { ClusterTests.subscriberCount(reader) == 1 })
+            _ = try ClusterTests.call(reader, "evi:raise", #"["E_CL",{"n":7}]"#)
+            var delivered: [String] = []
+            for _ in 0..<50 where delivered.isEmpty {
+                delivered = try await RabbitMQIngressTests.drain(queue).map(\.body)
+                if delivered.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(delivered.count == 1 && delivered.first?.contains(#""n":7"#) == true, "\(delivered)")
+            #expect(relay.captured.contains("guest:guest@"), "the plaintext capture has no password")
+
+            // A node with the default rule keeps and applies what is stored, and says how much.
+            let later = try await ClusterTests.node("L", url: url)
+            teardown.add { await later.stop() }
+            #expect(await eventually(timeout: .seconds(5)) { ClusterTests.subscriberCount(later) == 1 })
+            #expect(
+                await eventually(timeout: .seconds(5)) {
+                    later.process.standardError.contains("subscriptions=1")
+                        && later.process.standardError.contains("stored subscriptions carry secrets in clear")
+                }, "\(later.process.standardError)")
+        }
+    }
+}
