@@ -54,6 +54,11 @@ public final class StoreConnection: Sendable {
         self.timeout = timeout
     }
 
+    /// `duration` on NIO's clock, to the nanosecond.
+    static func timeAmount(_ duration: Duration) -> TimeAmount {
+        .nanoseconds(duration.components.seconds * 1_000_000_000 + duration.components.attoseconds / 1_000_000_000)
+    }
+
     public var isActive: Bool { !connection.isClosed }
 
     public static func connect(
@@ -73,11 +78,11 @@ public final class StoreConnection: Sendable {
         var configuration = PostgresConnection.Configuration(
             host: url.host, port: url.port, username: url.user, password: url.password, database: url.database,
             tls: tls)
-        configuration.options.connectTimeout = .seconds(Int64(timeout.components.seconds))
+        configuration.options.connectTimeout = timeAmount(timeout)
         let connection: PostgresConnection
         let settings = configuration
         do {
-            connection = try await bounded(timeout, onTimeout: {}) {
+            connection = try await bounded(timeout) {
                 try await PostgresConnection.connect(
                     on: MultiThreadedEventLoopGroup.singleton.any(), configuration: settings, id: 1,
                     logger: logger)
@@ -116,9 +121,7 @@ public final class StoreConnection: Sendable {
     ) async throws(StateStoreError) -> [Row] {
         let connection = connection
         let expired = Mutex(false)
-        let timer = connection.eventLoop.scheduleTask(
-            in: .nanoseconds(Int64(timeout.components.seconds) * 1_000_000_000)
-        ) {
+        let timer = connection.eventLoop.scheduleTask(in: Self.timeAmount(timeout)) {
             expired.withLock { $0 = true }
             connection.close().whenComplete { _ in }
         }
@@ -139,17 +142,17 @@ public final class StoreConnection: Sendable {
 
     public func close() async { try? await connection.close() }
 
-    /// `body`, or `StateStoreError` after `timeout`: `onTimeout` first closes what `body` waits on
-    /// (a query has no cancellation of its own), and cancellation ends a connection attempt.
+    /// `body` (a connection attempt, which ends when its task is cancelled), or `StateStoreError`
+    /// after `timeout`: the attempt's TCP connect has its own limit, but not its TLS handshake
+    /// and authentication with a peer that says nothing.
     static func bounded<R: Sendable>(
-        _ timeout: Duration, onTimeout: @escaping @Sendable () -> Void, _ body: @escaping @Sendable () async throws -> R
+        _ timeout: Duration, _ body: @escaping @Sendable () async throws -> R
     ) async throws -> R {
         try await withThrowingTaskGroup(of: R?.self) { group in
             group.addTask { try await body() }
             group.addTask {
                 try? await Task.sleep(for: timeout)
                 guard !Task.isCancelled else { return nil }
-                onTimeout()
                 throw StateStoreError(message: "no answer from the state store within \(timeout)")
             }
             defer { group.cancelAll() }
