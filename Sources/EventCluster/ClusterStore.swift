@@ -64,8 +64,10 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
     }
     private let inbox: AsyncStream<Work>.Continuation
 
-    /// The schema version this build creates and expects (2: `evi_nodes.tls`).
-    static let schemaVersion = 2
+    /// The schema version this build creates and expects (2: `evi_nodes.tls`; 3:
+    /// `evi_subscriptions.attributes`). Nodes of a cluster are upgraded together: an older build
+    /// refuses a newer schema at start.
+    static let schemaVersion = 3
 
     public init(
         url: PostgresURL, node: String, storeSecrets: StoreSecrets = .refuse, hub: EventHub, logger: Logger
@@ -228,6 +230,10 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
             try await connection.execute("ALTER TABLE evi_nodes ADD COLUMN tls boolean NOT NULL DEFAULT false")
             try await connection.execute("UPDATE evi_schema SET version = 2")
         }
+        if version < 3 {
+            try await connection.execute("ALTER TABLE evi_subscriptions ADD COLUMN attributes text")
+            try await connection.execute("UPDATE evi_schema SET version = 3")
+        }
     }
 
     private func heartbeat(_ connection: StoreConnection) async throws(StateStoreError) {
@@ -278,13 +284,12 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
 
     // MARK: Writes (SubscriptionObserver: the MI calls these before it answers)
 
-    public func subscriptionChanged(event: String, socket: String, identity: String, expiry: Expiry) async throws {
+    public func subscriptionChanged(
+        event: String, socket: String, identity: String, expiry: Expiry, attributes: SubscriptionAttributes
+    ) async throws {
         guard let connection = state.withLock({ $0.connection }), connection.isActive else { throw unreachable }
         let key = Key(event: event, identity: identity)
-        var fields: [EventField] = [
-            EventField("event", .string(event)), EventField("identity", .string(identity)),
-            EventField("socket", .string(socket)),
-        ]
+        var fields = Self.notification(event: event, identity: identity, socket: socket, attributes: attributes)
         // One statement each: the row and its notification commit together (the `count(*)`
         // makes the notification go whether or not a row was there).
         if expiry == .seconds(0) {
@@ -306,13 +311,15 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
                 fields.append(EventField("expire", .int(Int64(seconds))))
                 fields.append(EventField("expires_at", .double(at)))
             }
+            let stored = attributes.storedJSON
             try await connection.execute(
                 """
                 WITH saved AS (
-                  INSERT INTO evi_subscriptions (event, identity, socket, expire, expires_at, updated_by)
-                  VALUES (\(event), \(identity), \(socket), \(expire), \(expiresAt), \(node))
+                  INSERT INTO evi_subscriptions (event, identity, socket, expire, expires_at, updated_by, attributes)
+                  VALUES (\(event), \(identity), \(socket), \(expire), \(expiresAt), \(node), \(stored))
                   ON CONFLICT (event, identity) DO UPDATE SET socket = EXCLUDED.socket, expire = EXCLUDED.expire,
-                    expires_at = EXCLUDED.expires_at, updated_at = now(), updated_by = EXCLUDED.updated_by
+                    expires_at = EXCLUDED.expires_at, updated_at = now(), updated_by = EXCLUDED.updated_by,
+                    attributes = EXCLUDED.attributes
                   RETURNING 1)
                 SELECT pg_notify('evi_subscriptions', \(Self.json(fields))) FROM (SELECT count(*) FROM saved) AS done
                 """)
@@ -352,19 +359,64 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
         }
         var expire: Int?
         var expiresAt: Double?
+        var attributes = SubscriptionAttributes.none
         for field in fields {
+            if field.name == "attributes", case .string(let text) = field.value {
+                guard let read = readAttributes(text, event: event) else { return }
+                attributes = read
+            }
             if field.name == "expire", case .int(let value) = field.value { expire = Int(value) }
             if field.name == "expires_at" {
                 if case .double(let value) = field.value { expiresAt = value }
                 if case .int(let value) = field.value { expiresAt = Double(value) }
             }
         }
-        await subscribe(hub, key: key, socket: socket, expire: expire, expiresAt: expiresAt)
+        await subscribe(hub, key: key, socket: socket, expire: expire, expiresAt: expiresAt, attributes: attributes)
+    }
+
+    /// A stored attributes text, or nil (logged) when this build cannot read it: the
+    /// subscription is not taken here rather than taken without its filter.
+    private func readAttributes(_ text: String, event: String) -> SubscriptionAttributes? {
+        do throws(FilterError) { return try SubscriptionAttributes(storedJSON: text) } catch {
+            logger.warning(
+                "cluster subscription not taken on this node",
+                metadata: ["event": "\(event)", "reason": "attributes: \(error.message)"])
+            return nil
+        }
+    }
+
+    /// The `pg_notify` payload's first members (the expiry follows).
+    static func notification(
+        event: String, identity: String, socket: String, attributes: SubscriptionAttributes
+    ) -> [EventField] {
+        var fields: [EventField] = [
+            EventField("event", .string(event)), EventField("identity", .string(identity)),
+            EventField("socket", .string(socket)),
+        ]
+        if let stored = attributes.storedJSON { fields.append(EventField("attributes", .string(stored))) }
+        return fields
+    }
+
+    /// PostgreSQL's bound on a `NOTIFY` payload is 8,000 bytes: a subscription whose
+    /// notification would not fit is refused before anything changes.
+    public func refusal(
+        forSubscription event: String, socket: String, identity: String, attributes: SubscriptionAttributes
+    ) -> String? {
+        var fields = Self.notification(event: event, identity: identity, socket: socket, attributes: attributes)
+        fields.append(EventField("expire", .int(Int64(Int32.max))))
+        fields.append(EventField("expires_at", .double(1e10)))
+        let size = Self.json(fields).utf8.count
+        guard size > 7_900 else { return nil }
+        return "the subscription is too large for the state store's notification (\(size) bytes with its filter "
+            + "and fields; at most 7,900)"
     }
 
     /// Takes a stored subscription on this node; returns whether its socket carries secrets.
     @discardableResult
-    private func subscribe(_ hub: EventHub, key: Key, socket: String, expire: Int?, expiresAt: Double?) async -> Bool {
+    private func subscribe(
+        _ hub: EventHub, key: Key, socket: String, expire: Int?, expiresAt: Double?,
+        attributes: SubscriptionAttributes
+    ) async -> Bool {
         let remaining = expiresAt.map { $0 - Self.now() }
         if let remaining, remaining <= 0 { return false }
         if hub.event(named: key.event) == nil { _ = try? hub.publish(key.event) }
@@ -374,7 +426,8 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
                 throw .badSocket(error)
             }
             _ = try await hub.subscribe(
-                event: key.event, parsed: parsed, expiry: expire.map { .seconds($0) } ?? .never, remaining: remaining)
+                event: key.event, parsed: parsed, expiry: expire.map { .seconds($0) } ?? .never, remaining: remaining,
+                attributes: attributes)
             state.withLock { $0.applied[key] = socket }
             return !parsed.components.flatMap(\.secrets).isEmpty
         } catch {
@@ -394,16 +447,26 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
             _ = try? hub.publish(name)
         }
         let rows = try await connection.rows(
-            "SELECT event, identity, socket, expire, expires_at FROM evi_subscriptions"
+            "SELECT event, identity, socket, expire, expires_at, attributes FROM evi_subscriptions"
         ) {
-            try $0.decode((String, String, String, Int32?, Double?).self)
+            try $0.decode((String, String, String, Int32?, Double?, String?).self)
         }
         var present = Set<Key>()
         var withSecrets = 0
-        for (event, identity, socket, expire, expiresAt) in rows {
+        for (event, identity, socket, expire, expiresAt, stored) in rows {
             let key = Key(event: event, identity: identity)
             present.insert(key)
-            if await subscribe(hub, key: key, socket: socket, expire: expire.map(Int.init), expiresAt: expiresAt) {
+            let attributes: SubscriptionAttributes
+            if let stored {
+                guard let read = readAttributes(stored, event: event) else { continue }
+                attributes = read
+            } else {
+                attributes = .none
+            }
+            if await subscribe(
+                hub, key: key, socket: socket, expire: expire.map(Int.init), expiresAt: expiresAt,
+                attributes: attributes)
+            {
                 withSecrets += 1
             }
         }

@@ -22,12 +22,15 @@ public final class SubscriptionStore: Sendable {
         public var expire: Int?
         /// Seconds left at load time; nil: never expires.
         public var remaining: Double?
+        /// Its filter and fields (`attributes`, a JSON object), as stored; nil: none.
+        public var attributes: String?
 
-        public init(event: String, socket: String, expire: Int?, remaining: Double?) {
+        public init(event: String, socket: String, expire: Int?, remaining: Double?, attributes: String? = nil) {
             self.event = event
             self.socket = socket
             self.expire = expire
             self.remaining = remaining
+            self.attributes = attributes
         }
     }
 
@@ -75,6 +78,10 @@ public final class SubscriptionStore: Sendable {
                 table.column("name", .text).primaryKey()
             }
         }
+        // Filters and field lists (and what later versions add to subscriptions): one JSON text.
+        migrator.registerMigration("v2") { db in
+            try db.alter(table: "subscription") { table in table.add(column: "attributes", .text) }
+        }
         try migrator.migrate(database)
     }
 
@@ -98,27 +105,27 @@ public final class SubscriptionStore: Sendable {
     /// Records a subscription (or its refresh), keyed by event and the socket's identity (what
     /// matching compares: a PARALLEL's members in any order are one subscription); expire 0
     /// removes it. `now` is Unix time.
-    public func save(event: String, canonical: String, socket: String, expiry: Expiry, now: Double = unixTime()) throws
-    {
+    public func save(
+        event: String, canonical: String, socket: String, expiry: Expiry, attributes: String? = nil,
+        now: Double = unixTime()
+    ) throws {
         try database.write { db in
+            let (expire, expiresAt): (Int?, Double?)
             switch expiry {
             case .seconds(0):
                 try db.execute(
                     sql: "DELETE FROM subscription WHERE event = ? AND canonical = ?", arguments: [event, canonical])
-            case .seconds(let seconds):
-                try db.execute(
-                    sql: """
-                        INSERT INTO subscription (event, canonical, socket, expire, expires_at) VALUES (?, ?, ?, ?, ?)
-                        ON CONFLICT(event, canonical) DO UPDATE SET socket = excluded.socket, expire = excluded.expire,
-                        expires_at = excluded.expires_at
-                        """, arguments: [event, canonical, socket, seconds, now + Double(seconds)])
-            case .never:
-                try db.execute(
-                    sql: """
-                        INSERT INTO subscription (event, canonical, socket, expire, expires_at) VALUES (?, ?, ?, NULL, NULL)
-                        ON CONFLICT(event, canonical) DO UPDATE SET socket = excluded.socket, expire = NULL, expires_at = NULL
-                        """, arguments: [event, canonical, socket])
+                return
+            case .seconds(let seconds): (expire, expiresAt) = (seconds, now + Double(seconds))
+            case .never: (expire, expiresAt) = (nil, nil)
             }
+            try db.execute(
+                sql: """
+                    INSERT INTO subscription (event, canonical, socket, expire, expires_at, attributes)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    ON CONFLICT(event, canonical) DO UPDATE SET socket = excluded.socket, expire = excluded.expire,
+                    expires_at = excluded.expires_at, attributes = excluded.attributes
+                    """, arguments: [event, canonical, socket, expire, expiresAt, attributes])
         }
     }
 
@@ -140,13 +147,13 @@ public final class SubscriptionStore: Sendable {
             try db.execute(
                 sql: "DELETE FROM subscription WHERE expires_at IS NOT NULL AND expires_at <= ?", arguments: [now])
             return try Row.fetchAll(
-                db, sql: "SELECT event, socket, expire, expires_at FROM subscription ORDER BY rowid"
+                db, sql: "SELECT event, socket, expire, expires_at, attributes FROM subscription ORDER BY rowid"
             ).map {
                 row in
                 let expiresAt: Double? = row["expires_at"]
                 return Record(
                     event: row["event"], socket: row["socket"], expire: row["expire"],
-                    remaining: expiresAt.map { $0 - now })
+                    remaining: expiresAt.map { $0 - now }, attributes: row["attributes"])
             }
         }
     }
@@ -154,8 +161,13 @@ public final class SubscriptionStore: Sendable {
 
 /// The store follows the MI's subscription changes, each written on the store's own thread.
 extension SubscriptionStore: SubscriptionObserver {
-    public func subscriptionChanged(event: String, socket: String, identity: String, expiry: Expiry) async throws {
-        try await offThread { try $0.save(event: event, canonical: identity, socket: socket, expiry: expiry) }
+    public func subscriptionChanged(
+        event: String, socket: String, identity: String, expiry: Expiry, attributes: SubscriptionAttributes
+    ) async throws {
+        try await offThread {
+            try $0.save(
+                event: event, canonical: identity, socket: socket, expiry: expiry, attributes: attributes.storedJSON)
+        }
     }
 
     public func eventPublished(_ name: String) async throws {

@@ -41,7 +41,8 @@ final class VirtualRouter: EventDeliverer {
         members = socket.members.map { $0.makeDeliverer(context: context.delivererContext(for: $0)) }
         policy = Mutex(
             VirtualPolicyState(
-                policy: socket.policy, memberCount: socket.members.count, failoverTimeout: socket.failoverTimeout))
+                policy: socket.policy, members: socket.members.map(\.description),
+                failoverTimeout: socket.failoverTimeout))
     }
 
     func prepare(_ event: RaisedEvent) {
@@ -64,10 +65,11 @@ final class VirtualRouter: EventDeliverer {
             var groups: [Int: [Int]] = [:]
             policy.withLock { policy in
                 for index in waiting {
+                    let key = socket.hashKey(of: events[index])
                     let target: Int? =
                         tried[index].bits == 0
-                        ? policy.dispatchTargets(now: now).first(where: { _ in true })
-                        : policy.reroute(tried: tried[index], after: lastMember[index], now: now)
+                        ? policy.dispatchTargets(now: now, key: key).first(where: { _ in true })
+                        : policy.reroute(tried: tried[index], after: lastMember[index], now: now, key: key)
                     guard let target else { continue }  // every member tried: it stays failed
                     tried[index].insert(target)
                     lastMember[index] = target

@@ -40,7 +40,8 @@ final class VirtualSubscriber: EventSubscriber {
         self.state = Mutex(
             State(
                 policy: VirtualPolicyState(
-                    policy: socket.policy, memberCount: socket.members.count, failoverTimeout: socket.failoverTimeout),
+                    policy: socket.policy, members: socket.members.map(\.description),
+                    failoverTimeout: socket.failoverTimeout),
                 lastNotice: Array(repeating: -.infinity, count: socket.members.count)))
         relay.subscriber = self
     }
@@ -49,9 +50,10 @@ final class VirtualSubscriber: EventSubscriber {
     /// under which failed events are moved on, so events reach each member in a consistent order.
     func dispatch(_ event: RaisedEvent) {
         let now = clock.now()
+        let key = socket.hashKey(of: event)
         var refused: [(member: Int, completion: DeliveryQueue.Completion)] = []
         state.withLock { state in
-            for member in state.policy.dispatchTargets(now: now) {
+            for member in state.policy.dispatchTargets(now: now, key: key) {
                 let tried = MemberSet(member).bits
                 if let refusal = members[member].enqueue(event, context: tried) {
                     refused.append(
@@ -84,7 +86,10 @@ final class VirtualSubscriber: EventSubscriber {
                 }
                 guard case .failed(let failure) = completion.outcome, !parallel else { continue }
                 let tried = MemberSet(bits: completion.context)
-                guard let next = state.policy.reroute(tried: tried, after: member, now: now) else {
+                guard
+                    let next = state.policy.reroute(
+                        tried: tried, after: member, now: now, key: socket.hashKey(of: completion.event))
+                else {
                     dropped.append((completion.event, failure.reason))
                     continue
                 }

@@ -21,6 +21,8 @@ package struct DaemonConfiguration {
         package var delivery: DeliveryMode?
         /// Keys a module adds (the webhook `secret`), for that module to read.
         package var moduleKeys: [ConfigurationEntry] = []
+        /// `filter` and `fields` (Docs/filters.md).
+        package var attributes = SubscriptionAttributes.none
     }
 
     /// The `spool:` section (durable delivery). `dir` nil: `<state>/spool`.
@@ -318,7 +320,10 @@ package struct DaemonConfiguration {
             var expire: Int?
             var delivery: DeliveryMode?
             var moduleKeys: [ConfigurationEntry] = []
-            let known = ["event", "socket", "expire", "delivery"] + moduleTypes.flatMap { $0.subscriptionKeys }
+            var attributes = SubscriptionAttributes.none
+            let known =
+                ["event", "socket", "expire", "delivery", "filter", "fields"]
+                + moduleTypes.flatMap { $0.subscriptionKeys }
             for entry in try item.entries(key: prefix, known: known) {
                 let key = "\(prefix).\(entry.key)"
                 switch entry.key {
@@ -326,13 +331,40 @@ package struct DaemonConfiguration {
                 case "socket": socket = try entry.value.string(key: key)
                 case "delivery": delivery = try Self.deliveryMode(entry.value, key: key)
                 case "expire": expire = try entry.value.integer(key: key, range: 1...Int(Int32.max))
+                case "filter":
+                    let text = try entry.value.string(key: key)
+                    do throws(FilterError) {
+                        attributes.filter = text.isEmpty ? nil : try EventFilter(parsing: text)
+                    } catch {
+                        throw ConfigurationError("\(key): \(error.message)")
+                    }
+                case "fields":
+                    // A YAML list, or one string of comma-separated names as the MI takes it.
+                    var list: [String]?
+                    var text: String?
+                    if case .scalar(let written) = entry.value {
+                        text = written
+                    } else {
+                        list = try entry.value.optionalStrings(key: key) ?? []
+                    }
+                    do throws(FilterError) {
+                        if let text {
+                            attributes.fields = try SubscriptionAttributes.fields(parsing: text)
+                        } else {
+                            attributes.fields = try SubscriptionAttributes.fields(list ?? [])
+                        }
+                    } catch {
+                        throw ConfigurationError("\(key): \(error.message)")
+                    }
                 default: moduleKeys.append(entry)
                 }
             }
             guard let event else { throw ConfigurationError("\(prefix): missing key 'event'") }
             guard let socket else { throw ConfigurationError("\(prefix): missing key 'socket'") }
             subscriptions.append(
-                Subscription(event: event, socket: socket, expire: expire, delivery: delivery, moduleKeys: moduleKeys))
+                Subscription(
+                    event: event, socket: socket, expire: expire, delivery: delivery, moduleKeys: moduleKeys,
+                    attributes: attributes))
         }
     }
 

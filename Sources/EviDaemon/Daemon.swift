@@ -223,7 +223,8 @@ package final class Daemon: Sendable {
             do throws(EventInterfaceError) {
                 try await hub.subscribe(
                     event: subscription.event, socket: subscription.socket,
-                    expiry: subscription.expire.map { .seconds($0) } ?? .never, delivery: subscription.delivery)
+                    expiry: subscription.expire.map { .seconds($0) } ?? .never, delivery: subscription.delivery,
+                    attributes: subscription.attributes)
             } catch {
                 for entry in started { await entry.ingress.close() }
                 throw .configuration("subscriptions[\(index)]: \(error)")

@@ -61,9 +61,12 @@ package struct LocalStateStore: DaemonStateStore {
     package func start(into hub: EventHub) async throws { try await restore(from: store, into: hub, logger: logger) }
     package func stop() async {}
 
-    package func subscriptionChanged(event: String, socket: String, identity: String, expiry: Expiry) async throws {
+    package func subscriptionChanged(
+        event: String, socket: String, identity: String, expiry: Expiry, attributes: SubscriptionAttributes
+    ) async throws {
         do {
-            try await store.subscriptionChanged(event: event, socket: socket, identity: identity, expiry: expiry)
+            try await store.subscriptionChanged(
+                event: event, socket: socket, identity: identity, expiry: expiry, attributes: attributes)
         } catch {
             logger.error("cannot save subscription", metadata: ["event": "\(event)", "error": "\(error)"])
             throw error
@@ -93,8 +96,11 @@ package struct SharedStateStore: DaemonStateStore {
     package func start(into hub: EventHub) async throws { await cluster.start() }
     package func stop() async { await cluster.stop() }
 
-    package func subscriptionChanged(event: String, socket: String, identity: String, expiry: Expiry) async throws {
-        try await cluster.subscriptionChanged(event: event, socket: socket, identity: identity, expiry: expiry)
+    package func subscriptionChanged(
+        event: String, socket: String, identity: String, expiry: Expiry, attributes: SubscriptionAttributes
+    ) async throws {
+        try await cluster.subscriptionChanged(
+            event: event, socket: socket, identity: identity, expiry: expiry, attributes: attributes)
     }
 
     package func eventPublished(_ name: String) async throws { try await cluster.eventPublished(name) }
@@ -103,6 +109,12 @@ package struct SharedStateStore: DaemonStateStore {
 
     package func refusal(forSocket text: String, parsed socket: any EventSocket) -> String? {
         cluster.refusal(forSocket: text, parsed: socket)
+    }
+
+    package func refusal(
+        forSubscription event: String, socket text: String, identity: String, attributes: SubscriptionAttributes
+    ) -> String? {
+        cluster.refusal(forSubscription: event, socket: text, identity: identity, attributes: attributes)
     }
 }
 
@@ -117,8 +129,11 @@ package final class DurableState: SubscriptionObserver, Sendable {
         set { current.withLock { $0 = newValue } }
     }
 
-    package func subscriptionChanged(event: String, socket: String, identity: String, expiry: Expiry) async throws {
-        try await store?.subscriptionChanged(event: event, socket: socket, identity: identity, expiry: expiry)
+    package func subscriptionChanged(
+        event: String, socket: String, identity: String, expiry: Expiry, attributes: SubscriptionAttributes
+    ) async throws {
+        try await store?.subscriptionChanged(
+            event: event, socket: socket, identity: identity, expiry: expiry, attributes: attributes)
     }
 
     package func eventPublished(_ name: String) async throws { try await store?.eventPublished(name) }
@@ -127,6 +142,12 @@ package final class DurableState: SubscriptionObserver, Sendable {
 
     package func refusal(forSocket text: String, parsed socket: any EventSocket) -> String? {
         store?.refusal(forSocket: text, parsed: socket)
+    }
+
+    package func refusal(
+        forSubscription event: String, socket text: String, identity: String, attributes: SubscriptionAttributes
+    ) -> String? {
+        store?.refusal(forSubscription: event, socket: text, identity: identity, attributes: attributes)
     }
 }
 
@@ -138,12 +159,16 @@ package func restore(from store: SubscriptionStore, into hub: EventHub, logger: 
     var restored = 0
     let records = try store.load()
     for record in records {
-        do throws(EventInterfaceError) {
+        do {
+            let attributes = try record.attributes.map { text throws(FilterError) in
+                try SubscriptionAttributes(storedJSON: text)
+            }
             try await hub.subscribe(
                 event: record.event, socket: record.socket, expiry: record.expire.map { .seconds($0) } ?? .never,
-                remaining: record.remaining)
+                remaining: record.remaining, attributes: attributes ?? .none)
             restored += 1
         } catch {
+            // Kept on disk: a later version (or a fixed directory) may take it.
             logger.warning("subscription not restored", metadata: ["event": "\(record.event)", "error": "\(error)"])
         }
     }

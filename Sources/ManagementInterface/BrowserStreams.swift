@@ -94,12 +94,15 @@ public final class BrowserStreams: Sendable {
     }
 
     /// Subscribes `client` to `events`; on the first failure undoes what it did and returns why.
-    func subscribe(_ client: BrowserClient, to events: [String]) async -> String? {
+    /// `filter` applies to every event of the connection (`/events?event=E&filter=F`).
+    func subscribe(_ client: BrowserClient, to events: [String], filter: EventFilter? = nil) async -> String? {
         guard let hub else { return "not ready" }
         var done: [String] = []
         for event in events {
             do throws(EventInterfaceError) {
-                _ = try await hub.subscribe(event: event, socket: client.name, expiry: .never, delivery: .memory)
+                _ = try await hub.subscribe(
+                    event: event, socket: client.name, expiry: .never, delivery: .memory,
+                    attributes: SubscriptionAttributes(filter: filter))
                 done.append(event)
                 client.addEvent(event)
             } catch {

@@ -150,10 +150,24 @@ final class WebSocketSubscriberHandler: ChannelInboundHandler {
         var events: [String] = []
         for case .string(let name) in names { events.append(name) }
         guard events.count == names.count else { return client.sendText(#"{"error":"event names are strings"}"#) }
+        // `"filter"`: applies to the events of this message (as `/events?filter=`).
+        var filter: EventFilter?
+        switch fields.first(where: { $0.name == "filter" })?.value {
+        case nil: break
+        case .string(let text)?:
+            do throws(FilterError) {
+                if !text.isEmpty { filter = try EventFilter(parsing: text) }
+            } catch {
+                var writer = JSONWriter()
+                writer.append(.object([EventField("error", .string("filter: \(error.message)"))]))
+                return client.sendText(String(decoding: writer.bytes, as: UTF8.self))
+            }
+        default: return client.sendText(#"{"error":"filter is a string"}"#)
+        }
         let streams = self.streams
         Task {
             var writer = JSONWriter()
-            if let failure = await streams.subscribe(client, to: events) {
+            if let failure = await streams.subscribe(client, to: events, filter: filter) {
                 writer.append(.object([EventField("error", .string(failure))]))
             } else {
                 writer.append(

@@ -44,14 +44,16 @@ extension ManagementInterface {
         register(
             MICommand(
                 names: ["evi:subscribe", "event_subscribe"],
-                parameterSets: [["event", "socket"], ["event", "socket", "expire"]],
+                required: ["event", "socket"], optional: Self.subscribeOptions,
                 handler: .deferred { params throws(MIError) in
                     let event = try params.string("event")
                     let socket = try params.string("socket")
                     let expire = params.has("expire") ? try params.integer("expire") : 3600
                     guard expire >= 0 else { throw .invalidParams("Negative expire value") }
+                    let attributes = try Self.attributes(params)
                     _ = try await changes.run { () throws(MIError) in
-                        try await Self.change(hub, server, event: event, socket: socket, expiry: .seconds(expire))
+                        try await Self.change(
+                            hub, server, event: event, socket: socket, expiry: .seconds(expire), attributes: attributes)
                     }
                     return "OK"
                 }))
@@ -167,6 +169,42 @@ extension ManagementInterface {
 
     // MARK: Helpers
 
+    /// What `evi:subscribe` takes after `event` and `socket`, in positional order (Docs/mi.md).
+    static let subscribeOptions = ["expire", "filter", "fields"]
+
+    /// A subscription's `filter` and `fields` from the call; `""` is none (positionally, `""`
+    /// leaves a text parameter out).
+    static func attributes(_ params: MIParams) throws(MIError) -> SubscriptionAttributes {
+        var attributes = SubscriptionAttributes()
+        if params.has("filter") {
+            let text = try params.string("filter")
+            do throws(FilterError) {
+                if !text.isEmpty { attributes.filter = try EventFilter(parsing: text) }
+            } catch {
+                throw .badParameter("filter: \(error.message)")
+            }
+        }
+        var names: [String]?
+        var text: String?
+        switch params.value("fields") {
+        case nil: break
+        case .array(let values)?:
+            names = values.compactMap { value -> String? in
+                if case .string(let name) = value { return name }
+                return nil
+            }
+            guard names?.count == values.count else { throw .badParameter("fields: fields must be strings") }
+        default: text = try params.string("fields")
+        }
+        do throws(FilterError) {
+            if let text { attributes.fields = try SubscriptionAttributes.fields(parsing: text) }
+            if let names { attributes.fields = try SubscriptionAttributes.fields(names) }
+        } catch {
+            throw .badParameter("fields: \(error.message)")
+        }
+        return attributes
+    }
+
     static func eventValue(_ event: Event) -> EventValue {
         ["name": .string(event.name), "id": .int(Int64(event.id))]
     }
@@ -178,6 +216,11 @@ extension ManagementInterface {
         case .seconds(let seconds):
             fields.append(EventField("expire", .int(Int64(seconds))))
             fields.append(EventField("ttl", .int(Int64(info.ttl ?? 0))))
+        }
+        // Only when set: every other subscriber lists exactly as OpenSIPS lists it.
+        if let filter = info.attributes.filter { fields.append(EventField("filter", .string(filter.text))) }
+        if let names = info.attributes.fields {
+            fields.append(EventField("fields", .array(names.map(EventValue.string))))
         }
         fields += info.status?.fields ?? []
         return .object(fields)
@@ -249,7 +292,8 @@ extension ManagementInterface {
     /// fails, memory is put back as it was and the request fails. Returns whether a subscription
     /// matched (for expire 0). Callers serialize changes, so memory and disk see one order.
     static func change(
-        _ hub: EventHub, _ server: MIServerInfo, event: String, socket text: String, expiry: Expiry
+        _ hub: EventHub, _ server: MIServerInfo, event: String, socket text: String, expiry: Expiry,
+        attributes: SubscriptionAttributes = .none
     ) async throws(MIError) -> Bool {
         if case .seconds(let seconds) = expiry, seconds > Expiry.maximumSeconds {
             throw miError(.expireTooLarge(seconds))
@@ -263,24 +307,27 @@ extension ManagementInterface {
         if expiry != .seconds(0),
             let refusal = server.admitSocket(socket) ?? server.observer?.refusal(forEvent: event)
                 ?? server.observer?.refusal(forSocket: text, parsed: socket)
+                ?? server.observer?.refusal(
+                    forSubscription: event, socket: text, identity: socket.identity, attributes: attributes)
         {
             throw .badParameter(refusal)
         }
         let before = hub.subscriber(of: event, matching: socket)
         let result: SubscribeResult
         do throws(EventInterfaceError) {
-            result = try await hub.subscribe(event: event, parsed: socket, expiry: expiry)
+            result = try await hub.subscribe(event: event, parsed: socket, expiry: expiry, attributes: attributes)
         } catch {
             throw miError(error)
         }
         if case .unsubscribed(found: false) = result { return false }
         do {
             try await server.observer?.subscriptionChanged(
-                event: event, socket: text, identity: socket.identity, expiry: expiry)
+                event: event, socket: text, identity: socket.identity, expiry: expiry, attributes: attributes)
         } catch {
             if let before {
                 _ = try? await hub.subscribe(
-                    event: event, parsed: socket, expiry: before.expiry, remaining: before.ttl.map(Double.init))
+                    event: event, parsed: socket, expiry: before.expiry, remaining: before.ttl.map(Double.init),
+                    attributes: before.attributes)
             } else {
                 _ = try? await hub.subscribe(event: event, parsed: socket, expiry: .seconds(0))
             }

@@ -14,11 +14,22 @@ public struct MICommand: Sendable {
     /// Every accepted set of parameter names, positional order as listed.
     public var parameterSets: [[String]]
     public var handler: Handler
+    /// Parameters that may be named in any combination beside the first parameter set's (which
+    /// are required); positionally they come in this order after them.
+    public var optional: [String] = []
 
     public init(names: [String], parameterSets: [[String]], handler: Handler) {
         self.names = names
         self.parameterSets = parameterSets
         self.handler = handler
+    }
+
+    /// `required` always, then any of `optional`: by name in any combination, positionally as a
+    /// prefix of `optional` in its order (`core:which` lists those positional forms).
+    public init(names: [String], required: [String], optional: [String], handler: Handler) {
+        self.init(
+            names: names, parameterSets: (0...optional.count).map { required + optional.prefix($0) }, handler: handler)
+        self.optional = optional
     }
 
     /// A module's command (``ModuleCommand``), answered like any other.
@@ -43,7 +54,10 @@ public struct MICommand: Sendable {
             let distinct = fields.indices.allSatisfy { index in
                 !fields[..<index].contains { $0.name == fields[index].name }
             }
-            guard matches, distinct else { throw .wrongParameterCount }
+            let combination =
+                !optional.isEmpty && parameterSets[0].allSatisfy { name in fields.contains { $0.name == name } }
+                && fields.allSatisfy { parameterSets[0].contains($0.name) || optional.contains($0.name) }
+            guard matches || combination, distinct else { throw .wrongParameterCount }
             return MIParams(fields)
         case .array(let values)?:
             guard let set = parameterSets.first(where: { $0.count == values.count }) else { throw .wrongParameterCount }

@@ -605,17 +605,29 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         stream = (nil, nil)
     }
 
-    /// `GET /events?event=E_A&event=E_B`: this connection becomes a subscriber of those events
-    /// (`sse:IP:PORT`), receiving each as an SSE message whose data is the JSON-RPC notification.
+    /// `GET /events?event=E_A&event=E_B[&filter=F]`: this connection becomes a subscriber of those
+    /// events (`sse:IP:PORT`), receiving each (that `F` selects) as an SSE message whose data is the
+    /// JSON-RPC notification.
     private func eventStream(context: ChannelHandlerContext, head: HTTPRequestHead, web: MIWeb) {
         guard head.method == .GET else {
             return send(context, head, status: .methodNotAllowed, body: nil, extraHeaders: [("Allow", "GET")])
         }
-        let events = Self.query(head.uri).filter { $0.name == "event" }.map(\.value)
+        let query = Self.query(head.uri)
+        let events = query.filter { $0.name == "event" }.map(\.value)
         guard !events.isEmpty, events.count <= 64 else {
             return send(
                 context, head, status: .badRequest,
                 body: Array(#"{"error":"name 1 to 64 events: /events?event=E_A&event=E_B"}"#.utf8))
+        }
+        let filters = query.filter { $0.name == "filter" }.map(\.value)
+        var filter: EventFilter?
+        do throws(FilterError) {
+            guard filters.count <= 1 else { throw FilterError("give at most one filter") }
+            if let text = filters.first, !text.isEmpty { filter = try EventFilter(parsing: text) }
+        } catch {
+            var writer = JSONWriter()
+            writer.append(.object([EventField("error", .string("filter: \(error.message)"))]))
+            return send(context, head, status: .badRequest, body: writer.bytes)
         }
         if let unknown = events.first(where: { web.streams.hub?.event(named: $0) == nil }) {
             var writer = JSONWriter()
@@ -637,7 +649,7 @@ final class MIHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         stream = (client, timer)
         let streams = web.streams
         Task {
-            if let failure = await streams.subscribe(client, to: events) {
+            if let failure = await streams.subscribe(client, to: events, filter: filter) {
                 client.drop(reason: failure)
             }
         }

@@ -101,7 +101,7 @@ enum StatusPage {
               ${e.subscribers.length ? `<table><thead><tr><th>subscriber</th><th class="wide">transport</th><th class="wide">expires</th>
                 <th class="num">delivered</th><th class="num">failed</th><th class="num">dropped</th><th class="num wide">/s</th><th></th></tr></thead><tbody>
               ${e.subscribers.map(s => `<tr class="subscriber" data-socket="${text(s.socket)}">
-                <td><code>${text(s.socket)}</code>${s.members ? `<ul class="members">${s.members.map(m => `
+                <td><code>${text(s.socket)}</code>${s.filter ? `<br><small class="filter">filter <code>${text(s.filter)}</code></small>` : ""}${s.fields ? `<br><small class="fields">fields <code>${text(s.fields)}</code></small>` : ""}${s.members ? `<ul class="members">${s.members.map(m => `
                   <li class="member" data-member="${text(m.socket)}"><span class="state ${text(m.state)}">${text(m.state)}</span>
                   <code>${text(m.socket)}</code>${m.state === "failed" && m.retry_in !== undefined ? ` <small>retry in ${text(m.retry_in)} s</small>` : ""}
                   <small>${m.delivered ?? 0} delivered, ${m.failed ?? 0} failed</small></li>`).join("")}</ul>` : ""}</td>

@@ -22,6 +22,10 @@ public enum StatusSnapshot {
                     EventField("transport", .string(String(info.socket.prefix { $0 != ":" }))),
                     EventField("expire", .string(info.ttl.map { "\($0) s" } ?? "never")),
                 ]
+                if let filter = info.attributes.filter { fields.append(EventField("filter", .string(filter.text))) }
+                if let names = info.attributes.fields {
+                    fields.append(EventField("fields", .string(names.joined(separator: ","))))
+                }
                 if let tally = info.tally {
                     fields.append(EventField("delivered", .int(Int64(tally.delivered.load(ordering: .relaxed)))))
                     fields.append(EventField("failed", .int(Int64(tally.failed.load(ordering: .relaxed)))))

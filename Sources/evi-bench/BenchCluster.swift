@@ -39,7 +39,7 @@ extension Bench {
             let started = monotonicNanoseconds()
             _ = try await a.hub.subscribe(event: "E_BENCH_CLUSTER", parsed: parsed, expiry: .never)
             try await store.subscriptionChanged(
-                event: "E_BENCH_CLUSTER", socket: socket, identity: parsed.identity, expiry: .never)
+                event: "E_BENCH_CLUSTER", socket: socket, identity: parsed.identity, expiry: .never, attributes: .none)
             while b.hub.subscriber(of: "E_BENCH_CLUSTER", matching: parsed) == nil {
                 guard monotonicNanoseconds() - started < 10_000_000_000 else { break }
                 try await Task.sleep(for: .microseconds(100))

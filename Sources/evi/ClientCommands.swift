@@ -37,10 +37,16 @@ struct Subscribe: ParsableCommand {
     @Argument var event: String
     @Argument var socket: String
     @Argument(help: "Seconds (default 3600; 0 unsubscribes).") var expire: Int?
+    @Option(help: "Only events whose parameters match: NAME=GLOB or NAME!=GLOB, joined by ';' (Docs/filters.md).")
+    var filter: String?
+    @Option(help: "Only these parameters in the payload, in this order: NAME,NAME,…")
+    var fields: String?
 
     func run() throws {
         var params = [EventField("event", .string(event)), EventField("socket", .string(socket))]
         if let expire { params.append(EventField("expire", .int(Int64(expire)))) }
+        if let filter { params.append(EventField("filter", .string(filter))) }
+        if let fields { params.append(EventField("fields", .string(fields))) }
         try options.call("evi:subscribe", params)
     }
 }

@@ -27,10 +27,25 @@ struct Listen: AsyncParsableCommand {
     @Option(name: .long, help: "Subscription expire in seconds, refreshed at half of it.")
     var expire = 120
 
+    @Option(help: "With --subscribe: only events whose parameters match NAME=GLOB;NAME!=GLOB (Docs/filters.md).")
+    var filter: String?
+
+    @Option(help: "With --subscribe: only these parameters in each event, in this order: NAME,NAME,…")
+    var fields: String?
+
+    /// `filter` and `fields` as `evi:subscribe` takes them, sent with every refresh.
+    var attributes: [EventField] {
+        (filter.map { [EventField("filter", .string($0))] } ?? [])
+            + (fields.map { [EventField("fields", .string($0))] } ?? [])
+    }
+
     @OptionGroup var options: MIOptions
 
     func validate() throws {
         guard expire >= 2 else { throw ValidationError("--expire must be at least 2 seconds") }
+        if subscribe == nil, filter != nil || fields != nil {
+            throw ValidationError("--filter and --fields go with --subscribe")
+        }
     }
 
     func run() async throws {
@@ -52,8 +67,10 @@ struct Listen: AsyncParsableCommand {
             try subscribeSelf(event: event, socket: bound, expire: expire)
             let expire = self.expire
             let options = self.options
+            let attributes = self.attributes
             refresher = Task {
-                await Listen.keepSubscribed(options, event: event, socket: bound, expire: expire)
+                await Listen.keepSubscribed(
+                    options, event: event, socket: bound, expire: expire, attributes: attributes)
             }
         }
         for await _ in signals { break }
@@ -75,14 +92,16 @@ struct Listen: AsyncParsableCommand {
     /// Refreshes the subscription at half its expire. A failed refresh is printed and retried
     /// (1 s, doubling, at most a quarter of the expire) until one succeeds: a listener must not
     /// silently stop receiving.
-    static func keepSubscribed(_ options: MIOptions, event: String, socket: String, expire: Int) async {
+    static func keepSubscribed(
+        _ options: MIOptions, event: String, socket: String, expire: Int, attributes: [EventField]
+    ) async {
         var delay = Double(expire) / 2
         var retry = 1.0
         while !Task.isCancelled {
             try? await Task.sleep(for: .seconds(delay))
             if Task.isCancelled { return }
             do {
-                try call(options, event: event, socket: socket, expire: expire)
+                try call(options, event: event, socket: socket, expire: expire, attributes: attributes)
                 if retry > 1 { printError("evi: subscription of \(socket) to \(event) refreshed again") }
                 delay = Double(expire) / 2
                 retry = 1
@@ -98,7 +117,7 @@ struct Listen: AsyncParsableCommand {
 
     private func subscribeSelf(event: String, socket: String, expire: Int) throws {
         do {
-            try Self.call(options, event: event, socket: socket, expire: expire)
+            try Self.call(options, event: event, socket: socket, expire: expire, attributes: attributes)
             printError("evi: subscribed \(socket) to \(event) for \(expire) s")
         } catch {
             printError("evi: cannot subscribe: \(error)")
@@ -106,13 +125,15 @@ struct Listen: AsyncParsableCommand {
         }
     }
 
-    static func call(_ options: MIOptions, event: String, socket: String, expire: Int) throws {
+    static func call(
+        _ options: MIOptions, event: String, socket: String, expire: Int, attributes: [EventField]
+    ) throws {
         let client = try MIClient(url: options.mi, token: options.resolvedToken)
         _ = try client.call(
             "evi:subscribe",
             [
                 EventField("event", .string(event)), EventField("socket", .string(socket)),
                 EventField("expire", .int(Int64(expire))),
-            ])
+            ] + attributes)
     }
 }

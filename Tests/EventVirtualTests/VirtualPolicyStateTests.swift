@@ -126,3 +126,87 @@ import Testing
         #expect(Array(MemberSet()) == [])
     }
 }
+
+/// HASH's ranking and failover, with numbers for time.
+@Suite struct HashPolicyStateTests {
+    let members = ["udp:127.0.0.1:9001", "udp:127.0.0.1:9002", "udp:127.0.0.1:9003"]
+    let refused = DeliveryFailure(.subscriberFailed, "connection refused")
+    let keys = (0..<1000).map { "call-\($0)@example.org" }
+
+    func placement(_ state: inout VirtualPolicyState, names: [String], now: Double = 0) -> [String: String] {
+        var placed: [String: String] = [:]
+        for key in keys {
+            let targets = Array(state.dispatchTargets(now: now, key: key))
+            placed[key] = names[targets[0]]
+        }
+        return placed
+    }
+
+    @Test func eachKeyHasOneMemberAndTheSharesAreEven() {
+        var state = VirtualPolicyState(policy: .hash, members: members, failoverTimeout: 30)
+        var counts: [String: Int] = [:]
+        for key in keys {
+            let targets = Array(state.dispatchTargets(now: 0, key: key))
+            #expect(targets.count == 1)
+            // The same key, the same member, every time.
+            #expect(Array(state.dispatchTargets(now: 0, key: key)) == targets)
+            counts[members[targets[0]], default: 0] += 1
+        }
+        for member in members { #expect(abs(counts[member, default: 0] - 333) <= 50, "\(counts)") }
+    }
+
+    @Test func reorderingMovesNoKeyAndRemovingMovesOnlyThatMembersKeys() {
+        var three = VirtualPolicyState(policy: .hash, members: members, failoverTimeout: 30)
+        let before = placement(&three, names: members)
+        let reversedMembers = Array(members.reversed())
+        var reordered = VirtualPolicyState(policy: .hash, members: reversedMembers, failoverTimeout: 30)
+        #expect(placement(&reordered, names: reversedMembers) == before)
+        let two = [members[0], members[2]]
+        var fewer = VirtualPolicyState(policy: .hash, members: two, failoverTimeout: 30)
+        let after = placement(&fewer, names: two)
+        var moved = 0
+        for key in keys where after[key] != before[key] {
+            moved += 1
+            #expect(before[key] == members[1])
+        }
+        #expect(moved == before.values.filter { $0 == members[1] }.count)
+    }
+
+    @Test func aMarkedMembersKeysGoToTheirNextRankedMemberAndComeBack() {
+        var state = VirtualPolicyState(policy: .hash, members: members, failoverTimeout: 30)
+        let before = placement(&state, names: members)
+        #expect(state.record(.failed(refused), member: 1, now: 100) == .down(reason: "connection refused"))
+        let during = placement(&state, names: members, now: 110)
+        for key in keys {
+            if before[key] == members[1] {
+                let ranking = state.ranking(key: key)
+                #expect(ranking[0] == 1)
+                #expect(during[key] == members[ranking[1]])
+            } else {
+                #expect(during[key] == before[key])
+            }
+        }
+        // The mark runs out: the keys return.
+        #expect(placement(&state, names: members, now: 130) == before)
+    }
+
+    @Test func withEveryMemberMarkedTheFirstRankedGetsTheLastTry() {
+        var state = VirtualPolicyState(policy: .hash, members: members, failoverTimeout: 30)
+        for member in 0..<3 { _ = state.record(.failed(refused), member: member, now: 0) }
+        for key in keys.prefix(50) {
+            #expect(Array(state.dispatchTargets(now: 1, key: key)) == [state.ranking(key: key)[0]])
+        }
+    }
+
+    @Test func aFailedEventGoesDownItsKeysRanking() {
+        let state = VirtualPolicyState(policy: .hash, members: members, failoverTimeout: 30)
+        for key in keys.prefix(50) {
+            let ranking = state.ranking(key: key)
+            #expect(state.reroute(tried: MemberSet(ranking[0]), after: ranking[0], now: 0, key: key) == ranking[1])
+            var tried = MemberSet(ranking[0])
+            tried.insert(ranking[1])
+            #expect(state.reroute(tried: tried, after: ranking[1], now: 0, key: key) == ranking[2])
+            #expect(state.reroute(tried: .all(3), after: ranking[2], now: 0, key: key) == nil)
+        }
+    }
+}

@@ -128,7 +128,8 @@ import Testing
             try await daemon.state?.eventPublished("E_KEPT")
             try await daemon.hub.subscribe(event: "E_KEPT", socket: "udp:127.0.0.1:9")
             try await daemon.state?.subscriptionChanged(
-                event: "E_KEPT", socket: "udp:127.0.0.1:9", identity: "udp:127.0.0.1:9", expiry: .never)
+                event: "E_KEPT", socket: "udp:127.0.0.1:9", identity: "udp:127.0.0.1:9", expiry: .never,
+                attributes: .none)
             await daemon.stop()
             let restarted = try await Self.start(configuration)
             teardown.add { await restarted.stop() }

@@ -226,7 +226,65 @@ import Testing
         }
         await expectReply(
             #"{"jsonrpc":"2.0","method":"core:which","id":1,"params":["event_subscribe"]}"#,
-            #"{"jsonrpc":"2.0","result":[["event","socket"],["event","socket","expire"]],"id":1}"#)
+            #"{"jsonrpc":"2.0","result":[["event","socket"],["event","socket","expire"],["event","socket","expire","filter"],["event","socket","expire","filter","fields"]],"id":1}"#
+        )
+    }
+
+    @Test func subscribeTakesFilterAndFieldsNamedInAnyCombinationOrPositionally() async throws {
+        await expectReply(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","id":1,"params":{"socket":"udp:127.0.0.1:9001","filter":"callid=abc*","event":"E_MY_EVENT"}}"#,
+            ok())
+        await expectReply(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","id":1,"params":{"event":"E_MY_EVENT","socket":"udp:127.0.0.1:9002","fields":"aor,callid","expire":60}}"#,
+            ok())
+        await expectReply(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","id":1,"params":["E_MY_EVENT","udp:127.0.0.1:9003","3600","","code"]}"#,
+            ok())
+        await expectReply(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","id":1,"params":["E_MY_EVENT","udp:127.0.0.1:9004","3600","aor!=*@example.org"]}"#,
+            ok())
+        // Unknown or repeated names are not a parameter set.
+        await expectReply(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","id":1,"params":{"event":"E_MY_EVENT","socket":"udp:127.0.0.1:9005","colour":"red"}}"#,
+            #"{"jsonrpc":"2.0","error":{"code":-32602,"message":"Invalid params","data":"Too few or too many parameters"},"id":1}"#
+        )
+        await expectReply(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","id":1,"params":{"event":"E_MY_EVENT","filter":"a=b"}}"#,
+            #"{"jsonrpc":"2.0","error":{"code":-32602,"message":"Invalid params","data":"Too few or too many parameters"},"id":1}"#
+        )
+        await expectReply(
+            #"{"jsonrpc":"2.0","method":"evi:subscribers","id":1,"params":["E_MY_EVENT"]}"#,
+            #"{"jsonrpc":"2.0","result":{"Event":{"name":"E_MY_EVENT","id":2,"Subscribers":[{"socket":"udp:127.0.0.1:9004","expire":3600,"ttl":3600,"filter":"aor!=*@example.org"},{"socket":"udp:127.0.0.1:9003","expire":3600,"ttl":3600,"fields":["code"]},{"socket":"udp:127.0.0.1:9002","expire":60,"ttl":60,"fields":["aor","callid"]},{"socket":"udp:127.0.0.1:9001","expire":3600,"ttl":3600,"filter":"callid=abc*"}]}},"id":1}"#
+        )
+        // Subscribing again replaces them; without them it clears them.
+        await expectReply(
+            #"{"jsonrpc":"2.0","method":"evi:subscribe","id":1,"params":["E_MY_EVENT","udp:127.0.0.1:9001"]}"#, ok())
+        await expectReply(
+            #"{"jsonrpc":"2.0","method":"evi:subscribers","id":1,"params":["E_MY_EVENT","udp:127.0.0.1:9001"]}"#,
+            #"{"jsonrpc":"2.0","result":{"Event":{"name":"E_MY_EVENT","id":2,"Subscriber":{"socket":"udp:127.0.0.1:9001","expire":3600,"ttl":3600}}},"id":1}"#
+        )
+        await hub.shutdown()
+    }
+
+    @Test func badFiltersAndFieldsAreRefusedAndChangeNothing() async throws {
+        let cases: [(String, String)] = [
+            (
+                #""filter":"callid""#,
+                "filter: condition 1 ('callid'): no '=' or '!=' (conditions are NAME=GLOB or NAME!=GLOB)"
+            ),
+            (
+                #""filter":"a=[x""#,
+                "filter: condition 1 ('a=[x'): '[' without its ']' (write '\\\\[' for a literal one)"
+            ),
+            (#""fields":"a,,b""#, "fields: field 2 is empty"),
+            (#""fields":[1]"#, "fields: fields must be strings"),
+        ]
+        for (param, data) in cases {
+            await expectReply(
+                #"{"jsonrpc":"2.0","method":"evi:subscribe","id":1,"params":{"event":"E_MY_EVENT","socket":"udp:127.0.0.1:9001",\#(param)}}"#,
+                #"{"jsonrpc":"2.0","error":{"code":400,"message":"Bad parameter value","data":"\#(data)"},"id":1}"#)
+        }
+        #expect(try hub.subscribers(of: "E_MY_EVENT").isEmpty)
     }
 
     @Test func coreCommands() async {

@@ -113,8 +113,10 @@ public struct CommandError: Error, Sendable, Hashable {
 /// caller then undoes.
 public protocol SubscriptionObserver: Sendable {
     /// `socket` as given (credentials included), `identity` as matching compares it; expire 0
-    /// means removed.
-    func subscriptionChanged(event: String, socket: String, identity: String, expiry: Expiry) async throws
+    /// means removed. `attributes` (filter, fields) are replaced with every change, as the expiry.
+    func subscriptionChanged(
+        event: String, socket: String, identity: String, expiry: Expiry, attributes: SubscriptionAttributes
+    ) async throws
     func eventPublished(_ name: String) async throws
     /// Why this store cannot hold an event of that name (nil: it can), asked before anything
     /// changes, so that a refusal is a clear `400` and leaves the hub as it was.
@@ -122,9 +124,17 @@ public protocol SubscriptionObserver: Sendable {
     /// Why this store cannot hold that subscription's socket (`text` as given, `socket` parsed
     /// from it), asked before anything changes.
     func refusal(forSocket text: String, parsed socket: any EventSocket) -> String?
+    /// Why this store cannot hold the whole subscription (its filter and fields too), asked
+    /// before anything changes.
+    func refusal(
+        forSubscription event: String, socket text: String, identity: String, attributes: SubscriptionAttributes
+    ) -> String?
 }
 
 extension SubscriptionObserver {
     public func refusal(forEvent name: String) -> String? { nil }
     public func refusal(forSocket text: String, parsed socket: any EventSocket) -> String? { nil }
+    public func refusal(
+        forSubscription event: String, socket text: String, identity: String, attributes: SubscriptionAttributes
+    ) -> String? { nil }
 }

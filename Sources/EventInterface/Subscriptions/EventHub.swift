@@ -47,6 +47,8 @@ public final class EventHub: Sendable {
         var expiry: Expiry
         /// Clock time at which it expires; `nil` for never.
         var expiresAt: Double?
+        /// Its filter and field list; a subscription with either is handed only what it selects.
+        var attributes: SubscriptionAttributes
     }
 
     struct EventRecord: Sendable {
@@ -58,9 +60,13 @@ public final class EventHub: Sendable {
         /// a dynamic cast per subscription (10 ms a subscribe at 45,000, under the lock raise takes).
         private var positions: [String: Int] = [:]
         /// The live subscribers handed each raise, kept ready so raising allocates nothing.
+        /// Those with attributes are in `selective` instead.
         private(set) var subscribers: [any EventSubscriber] = []
         /// The live durable subscribers, which store each raise before it returns.
         private(set) var durable: [any DurableSubscriber] = []
+        /// Subscribers with a filter or a field list; nil when there are none, so that a raise
+        /// of an event nobody filters pays one nil check.
+        private(set) var selective: SelectiveSubscribers?
         /// No subscription expires before this (a lower bound: refreshes may have moved the
         /// earliest one later), so raise checks one number.
         private var nextExpiry = Double.infinity
@@ -75,7 +81,12 @@ public final class EventHub: Sendable {
         mutating func append(_ subscription: Subscription) {
             positions[subscription.identity] = subscriptions.count
             subscriptions.append(subscription)
-            if let durable = subscription.durable {
+            if !subscription.attributes.isEmpty {
+                let entry = SelectiveSubscribers.Entry(
+                    subscriber: subscription.subscriber, durable: subscription.durable,
+                    attributes: subscription.attributes)
+                if selective == nil { selective = SelectiveSubscribers([entry]) } else { selective?.add(entry) }
+            } else if let durable = subscription.durable {
                 self.durable.append(durable)
             } else {
                 subscribers.append(subscription.subscriber)
@@ -83,10 +94,14 @@ public final class EventHub: Sendable {
             if let expiresAt = subscription.expiresAt { nextExpiry = min(nextExpiry, expiresAt) }
         }
 
-        mutating func refresh(at index: Int, expiry: Expiry, expiresAt: Double?) {
+        mutating func refresh(at index: Int, expiry: Expiry, expiresAt: Double?, attributes: SubscriptionAttributes) {
             subscriptions[index].expiry = expiry
             subscriptions[index].expiresAt = expiresAt
             if let expiresAt { nextExpiry = min(nextExpiry, expiresAt) }
+            if subscriptions[index].attributes != attributes {
+                subscriptions[index].attributes = attributes
+                rebuildLists()
+            }
         }
 
         mutating func remove(at index: Int) -> Subscription {
@@ -102,6 +117,7 @@ public final class EventHub: Sendable {
                 subscriptions = []
                 subscribers = []
                 durable = []
+                selective = nil
                 positions = [:]
                 nextExpiry = .infinity
             }
@@ -109,8 +125,18 @@ public final class EventHub: Sendable {
         }
 
         private mutating func rebuildLists() {
-            subscribers = subscriptions.filter { $0.durable == nil }.map(\.subscriber)
-            durable = subscriptions.compactMap(\.durable)
+            let plain = subscriptions.filter { $0.attributes.isEmpty }
+            subscribers = plain.filter { $0.durable == nil }.map(\.subscriber)
+            durable = plain.compactMap(\.durable)
+            rebuildSelective()
+        }
+
+        private mutating func rebuildSelective() {
+            selective = SelectiveSubscribers(
+                subscriptions.filter { !$0.attributes.isEmpty }.map {
+                    SelectiveSubscribers.Entry(
+                        subscriber: $0.subscriber, durable: $0.durable, attributes: $0.attributes)
+                })
         }
 
         /// Drops what has expired at `now`; returns the dropped subscribers.
@@ -251,35 +277,78 @@ public final class EventHub: Sendable {
         locate: (borrowing State) -> Int?
     ) throws(EventInterfaceError) -> RaiseResult {
         let now = clock.now()
-        let found = state.withLock {
-            state -> (Event, EventCounters, [any EventSubscriber], [any DurableSubscriber], [any EventSubscriber])? in
+        let found = state.withLock { state -> Located? in
             guard let id = locate(state) else { return nil }
             let expired = state.removeExpired(event: id, now: now)
             let record = state.events[id]
-            return (record.event, record.counters, record.subscribers, record.durable, expired)
+            return Located(
+                event: record.event, counters: record.counters, subscribers: record.subscribers,
+                durable: record.durable, selective: record.selective, expired: expired)
         }
-        guard let (event, counters, subscribers, durable, expired) = found else { throw .eventNotPublished(name) }
-        closeInBackground(expired)
+        guard let found else { throw .eventNotPublished(name) }
+        let event = found.event
+        closeInBackground(found.expired)
+        // Filtered subscribers: only those whose filter holds (an index lookup for literal ones).
+        let chosen = found.selective?.matching(params) ?? []
+        var views = ProjectedViews()
         var raised: RaisedEvent?
-        if !durable.isEmpty {
+        if !found.durable.isEmpty || chosen.contains(where: { $0.durable != nil }) {
             let stored = params.adding(configuration.idParam.map { ($0, .string(raiseIDs.next())) })
             let durableEvent = RaisedEvent(
                 event: event, params: stored, raisedAt: now, settlement: settlement, inline: inline)
             // Stored everywhere before anyone is told: a refusal leaves what was stored (at-least-once).
-            for subscriber in durable {
-                do throws(StoreError) { try subscriber.store(durableEvent) } catch { throw .notStored(error.reason) }
-            }
+            do throws(StoreError) {
+                for subscriber in found.durable { try subscriber.store(durableEvent) }
+                for entry in chosen {
+                    guard let subscriber = entry.durable else { continue }
+                    try subscriber.store(
+                        views.view(of: durableEvent, fields: entry.attributes.fields, keeping: configuration.idParam))
+                }
+            } catch { throw .notStored(error.reason) }
             raised = durableEvent
         }
-        counters.recordRaised()
-        if !subscribers.isEmpty {
+        found.counters.recordRaised()
+        if !found.subscribers.isEmpty || chosen.contains(where: { $0.durable == nil }) {
             let handed =
                 raised
                 ?? RaisedEvent(event: event, params: params, raisedAt: now, settlement: settlement, inline: inline)
-            for subscriber in subscribers { subscriber.dispatch(handed) }
+            for subscriber in found.subscribers { subscriber.dispatch(handed) }
+            for entry in chosen where entry.durable == nil {
+                entry.subscriber.dispatch(views.view(of: handed, fields: entry.attributes.fields, keeping: nil))
+            }
         }
         settlement?.release()
-        return RaiseResult(event: event, subscribers: subscribers.count + durable.count)
+        return RaiseResult(event: event, subscribers: found.subscribers.count + found.durable.count + chosen.count)
+    }
+
+    /// What a raise takes from under the lock.
+    private struct Located {
+        let event: Event
+        let counters: EventCounters
+        let subscribers: [any EventSubscriber]
+        let durable: [any DurableSubscriber]
+        let selective: SelectiveSubscribers?
+        let expired: [any EventSubscriber]
+    }
+
+    /// The copies of one raise that carry only some fields, one per field list, so that
+    /// subscribers asking for the same fields share one encoding.
+    private struct ProjectedViews {
+        var made: [(source: ObjectIdentifier, fields: [String], idParam: String?, event: RaisedEvent)] = []
+
+        mutating func view(of event: RaisedEvent, fields: [String]?, keeping idParam: String?) -> RaisedEvent {
+            guard let fields else { return event }
+            let source = ObjectIdentifier(event)
+            if let found = made.first(where: { $0.source == source && $0.fields == fields && $0.idParam == idParam }) {
+                return found.event
+            }
+            let kept = idParam.map { fields.contains($0) ? fields : fields + [$0] } ?? fields
+            let view = RaisedEvent(
+                event: event.event, params: event.params.selecting(kept), raisedAt: event.raisedAt,
+                settlement: event.settlement, inline: event.inline)
+            made.append((source, fields, idParam, view))
+            return view
+        }
     }
 
     // MARK: Subscriptions
@@ -292,7 +361,7 @@ public final class EventHub: Sendable {
     @discardableResult
     public func subscribe(
         event name: String, socket text: String, expiry: Expiry = .default, remaining: Double? = nil,
-        delivery: DeliveryMode? = nil
+        delivery: DeliveryMode? = nil, attributes: SubscriptionAttributes = .none
     ) async throws(EventInterfaceError) -> SubscribeResult {
         if case .seconds(let seconds) = expiry, seconds < 0 { throw .negativeExpire(seconds) }
         if case .seconds(let seconds) = expiry, seconds > Expiry.maximumSeconds { throw .expireTooLarge(seconds) }
@@ -300,7 +369,8 @@ public final class EventHub: Sendable {
         let socket: any EventSocket
         do { socket = try await registry.parseSocket(text) } catch { throw .badSocket(error) }
         return try await subscribe(
-            event: name, parsed: socket, expiry: expiry, remaining: remaining, delivery: delivery)
+            event: name, parsed: socket, expiry: expiry, remaining: remaining, delivery: delivery,
+            attributes: attributes)
     }
 
     /// How a new subscription of `event` keeps its events when it does not say: the event's
@@ -314,7 +384,7 @@ public final class EventHub: Sendable {
     @discardableResult
     public func subscribe(
         event name: String, parsed socket: any EventSocket, expiry: Expiry = .default, remaining: Double? = nil,
-        delivery: DeliveryMode? = nil
+        delivery: DeliveryMode? = nil, attributes: SubscriptionAttributes = .none
     ) async throws(EventInterfaceError) -> SubscribeResult {
         if case .seconds(let seconds) = expiry, seconds < 0 { throw .negativeExpire(seconds) }
         if case .seconds(let seconds) = expiry, seconds > Expiry.maximumSeconds { throw .expireTooLarge(seconds) }
@@ -351,7 +421,7 @@ public final class EventHub: Sendable {
             guard let id = state.idsByName[name] else { return .failure(.eventNotPublished(name)) }
             var expired = state.removeExpired(event: id, now: now)
             if let index = state.events[id].index(of: identity) {
-                state.events[id].refresh(at: index, expiry: expiry, expiresAt: expiresAt)
+                state.events[id].refresh(at: index, expiry: expiry, expiresAt: expiresAt, attributes: attributes)
                 if let made { expired.append(made) }  // subscribed meanwhile: ours is not needed
                 return .success((.refreshed, expired))
             }
@@ -368,7 +438,7 @@ public final class EventHub: Sendable {
             state.events[id].append(
                 Subscription(
                     socket: socket, identity: identity, subscriber: subscriber, durable: made,
-                    expiry: expiry, expiresAt: expiresAt))
+                    expiry: expiry, expiresAt: expiresAt, attributes: attributes))
             state.subscriptionCount += 1
             return .success((.subscribed, expired))
         }
@@ -454,7 +524,8 @@ public final class EventHub: Sendable {
         let ttl = subscription.expiresAt.map { wholeSecondsUntil($0, now: now) }
         return SubscriberInfo(
             socket: subscription.socket.description, expiry: subscription.expiry, ttl: ttl,
-            status: subscription.subscriber.status(), tally: subscription.subscriber.tally)
+            status: subscription.subscriber.status(), tally: subscription.subscriber.tally,
+            attributes: subscription.attributes)
     }
 
     /// Removes every expired subscription now and closes its subscriber (its queue drains, then

@@ -23,4 +23,6 @@ public struct SubscriberInfo: Sendable {
     public var status: (any SubscriberStatus)?
     /// Its outcome counts, when it keeps them (``EventSubscriber/tally``).
     public var tally: SubscriberTally? = nil
+    /// Its filter and field list, when it has them.
+    public var attributes: SubscriptionAttributes = .none
 }
