@@ -88,6 +88,10 @@ public final class StoreConnection: Sendable {
                     logger: logger)
             }
         } catch {
+            // NIO's connect timeout also bounds the start-up exchange: the same words as our own bound.
+            if let error = error as? PSQLError, case .connectTimeout? = error.underlying as? ChannelError {
+                throw StateStoreError(message: "no answer from the state store within \(timeout)")
+            }
             throw StateStoreError(error)
         }
         for channel in channels {

@@ -45,6 +45,30 @@ import Testing
         }
     }
 
+    @Test func opensipsCLISubscribesWithAFilter() async throws {
+        try await withTeardown { teardown in
+            let daemon = try await Daemon.start(extra: "events: [E_MY_EVENT]\n")
+            teardown.add { await daemon.stop() }
+            let receiver = try DatagramReceiver()
+            teardown.add { await receiver.close() }
+            let subscribed = try await cli(
+                daemon, ["mi", "evi:subscribe", "E_MY_EVENT", receiver.socket, "3600", "callid=abc*"])
+            #expect(subscribed.status == 0, "\(subscribed.errors)")
+            let listed = try await cli(daemon, ["mi", "evi:subscribers", "E_MY_EVENT"])
+            #expect(listed.output.contains(#""filter": "callid=abc*""#), "\(listed.output)")
+            for callid in ["xyz-1", "abc-2", "abd-3"] {
+                _ = try daemon.mi(
+                    #"{"jsonrpc":"2.0","method":"evi:raise","params":["E_MY_EVENT",{"callid":"\#(callid)"}],"id":1}"#)
+            }
+            #expect(
+                await receiver.waitFor(count: 1) == [
+                    #"{"jsonrpc":"2.0","method":"E_MY_EVENT","params":{"callid":"abc-2"}}"#
+                ])
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(receiver.count == 1)
+        }
+    }
+
     @Test func opensipsEventReceivesARaiseWithJSONParams() async throws {
         try await withTeardown { teardown in
             let daemon = try await Daemon.start(extra: "events: [E_X]\n")
