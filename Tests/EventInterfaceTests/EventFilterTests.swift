@@ -1,4 +1,5 @@
 import EventInterface
+import EventInterfaceTestKit
 import Testing
 
 /// The pure filter matcher (Docs/filters.md): parsing, fnmatch globs, escapes, `!=`, absent and
@@ -119,14 +120,8 @@ import Testing
     /// 100,000 generated filters: each is refused with a message or parsed and evaluated, and none
     /// crashes or hangs (a pattern of many stars over a long value stays polynomial).
     @Test func fuzzedFiltersFailClearlyOrMatch() {
-        var random: UInt64 = 0x5eed
-        func next() -> UInt64 {
-            random &+= 0x9e37_79b9_7f4a_7c15
-            var value = random
-            value = (value ^ (value >> 30)) &* 0xbf58_476d_1ce4_e5b9
-            value = (value ^ (value >> 27)) &* 0x94d0_49bb_1331_11eb
-            return value ^ (value >> 31)
-        }
+        var random = SplitMix(seed: 0x5eed)
+        func next() -> UInt64 { random.next() }
         let alphabet = Array("ab=!;\\*?[]^-é0 ")
         let params: EventParams = ["a": "ab*?[é", "b": 7, "ab": ["x": 1]]
         var parsed = 0

@@ -1,5 +1,6 @@
 import EventDatagram
 import EventInterface
+import EventInterfaceTestKit
 import EventVirtual
 import Testing
 
@@ -186,18 +187,5 @@ import Testing
             }
         }
         #expect(accepted > 1000)
-    }
-}
-
-/// A small deterministic generator for fuzzing (the same cases every run).
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var value = state
-        value = (value ^ (value >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        value = (value ^ (value >> 27)) &* 0x94d0_49bb_1331_11eb
-        return value ^ (value >> 31)
     }
 }

@@ -15,18 +15,6 @@ import Testing
 /// README reports), a shorter default for CI.
 let fuzzIterations = ProcessInfo.processInfo.environment["EVI_FUZZ_ITERATIONS"].flatMap(Int.init) ?? 5_000
 
-/// A seeded generator, so a failing input can be reproduced.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// Random edits of a seed text: byte flips, insertions of interesting characters, deletions,
 /// duplications, truncation, splicing.
 func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String {
@@ -81,7 +69,7 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
         ] {
             registry.register(transport)
         }
-        var random = SplitMix(state: 0xE71)
+        var random = SplitMix(seed: 0xE71)
         var accepted = 0
         var rejected = 0
         for index in 0..<fuzzIterations {
@@ -184,7 +172,7 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
                       event_flatstore: { allowed_dirs: [\(directory.path)] }
                     """ + "\n")
             teardown.add { await daemon.stop() }
-            var random = SplitMix(state: 0xF022)
+            var random = SplitMix(seed: 0xF022)
             var answered = 0
             var notifications = 0
             let requests = fuzzIterations
@@ -267,7 +255,7 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
         try await withTeardown { teardown in
             let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\n")
             teardown.add { await daemon.stop() }
-            var random = SplitMix(state: 0x100D)
+            var random = SplitMix(seed: 0x100D)
             let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
             defer { close(fd) }
             var sent = 0
@@ -308,7 +296,7 @@ func mutate(_ seed: String, _ random: inout SplitMix, pool: [String]) -> String 
                 extra: "events: [E_FUZZ]\n", token: "t0k",
                 miExtra: "  max_connections: 16\n  header_timeout: 1\n  idle_timeout: 2\n")
             teardown.add { await daemon.stop() }
-            var random = SplitMix(state: 0x510)
+            var random = SplitMix(seed: 0x510)
             var slow: [RawConnection] = []
             defer { for connection in slow { connection.close() } }
             let fragments = [
@@ -397,7 +385,7 @@ extension FuzzTests {
             let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\ningress: [\"udp:127.0.0.1:0\"]\n")
             teardown.add { await daemon.stop() }
             let port = try daemon.ingressPort("udp")
-            var random = SplitMix(state: 0x1A6E55)
+            var random = SplitMix(seed: 0x1A6E55)
             let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
             defer { close(fd) }
             var raisable = 0
@@ -438,7 +426,7 @@ extension FuzzTests {
             let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\ningress: [\"tcp:127.0.0.1:0\"]\n")
             teardown.add { await daemon.stop() }
             let port = try daemon.ingressPort("tcp")
-            var random = SplitMix(state: 0x7C9)
+            var random = SplitMix(seed: 0x7C9)
             var connection = try RawConnection(port: port)
             for index in 0..<fuzzIterations {
                 if index % 500 == 499 {  // a new connection now and then, the old one cut wherever it was
@@ -480,7 +468,7 @@ extension FuzzTests {
                 extra: "events: [E_FUZZ]\ningress: [\"evapi:127.0.0.1:\(listener.port)\"]\n")
             teardown.add { await daemon.stop() }
             var connection = try #require(listener.accept())
-            var random = SplitMix(state: 0xE7A9)
+            var random = SplitMix(seed: 0xE7A9)
             var raisable = 0
             var chunk = ""
             for index in 0..<fuzzIterations {
@@ -538,7 +526,7 @@ extension FuzzTests {
             let daemon = try await Daemon.start(extra: "events: [E_FUZZ]\n")
             teardown.add { await daemon.stop() }
             let port = daemon.httpPort
-            var random = SplitMix(state: 0x5EB5)
+            var random = SplitMix(seed: 0x5EB5)
             func randomFrame() -> [UInt8] {
                 let first = UInt8(truncatingIfNeeded: random.next())
                 let masked = random.next() % 8 != 0
@@ -590,7 +578,7 @@ extension FuzzTests {
                 extra: "events: [E_FUZZ]\ningress: [\(try RabbitMQIngressTests.ingress("evi.fuzz"))]\n")
             teardown.add { await daemon.stop() }
             try await RabbitMQIngressTests.waitConsuming(daemon)
-            var random = SplitMix(state: 0xA3C9)
+            var random = SplitMix(seed: 0xA3C9)
             let bodies = (0..<fuzzIterations).map { Self.fuzzMessage($0, &random) }
             let raisable = bodies.filter(Self.isRaisable).count
             try await RabbitMQIngressTests.publish(bodies, to: "evi.fuzz")
