@@ -289,7 +289,8 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
     ) async throws {
         guard let connection = state.withLock({ $0.connection }), connection.isActive else { throw unreachable }
         let key = Key(event: event, identity: identity)
-        var fields = Self.notification(event: event, identity: identity, socket: socket, attributes: attributes)
+        let stored = attributes.storedJSON
+        var fields = Self.notification(event: event, identity: identity, socket: socket, attributes: stored)
         // One statement each: the row and its notification commit together (the `count(*)`
         // makes the notification go whether or not a row was there).
         if expiry == .seconds(0) {
@@ -311,7 +312,6 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
                 fields.append(EventField("expire", .int(Int64(seconds))))
                 fields.append(EventField("expires_at", .double(at)))
             }
-            let stored = attributes.storedJSON
             try await connection.execute(
                 """
                 WITH saved AS (
@@ -385,15 +385,13 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
         }
     }
 
-    /// The `pg_notify` payload's first members (the expiry follows).
-    static func notification(
-        event: String, identity: String, socket: String, attributes: SubscriptionAttributes
-    ) -> [EventField] {
+    /// The `pg_notify` payload's first members (the expiry follows); `attributes` as stored.
+    static func notification(event: String, identity: String, socket: String, attributes: String?) -> [EventField] {
         var fields: [EventField] = [
             EventField("event", .string(event)), EventField("identity", .string(identity)),
             EventField("socket", .string(socket)),
         ]
-        if let stored = attributes.storedJSON { fields.append(EventField("attributes", .string(stored))) }
+        if let attributes { fields.append(EventField("attributes", .string(attributes))) }
         return fields
     }
 
@@ -402,7 +400,8 @@ public final class ClusterStore: SubscriptionObserver, Sendable {
     public func refusal(
         forSubscription event: String, socket: String, identity: String, attributes: SubscriptionAttributes
     ) -> String? {
-        var fields = Self.notification(event: event, identity: identity, socket: socket, attributes: attributes)
+        var fields = Self.notification(
+            event: event, identity: identity, socket: socket, attributes: attributes.storedJSON)
         fields.append(EventField("expire", .int(Int64(Int32.max))))
         fields.append(EventField("expires_at", .double(1e10)))
         let size = Self.json(fields).utf8.count

@@ -49,6 +49,11 @@ public final class EventHub: Sendable {
         var expiresAt: Double?
         /// Its filter and field list; a subscription with either is handed only what it selects.
         var attributes: SubscriptionAttributes
+
+        /// How ``SelectiveSubscribers`` holds it.
+        var selectiveEntry: SelectiveSubscribers.Entry {
+            SelectiveSubscribers.Entry(subscriber: subscriber, durable: durable, attributes: attributes)
+        }
     }
 
     struct EventRecord: Sendable {
@@ -82,9 +87,7 @@ public final class EventHub: Sendable {
             positions[subscription.identity] = subscriptions.count
             subscriptions.append(subscription)
             if !subscription.attributes.isEmpty {
-                let entry = SelectiveSubscribers.Entry(
-                    subscriber: subscription.subscriber, durable: subscription.durable,
-                    attributes: subscription.attributes)
+                let entry = subscription.selectiveEntry
                 if selective == nil { selective = SelectiveSubscribers([entry]) } else { selective?.add(entry) }
             } else if let durable = subscription.durable {
                 self.durable.append(durable)
@@ -132,11 +135,7 @@ public final class EventHub: Sendable {
         }
 
         private mutating func rebuildSelective() {
-            selective = SelectiveSubscribers(
-                subscriptions.filter { !$0.attributes.isEmpty }.map {
-                    SelectiveSubscribers.Entry(
-                        subscriber: $0.subscriber, durable: $0.durable, attributes: $0.attributes)
-                })
+            selective = SelectiveSubscribers(subscriptions.filter { !$0.attributes.isEmpty }.map(\.selectiveEntry))
         }
 
         /// Drops what has expired at `now`; returns the dropped subscribers.
